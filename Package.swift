@@ -1,0 +1,26 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// No package dependencies: stdlib, Foundation (config load only), Glibc, OpenSSL via a system library.
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Tern",
+    products: [.executable(name: "tern", targets: ["tern"])],
+    targets: [
+        .target(name: "CTernShim"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "TernCore", dependencies: ["CTernShim"], swiftSettings: optimize),
+        .target(name: "TernHTTP1", dependencies: ["TernCore"], swiftSettings: optimize),
+        .target(name: "TernTLS", dependencies: ["TernCore", "COpenSSL"], swiftSettings: optimize),
+        .target(name: "TernServer", dependencies: ["TernCore", "TernHTTP1", "TernTLS"], swiftSettings: optimize),
+        .executableTarget(name: "tern", dependencies: ["TernServer"], swiftSettings: optimize),
+        .target(name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport"),
+        .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
+        .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),
+        .testTarget(name: "TernServerTests", dependencies: ["TernServer", "TernCore", "TernTestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TernTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

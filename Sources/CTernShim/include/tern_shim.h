@@ -1,0 +1,44 @@
+// Thin C wrappers for the Linux calls Glibc's Swift overlay lacks or imports awkwardly
+// (epoll_event is packed on x86_64; eventfd/timerfd/accept4 and CPU_* are macros or missing).
+#ifndef TERN_SHIM_H
+#define TERN_SHIM_H
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+enum {
+    TERN_EV_IN = 0x001, TERN_EV_OUT = 0x004, TERN_EV_ERR = 0x008, TERN_EV_HUP = 0x010,
+    TERN_EV_RDHUP = 0x2000, TERN_EV_ET = (int)(1u << 31)
+};
+
+typedef struct { uint32_t events; uint64_t data; } tern_event;
+
+int tern_epoll_create(void);
+int tern_epoll_add(int epfd, int fd, uint32_t events, uint64_t data);
+int tern_epoll_mod(int epfd, int fd, uint32_t events, uint64_t data);
+int tern_epoll_del(int epfd, int fd);
+int tern_epoll_wait(int epfd, tern_event *out, int max, int timeout_ms);
+
+int tern_eventfd(void);
+int tern_eventfd_signal(int fd);
+int tern_eventfd_drain(int fd);
+
+int tern_timerfd_create(void);
+int tern_timerfd_arm_ms(int fd, int64_t ms);
+
+int tern_accept4(int fd);
+int tern_socket_tcp(int family);
+int tern_set_reuse(int fd, int reuse_port);
+int tern_set_nodelay(int fd);
+int tern_socket_error(int fd);
+int tern_original_dst(int fd, struct sockaddr_storage *out, socklen_t *len);
+
+int tern_cpu_count_affinity(void);
+int64_t tern_monotonic_ms(void);
+int64_t tern_monotonic_ns(void);
+void tern_block_signals(void);
+int tern_wait_signal(void);
+int tern_errno(void);
+#endif

@@ -1,0 +1,96 @@
+#define _GNU_SOURCE
+#include "tern_shim.h"
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <linux/netfilter_ipv4.h>
+#include <sched.h>
+#include <signal.h>
+#include <pthread.h>
+#include <errno.h>
+#include <unistd.h>
+#include <time.h>
+#include <string.h>
+
+int tern_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+static int ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev; memset(&ev, 0, sizeof ev);
+    ev.events = events; ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+int tern_epoll_add(int epfd, int fd, uint32_t events, uint64_t data) { return ctl(epfd, EPOLL_CTL_ADD, fd, events, data); }
+int tern_epoll_mod(int epfd, int fd, uint32_t events, uint64_t data) { return ctl(epfd, EPOLL_CTL_MOD, fd, events, data); }
+int tern_epoll_del(int epfd, int fd) { return ctl(epfd, EPOLL_CTL_DEL, fd, 0, 0); }
+
+int tern_epoll_wait(int epfd, tern_event *out, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) { out[i].events = evs[i].events; out[i].data = evs[i].data.u64; }
+    return n;
+}
+
+int tern_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+int tern_eventfd_signal(int fd) { uint64_t one = 1; return (int)write(fd, &one, sizeof one); }
+int tern_eventfd_drain(int fd) { uint64_t v; return (int)read(fd, &v, sizeof v); }
+
+int tern_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+int tern_timerfd_arm_ms(int fd, int64_t ms) {
+    struct itimerspec its; memset(&its, 0, sizeof its);
+    if (ms > 0) { its.it_value.tv_sec = ms / 1000; its.it_value.tv_nsec = (ms % 1000) * 1000000; }
+    return timerfd_settime(fd, 0, &its, NULL);
+}
+
+int tern_accept4(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+int tern_socket_tcp(int family) { return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
+int tern_set_reuse(int fd, int reuse_port) {
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return -1;
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) return -1;
+    return 0;
+}
+int tern_set_nodelay(int fd) { int one = 1; return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); }
+int tern_socket_error(int fd) {
+    int err = 0; socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
+    return err;
+}
+int tern_original_dst(int fd, struct sockaddr_storage *out, socklen_t *len) {
+    *len = sizeof(struct sockaddr_in);
+    return getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, len);
+}
+
+int tern_cpu_count_affinity(void) {
+    cpu_set_t set; CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+int64_t tern_monotonic_ms(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+int64_t tern_monotonic_ns(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+static sigset_t handled_signals(void) {
+    sigset_t set; sigemptyset(&set);
+    sigaddset(&set, SIGTERM); sigaddset(&set, SIGINT); sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP); sigaddset(&set, SIGUSR1);
+    return set;
+}
+void tern_block_signals(void) {
+    sigset_t set = handled_signals();
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+int tern_wait_signal(void) {
+    sigset_t set = handled_signals(); int sig = 0;
+    if (sigwait(&set, &sig) != 0) return -1;
+    return sig;
+}
+int tern_errno(void) { return errno; }

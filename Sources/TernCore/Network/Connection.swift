@@ -1,0 +1,206 @@
+import CTernShim
+import Glibc
+
+/// Why a connection ended; carried to the delegate and into logs.
+public enum CloseReason: Sendable, Equatable {
+    case localClose
+    case peerClosed
+    case readError(Int32)
+    case writeError(Int32)
+    case connectFailed(Int32)
+    case connectTimeout
+}
+
+public protocol ConnectionDelegate: AnyObject {
+    /// New bytes are in `connection.input` (and/or the peer closed its side when `eof`).
+    func connectionReadable(_ connection: Connection, eof: Bool)
+    /// An outbound connect completed.
+    func connectionConnected(_ connection: Connection)
+    /// Pending output fell below the low watermark after having passed the high one.
+    func connectionWriteDrained(_ connection: Connection)
+    func connectionClosed(_ connection: Connection, reason: CloseReason)
+}
+
+/// A non-blocking TCP socket registered once, edge-triggered, with its loop. Input and output
+/// buffers come from the worker's pool only while data is in flight, so an idle connection holds
+/// only this object.
+public final class Connection: EventHandler {
+    public enum State { case connecting, open, closed }
+
+    public let fd: Int32
+    public unowned let loop: EventLoop
+    public unowned let buffers: BufferPool
+    public weak var delegate: ConnectionDelegate?
+    public private(set) var state: State
+    public private(set) var input: ByteBuffer?
+    private var output: ByteBuffer?
+    public private(set) var readPaused = false
+    private var readReady = false
+    public private(set) var peerHalfClosed = false
+    private var writeBlocked = false
+    private var aboveHighWatermark = false
+    private var closeAfterFlush = false
+    public var highWatermark = 256 * 1024
+    public var lowWatermark = 64 * 1024
+    /// Free for the owner to use (e.g. the pool's host index).
+    public var tag = 0
+
+    public init(fd: Int32, loop: EventLoop, buffers: BufferPool, connecting: Bool = false) {
+        self.fd = fd
+        self.loop = loop
+        self.buffers = buffers
+        self.state = connecting ? .connecting : .open
+        loop.register(fd: fd, handler: self)
+    }
+
+    /// Starts a non-blocking connect; completion arrives as `connectionConnected` or `connectionClosed`.
+    public static func connect(to address: SocketAddress, loop: EventLoop, buffers: BufferPool) -> Connection? {
+        let fd = tern_socket_tcp(address.family)
+        guard fd >= 0 else { return nil }
+        _ = tern_set_nodelay(fd)
+        let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+        if rc != 0 && errno != EINPROGRESS {
+            Glibc.close(fd)
+            return nil
+        }
+        return Connection(fd: fd, loop: loop, buffers: buffers, connecting: true)
+    }
+
+    public var pendingOutput: Int { output?.readableBytes ?? 0 }
+
+    public func handleEvents(_ events: UInt32) {
+        if state == .connecting {
+            if events & (Readiness.writable | Readiness.error | Readiness.hangup) != 0 {
+                let err = tern_socket_error(fd)
+                if err != 0 { close(reason: .connectFailed(err)); return }
+                state = .open
+                delegate?.connectionConnected(self)
+                if state != .open { return }
+            } else { return }
+        }
+        if events & Readiness.readHangup != 0 { peerHalfClosed = true }
+        // While reading is paused nobody would see the close: treat a hang-up as the end now.
+        if readPaused && events & (Readiness.readHangup | Readiness.hangup | Readiness.error) != 0 && !closeAfterFlush {
+            close(reason: .peerClosed)
+            return
+        }
+        if events & (Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error) != 0 {
+            readReady = true
+            if !readPaused { readAvailable() }
+        }
+        if state == .open && events & Readiness.writable != 0 && writeBlocked {
+            writeBlocked = false
+            flush()
+        }
+    }
+
+    /// Reads until the socket is drained (edge-triggered), then hands the bytes to the delegate.
+    private func readAvailable() {
+        var eof = false
+        while state == .open && readReady && !readPaused {
+            let buffer: ByteBuffer
+            if let b = input { buffer = b } else { buffer = buffers.take(); input = buffer }
+            buffer.reserve(4096)
+            let room = buffer.writableBytes
+            let n = Glibc.read(fd, buffer.writePointer, room)
+            if n > 0 {
+                buffer.writerIndex += n
+                // A short read drains the socket unless the peer also closed (then EOF is still to read).
+                if n < room && !peerHalfClosed { readReady = false }
+            } else if n == 0 {
+                readReady = false
+                eof = true
+            } else {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK { readReady = false }
+                else if e == EINTR { continue }
+                else { releaseInputIfEmpty(); close(reason: .readError(e)); return }
+            }
+            if input?.readableBytes ?? 0 > 0 || eof {
+                delegate?.connectionReadable(self, eof: eof)
+                releaseInputIfEmpty()
+                if eof { return }
+            }
+        }
+        releaseInputIfEmpty()
+    }
+
+    private func releaseInputIfEmpty() {
+        if let b = input, b.isEmpty { input = nil; buffers.give(b) }
+    }
+
+    /// Stops reading (back-pressure or pipelining): bytes stay in the kernel until `resumeReading`.
+    public func pauseReading() { readPaused = true }
+
+    public func resumeReading() {
+        guard readPaused else { return }
+        readPaused = false
+        guard state == .open else { return }
+        if let b = input, !b.isEmpty {
+            delegate?.connectionReadable(self, eof: false)
+            releaseInputIfEmpty()
+        }
+        if readReady && !readPaused && state == .open { readAvailable() }
+    }
+
+    /// The buffer to append output into; call `flush()` after appending.
+    public var outputBuffer: ByteBuffer {
+        if let b = output { return b }
+        let b = buffers.take()
+        output = b
+        return b
+    }
+
+    /// Writes what is pending; leftovers wait for the next writable edge.
+    public func flush() {
+        guard state == .open, let out = output else { return }
+        while out.readableBytes > 0 {
+            let n = Glibc.write(fd, out.readPointer, out.readableBytes)
+            if n > 0 {
+                out.consume(n)
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                writeBlocked = true
+                break
+            } else {
+                close(reason: .writeError(errno))
+                return
+            }
+        }
+        let pending = out.readableBytes
+        if pending == 0 {
+            output = nil
+            buffers.give(out)
+            if closeAfterFlush { close(reason: .localClose); return }
+        }
+        if aboveHighWatermark && pending <= lowWatermark {
+            aboveHighWatermark = false
+            delegate?.connectionWriteDrained(self)
+        }
+    }
+
+    /// True when queued output passed the high watermark; the caller should stop feeding this
+    /// connection and wait for `connectionWriteDrained`.
+    public func exceedsHighWatermark() -> Bool {
+        if pendingOutput > highWatermark { aboveHighWatermark = true }
+        return aboveHighWatermark
+    }
+
+    /// Closes once everything queued has been written.
+    public func closeWhenFlushed() {
+        if pendingOutput == 0 { close(reason: .localClose) } else { closeAfterFlush = true; readPaused = true }
+    }
+
+    public func close(reason: CloseReason = .localClose) {
+        guard state != .closed else { return }
+        state = .closed
+        loop.unregister(fd: fd)
+        Glibc.close(fd)
+        if let b = input { input = nil; buffers.give(b) }
+        if let b = output { output = nil; buffers.give(b) }
+        let d = delegate
+        delegate = nil
+        d?.connectionClosed(self, reason: reason)
+    }
+}

@@ -1,0 +1,230 @@
+/// What the router needs to see of a request: path, host and header values, in place.
+public protocol RoutableRequest {
+    /// The path without the query string.
+    func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R
+    /// The authority without port ("" when absent).
+    func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R
+    /// The first value of a header, by lowercased name; nil when absent.
+    func withHeader<R>(lowercasedName: [UInt8], _ body: (UnsafePointer<UInt8>, Int) -> R) -> R?
+}
+
+/// A compiled regular expression shared read-only between workers.
+public final class SharedRegex: @unchecked Sendable {
+    public let pattern: String
+    private let regex: Regex<AnyRegexOutput>
+    public init(_ pattern: String) throws {
+        self.pattern = pattern
+        regex = try Regex(pattern)
+    }
+    /// True when the whole of `bytes` matches (MOSN and Envoy use full matches for routes).
+    public func wholeMatch(_ p: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        let s = Bytes.string(p, count)
+        return (try? regex.wholeMatch(in: s)) != nil
+    }
+}
+
+public struct HeaderMatcher: Sendable {
+    public let lowercasedName: [UInt8]
+    public let value: [UInt8]
+    public let regex: SharedRegex?
+    public let caseSensitive: Bool
+
+    public init(name: String, value: String, regex: SharedRegex?, caseSensitive: Bool) {
+        lowercasedName = Bytes.lowercased(name)
+        self.value = caseSensitive ? Array(value.utf8) : Bytes.lowercased(value)
+        self.regex = regex
+        self.caseSensitive = caseSensitive
+    }
+
+    func matches<R: RoutableRequest>(_ request: R) -> Bool {
+        let result = request.withHeader(lowercasedName: lowercasedName) { p, n -> Bool in
+            if let regex { return regex.wholeMatch(p, n) }
+            return caseSensitive ? Bytes.equals(p, n, value) : Bytes.equalsIgnoringCase(p, n, value)
+        }
+        return result ?? false
+    }
+}
+
+public enum PathMatch: Sendable {
+    case any
+    case prefix([UInt8])
+    case exact([UInt8])
+    case regex(SharedRegex)
+}
+
+public struct HeaderToAdd: Sendable {
+    public let name: [UInt8]
+    public let lowercasedName: [UInt8]
+    public let value: [UInt8]
+    public let append: Bool
+    public init(name: String, value: String, append: Bool) {
+        self.name = Array(name.utf8)
+        lowercasedName = Bytes.lowercased(name)
+        self.value = Array(value.utf8)
+        self.append = append
+    }
+}
+
+/// Header edits merged from the route, its virtual host and its router configuration, so the hot
+/// path applies one list.
+public struct HeaderMutations: Sendable {
+    public var add: [HeaderToAdd] = []
+    public var remove: [[UInt8]] = []   // lowercased names
+    public init() {}
+    public var isEmpty: Bool { add.isEmpty && remove.isEmpty }
+    public mutating func merge(_ other: HeaderMutations) {
+        add.append(contentsOf: other.add)
+        remove.append(contentsOf: other.remove)
+    }
+    /// Whether a header must be dropped because it is removed or replaced (not appended) here.
+    @inline(__always)
+    public func drops(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        for r in remove where Bytes.equalsIgnoringCase(p, n, r) { return true }
+        for a in add where !a.append && Bytes.equalsIgnoringCase(p, n, a.lowercasedName) { return true }
+        return false
+    }
+}
+
+public struct WeightedCluster: Sendable {
+    public let clusterIndex: Int
+    public let weight: Int
+    public init(clusterIndex: Int, weight: Int) { self.clusterIndex = clusterIndex; self.weight = weight }
+}
+
+public struct ClusterRoute: Sendable {
+    public var clusters: [WeightedCluster]
+    public var totalWeight: Int
+    public var timeoutMS: Int64
+    public var prefixRewrite: [UInt8]?
+    public var hostRewrite: [UInt8]?
+    public var requestHeaders = HeaderMutations()
+    public var responseHeaders = HeaderMutations()
+    public init(clusters: [WeightedCluster], timeoutMS: Int64) {
+        self.clusters = clusters
+        totalWeight = clusters.reduce(0) { $0 + $1.weight }
+        self.timeoutMS = timeoutMS
+    }
+
+    @inline(__always)
+    public func pickCluster(_ random: inout FastRandom) -> Int {
+        if clusters.count == 1 { return clusters[0].clusterIndex }
+        var r = random.below(max(totalWeight, 1))
+        for c in clusters {
+            if r < c.weight { return c.clusterIndex }
+            r -= c.weight
+        }
+        return clusters[clusters.count - 1].clusterIndex
+    }
+}
+
+public struct RedirectRoute: Sendable {
+    public let status: Int
+    public let path: String?
+    public let host: String?
+    public let scheme: String?
+    public init(status: Int, path: String?, host: String?, scheme: String?) {
+        self.status = status; self.path = path; self.host = host; self.scheme = scheme
+    }
+}
+
+public enum RouteAction: Sendable {
+    case cluster(ClusterRoute)
+    case direct(status: Int, body: [UInt8], headers: HeaderMutations)
+    case redirect(RedirectRoute)
+}
+
+public struct Route: Sendable {
+    public let path: PathMatch
+    public let headers: [HeaderMatcher]
+    public let action: RouteAction
+    public init(path: PathMatch, headers: [HeaderMatcher], action: RouteAction) {
+        self.path = path; self.headers = headers; self.action = action
+    }
+
+    @inline(__always)
+    func matches<R: RoutableRequest>(_ request: R) -> Bool {
+        let pathOK: Bool
+        switch path {
+        case .any: pathOK = true
+        case .prefix(let p): pathOK = request.withPath { Bytes.hasPrefix($0, $1, p) }
+        case .exact(let p): pathOK = request.withPath { Bytes.equals($0, $1, p) }
+        case .regex(let r): pathOK = request.withPath { r.wholeMatch($0, $1) }
+        }
+        if !pathOK { return false }
+        for h in headers where !h.matches(request) { return false }
+        return true
+    }
+}
+
+public struct VirtualHost: Sendable {
+    public let name: String
+    public let routes: [Route]
+    public init(name: String, routes: [Route]) { self.name = name; self.routes = routes }
+}
+
+/// Domains of one router configuration, compiled for lookup without allocation: exact names by
+/// hash, then `*.suffix` and `prefix.*` wildcards longest first, then the `*` default.
+public struct RouteTable: Sendable {
+    public let name: String
+    public let virtualHosts: [VirtualHost]
+    private var exact: [UInt64: [(domain: [UInt8], host: Int)]] = [:]
+    private var suffixes: [(suffix: [UInt8], host: Int)] = []   // "*.example.com" stored as ".example.com"
+    private var prefixes: [(prefix: [UInt8], host: Int)] = []   // "api.*" stored as "api."
+    private var defaultHost: Int?
+
+    public init(name: String, virtualHosts: [VirtualHost], domains: [[String]]) {
+        self.name = name
+        self.virtualHosts = virtualHosts
+        for (index, list) in domains.enumerated() {
+            for domain in list {
+                let lower = Bytes.lowercased(RouteTable.stripPort(domain))
+                if domain == "*" {
+                    if defaultHost == nil { defaultHost = index }
+                } else if domain.hasPrefix("*") {
+                    suffixes.append((Array(lower.dropFirst()), index))
+                } else if domain.hasSuffix("*") {
+                    prefixes.append((Array(lower.dropLast()), index))
+                } else {
+                    exact[Bytes.hashLowercased(lower), default: []].append((lower, index))
+                }
+            }
+        }
+        suffixes.sort { $0.suffix.count > $1.suffix.count }
+        prefixes.sort { $0.prefix.count > $1.prefix.count }
+    }
+
+    static func stripPort(_ domain: String) -> String {
+        if domain.hasPrefix("[") { return domain }
+        if let colon = domain.lastIndex(of: ":"), domain[domain.index(after: colon)...].allSatisfy(\.isNumber) {
+            return String(domain[..<colon])
+        }
+        return domain
+    }
+
+    public func virtualHostIndex(host p: UnsafePointer<UInt8>, _ n: Int) -> Int? {
+        if !exact.isEmpty, let candidates = exact[Bytes.hashLowercased(p, n)] {
+            for c in candidates where Bytes.equalsIgnoringCase(p, n, c.domain) { return c.host }
+        }
+        for s in suffixes where n > s.suffix.count {
+            let start = p + (n - s.suffix.count)
+            if Bytes.equalsIgnoringCase(start, s.suffix.count, s.suffix) { return s.host }
+        }
+        for s in prefixes where n > s.prefix.count {
+            if Bytes.equalsIgnoringCase(p, s.prefix.count, s.prefix) { return s.host }
+        }
+        return defaultHost
+    }
+
+    /// The first matching route of the matching virtual host, or nil (404).
+    public func route<R: RoutableRequest>(_ request: R) -> Route? {
+        let hostIndex: Int?
+        if virtualHosts.count == 1 && defaultHost == 0 {
+            hostIndex = 0
+        } else {
+            hostIndex = request.withHost { virtualHostIndex(host: $0, $1) }
+        }
+        guard let hostIndex else { return nil }
+        for route in virtualHosts[hostIndex].routes where route.matches(request) { return route }
+        return nil
+    }
+}

@@ -1,0 +1,88 @@
+/// The answer of a protocol to the first bytes of a connection (`Auto` sniffing).
+public enum SniffResult: Sendable { case match, noMatch, needMoreBytes }
+
+/// A stream protocol (HTTP/1, bolt, ...): it recognises its first bytes and runs a downstream
+/// session on a connection. New protocols register by name in the server's registry.
+public protocol StreamProtocol: Sendable {
+    var name: String { get }
+    func sniff(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> SniffResult
+    /// Takes over `connection` (becomes its delegate); bytes already read stay in its input.
+    func startSession(connection: Connection, worker: Worker, settings: ProxySettings)
+}
+
+/// A network filter: sees each accepted connection in chain order. A terminal filter (proxy,
+/// tcp_proxy) takes the connection and stops the chain.
+public protocol NetworkFilter: AnyObject {
+    func onAccept(_ connection: Connection) -> Bool   // true: handled, stop the chain
+}
+
+/// The filters of one listener on one worker.
+public final class NetworkFilterChain: AcceptHandler {
+    public let filters: [NetworkFilter]
+    public init(filters: [NetworkFilter]) { self.filters = filters }
+    public func accepted(_ connection: Connection, listener: Listener) {
+        for f in filters where f.onAccept(connection) { return }
+        connection.close()
+    }
+}
+
+/// The `proxy` network filter: hands the connection to its downstream protocol, or sniffs the
+/// first bytes among several (`Auto`).
+public final class ProxyFilter: NetworkFilter {
+    let worker: Worker
+    let settings: ProxySettings
+    let protocols: [StreamProtocol]
+
+    public init(worker: Worker, settings: ProxySettings, protocols: [StreamProtocol]) {
+        self.worker = worker
+        self.settings = settings
+        self.protocols = protocols
+    }
+
+    public func onAccept(_ connection: Connection) -> Bool {
+        if protocols.count == 1 {
+            protocols[0].startSession(connection: connection, worker: worker, settings: settings)
+        } else {
+            let sniffer = ProtocolSniffer(filter: self, connection: connection)
+            connection.delegate = sniffer
+            worker.add(sniffer, fd: connection.fd)
+        }
+        return true
+    }
+}
+
+/// Holds a new connection until its first bytes name a protocol.
+final class ProtocolSniffer: ConnectionDelegate, DownstreamSession {
+    let filter: ProxyFilter
+    let connection: Connection
+
+    init(filter: ProxyFilter, connection: Connection) {
+        self.filter = filter
+        self.connection = connection
+    }
+
+    func connectionReadable(_ connection: Connection, eof: Bool) {
+        guard let input = connection.input, input.readableBytes > 0 else { connection.close(); return }
+        var undecided = false
+        for p in filter.protocols {
+            switch p.sniff(input.readPointer, input.readableBytes) {
+            case .match:
+                filter.worker.remove(fd: connection.fd)
+                p.startSession(connection: connection, worker: filter.worker, settings: filter.settings)
+                connection.delegate?.connectionReadable(connection, eof: eof)
+                return
+            case .needMoreBytes: undecided = true
+            case .noMatch: break
+            }
+        }
+        if !undecided || eof || input.readableBytes > 64 {
+            filter.worker.logger.error("proxy", "listener \(filter.settings.listenerName): unknown protocol in first bytes, closing")
+            connection.close()
+        }
+    }
+
+    func connectionConnected(_ connection: Connection) {}
+    func connectionWriteDrained(_ connection: Connection) {}
+    func connectionClosed(_ connection: Connection, reason: CloseReason) { filter.worker.remove(fd: connection.fd) }
+    func beginDrain() { connection.close() }
+}

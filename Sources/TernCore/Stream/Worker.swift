@@ -1,0 +1,78 @@
+/// A downstream protocol session (one per accepted connection once its protocol is known).
+public protocol DownstreamSession: AnyObject {
+    /// SIGTERM: finish what is in flight, take no new requests, close when idle.
+    func beginDrain()
+}
+
+/// Everything one worker thread owns: its loop, buffer pool, cluster runtimes and live sessions.
+/// Confined to that worker's thread; other threads reach it only through `loop.remote`.
+public final class Worker {
+    public let id: Int
+    public let loop: EventLoop
+    public let buffers: BufferPool
+    public let clusters: [ClusterRuntime]
+    public let logger: Logger
+    public var random = FastRandom()
+    public private(set) var draining = false
+    private var sessions: [DownstreamSession?] = []
+    public private(set) var sessionCount = 0
+    public var listeners: [Listener] = []
+
+    public init(id: Int, clusters: [ClusterConfig], logger: Logger, bufferSize: Int = 16384) {
+        self.id = id
+        let loop = EventLoop()
+        let buffers = BufferPool(bufferSize: bufferSize)
+        self.loop = loop
+        self.buffers = buffers
+        self.clusters = clusters.map { ClusterRuntime(config: $0, loop: loop, buffers: buffers) }
+        self.logger = logger
+    }
+
+    public func add(_ session: DownstreamSession, fd: Int32) {
+        let i = Int(fd)
+        if i >= sessions.count { sessions.append(contentsOf: repeatElement(nil, count: i + 64 - sessions.count)) }
+        if sessions[i] == nil { sessionCount += 1 }
+        sessions[i] = session
+        if draining { session.beginDrain() }
+    }
+
+    public func remove(fd: Int32) {
+        let i = Int(fd)
+        if i < sessions.count, sessions[i] != nil {
+            sessions[i] = nil
+            sessionCount -= 1
+        }
+    }
+
+    /// Stops the listeners and asks every session to finish.
+    public func beginDrain() {
+        guard !draining else { return }
+        draining = true
+        for l in listeners { l.stop() }
+        for s in sessions { s?.beginDrain() }
+    }
+
+    public func closeIdleUpstreams() { for c in clusters { c.pool.closeAll() } }
+}
+
+/// Limits a codec applies to one downstream connection, with config-settable defaults.
+public struct ProtocolLimits: Sendable {
+    public var maxHeadBytes = 64 * 1024
+    public var maxHeaderCount = 100
+    public var maxBodyBytes: Int64 = -1   // unlimited
+    public var maxFrameBytes = 16 * 1024 * 1024
+    public init() {}
+}
+
+/// Read-only settings of one `proxy` network filter, shared by all workers.
+public struct ProxySettings: Sendable {
+    public let listenerName: String
+    public let routes: RouteTable
+    public let limits: ProtocolLimits
+    public let idleTimeoutMS: Int64
+    public let defaultRouteTimeoutMS: Int64
+    public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64) {
+        self.listenerName = listenerName; self.routes = routes; self.limits = limits
+        self.idleTimeoutMS = idleTimeoutMS; self.defaultRouteTimeoutMS = defaultRouteTimeoutMS
+    }
+}

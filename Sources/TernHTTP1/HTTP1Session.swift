@@ -1,0 +1,777 @@
+import TernCore
+
+/// Where a proxied exchange failed, for the error response, the log and retry decisions.
+enum ExchangeError {
+    case noRoute
+    case noHealthyHost(String)
+    case connectFailed(String, CloseReason)
+    case connectTimeout(String)
+    case upstreamClosed(String)
+    case upstreamMalformed(String, String)
+    case requestTimeout(String)
+
+    var status: Int {
+        switch self {
+        case .noRoute: return 404
+        case .noHealthyHost: return 503
+        case .connectFailed, .upstreamClosed, .upstreamMalformed: return 502
+        case .connectTimeout, .requestTimeout: return 504
+        }
+    }
+    var code: String {
+        switch self {
+        case .noRoute: return "no_route"
+        case .noHealthyHost: return "no_healthy_upstream"
+        case .connectFailed: return "upstream_connect_failed"
+        case .connectTimeout: return "upstream_connect_timeout"
+        case .upstreamClosed: return "upstream_reset"
+        case .upstreamMalformed: return "upstream_malformed_response"
+        case .requestTimeout: return "upstream_request_timeout"
+        }
+    }
+    var detail: String {
+        switch self {
+        case .noRoute: return "no route matched the request"
+        case .noHealthyHost(let c): return "cluster \(c) has no host to send to"
+        case .connectFailed(let h, let r): return "connect to \(h) failed: \(r)"
+        case .connectTimeout(let h): return "connect to \(h) timed out"
+        case .upstreamClosed(let h): return "upstream \(h) closed the connection before a complete response"
+        case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
+        case .requestTimeout(let h): return "upstream \(h) did not answer within the route timeout"
+        }
+    }
+    /// Whether resending the request elsewhere could not have been seen by the upstream.
+    var retrySafe: Bool {
+        switch self {
+        case .noHealthyHost, .connectFailed, .connectTimeout: return true
+        default: return false
+        }
+    }
+}
+
+/// The request head viewed by the router, in place over the input buffer.
+struct RequestView: RoutableRequest {
+    let base: UnsafePointer<UInt8>
+    let head: HTTPHead
+
+    func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        let (s, n) = pathRange()
+        return body(base + s, n)
+    }
+
+    func pathRange() -> (Int, Int) {
+        let t = base + head.targetStart
+        if head.targetLength > 0 && t[0] != UInt8(ascii: "/") {
+            // absolute-form: skip "scheme://authority"
+            var i = 0
+            while i + 2 < head.pathLength && !(t[i] == 58 && t[i + 1] == 47 && t[i + 2] == 47) { i += 1 }
+            i += 3
+            while i < head.pathLength && t[i] != 47 { i += 1 }
+            if i < head.pathLength { return (head.targetStart + i, head.pathLength - i) }
+        }
+        return (head.targetStart, head.pathLength)
+    }
+
+    func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        guard head.hostIndex >= 0 else { return body(base, 0) }
+        let f = head.fields[head.hostIndex]
+        let p = base + Int(f.valueStart)
+        var n = Int(f.valueLength)
+        if n > 0 && p[0] != UInt8(ascii: "[") {
+            var i = n - 1
+            while i > 0 && p[i] >= 48 && p[i] <= 57 { i -= 1 }
+            if p[i] == 58 { n = i }
+        }
+        return body(p, n)
+    }
+
+    func withHeader<R>(lowercasedName: [UInt8], _ body: (UnsafePointer<UInt8>, Int) -> R) -> R? {
+        for f in head.fields where Bytes.equalsIgnoringCase(base + Int(f.nameStart), Int(f.nameLength), lowercasedName) {
+            return body(base + Int(f.valueStart), Int(f.valueLength))
+        }
+        return nil
+    }
+}
+
+/// One downstream HTTP/1.1 connection and, while a request is in flight, its upstream exchange.
+/// Requests are handled one at a time; pipelined requests wait in the input buffer, so responses
+/// go back in order. Bodies stream in both directions with watermark back-pressure.
+final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
+    enum Phase { case waitingForRequest, proxying, closed }
+
+    let downstream: Connection
+    let worker: Worker
+    let settings: ProxySettings
+    let limits: HTTPLimits
+    var phase = Phase.waitingForRequest
+    var draining = false
+
+    // request side
+    let request = HTTPHead()
+    var requestScanned = 0
+    var requestBodyRemaining: Int64 = 0
+    var requestBodyTotal: Int64 = 0
+    var requestChunked = ChunkedDecoder()
+    var requestIsChunked = false
+    var requestBodyDone = true
+    var requestLastChunkWritten = false
+    var requestMethod = HTTPHead.Method.other
+    var clientMinorVersion = 1
+    var closeAfterResponse = false
+
+    // upstream side
+    var upstream: Connection?
+    var upstreamHostName = ""
+    var upstreamServed = 0
+    var cluster: ClusterRuntime?
+    var responseMutations = HeaderMutations()
+    let response = HTTPHead()
+    var responseScanned = 0
+    var responseStarted = false
+    var responseFraming = BodyFraming.none
+    var responseBodyRemaining: Int64 = 0
+    var responseChunked = ChunkedDecoder()
+    var responseToClientChunked = false
+    var responseLastChunkWritten = false
+    var responseStatus = 0
+
+    // timers
+    var lastActivityMS: Int64
+    var routeTimer: LoopTimer!
+    var connectTimer: LoopTimer!
+    var idleTimer: LoopTimer!
+    static let routeTag = 1, connectTag = 2, idleTag = 3
+
+    init(connection: Connection, worker: Worker, settings: ProxySettings) {
+        downstream = connection
+        self.worker = worker
+        self.settings = settings
+        limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
+        lastActivityMS = worker.loop.nowMS
+        routeTimer = LoopTimer(target: self, tag: HTTP1Session.routeTag)
+        connectTimer = LoopTimer(target: self, tag: HTTP1Session.connectTag)
+        idleTimer = LoopTimer(target: self, tag: HTTP1Session.idleTag)
+        if settings.idleTimeoutMS > 0 {
+            worker.loop.timers.arm(idleTimer, at: lastActivityMS + settings.idleTimeoutMS)
+        }
+    }
+
+    var logger: Logger { worker.logger }
+
+    // MARK: downstream input
+
+    func connectionReadable(_ connection: Connection, eof: Bool) {
+        if connection === downstream {
+            lastActivityMS = worker.loop.nowMS
+            processDownstream(eof: eof)
+        } else if connection === upstream {
+            processUpstream(eof: eof)
+        }
+    }
+
+    func processDownstream(eof: Bool) {
+        while phase != .closed {
+            if phase == .waitingForRequest {
+                guard let input = downstream.input, input.readableBytes > 0 else {
+                    if eof { closeAll() }
+                    return
+                }
+                switch HTTPParser.parseRequest(input.readPointer, input.readableBytes, limits: limits, head: request, scanned: &requestScanned) {
+                case .needMore:
+                    if eof { closeAll() }
+                    return
+                case .error(let e):
+                    logger.error("http1", "listener \(settings.listenerName): \(e.status) \(e.reason); closing client connection")
+                    sendLocalResponse(status: e.status, body: "tern: \(e.reason)\n", code: "bad_request", close: true)
+                    return
+                case .complete:
+                    startRequest(input)
+                }
+            } else if phase == .proxying {
+                if !requestBodyDone {
+                    forwardRequestBody()
+                    if phase == .proxying && !requestBodyDone && eof {
+                        logger.error("http1", "client closed mid-request body")
+                        closeAll()
+                    }
+                    return
+                }
+                // A pipelined request waits until this response is done.
+                if eof && !responseStarted { closeAll(); return }
+                downstream.pauseReading()
+                return
+            }
+        }
+    }
+
+    func startRequest(_ input: ByteBuffer) {
+        requestMethod = request.method
+        clientMinorVersion = request.versionMinor
+        closeAfterResponse = !request.keepAlive || draining
+        requestBodyTotal = 0
+        switch request.framing {
+        case .none: requestBodyDone = true; requestIsChunked = false; requestBodyRemaining = 0
+        case .contentLength(let n):
+            requestIsChunked = false; requestBodyRemaining = n; requestBodyDone = n == 0
+            if settings.limits.maxBodyBytes >= 0 && n > settings.limits.maxBodyBytes {
+                logger.error("http1", "request body of \(n) bytes exceeds the limit of \(settings.limits.maxBodyBytes)")
+                sendLocalResponse(status: 413, body: "tern: request body larger than \(settings.limits.maxBodyBytes) bytes\n", code: "body_too_large", close: true)
+                return
+            }
+        case .chunked:
+            requestIsChunked = true; requestChunked.reset(); requestBodyDone = false; requestLastChunkWritten = false
+        case .untilClose: requestBodyDone = true
+        }
+        let view = RequestView(base: UnsafePointer(input.readPointer), head: request)
+        guard let route = settings.routes.route(view) else {
+            fail(.noRoute)
+            return
+        }
+        switch route.action {
+        case .direct(let status, let body, let headers):
+            input.consume(request.headLength)
+            sendDirect(status: status, body: body, headers: headers)
+        case .redirect(let r):
+            let location = redirectLocation(r, view)
+            input.consume(request.headLength)
+            let out = downstream.outputBuffer
+            writeStatusLine(out, r.status)
+            out.write("location: "); out.write(string: location); out.write("\r\ncontent-length: 0\r\n")
+            finishLocalHead(out)
+            afterLocalResponse()
+        case .cluster(let clusterRoute):
+            dispatch(route: route, clusterRoute, input)
+        }
+    }
+
+    func redirectLocation(_ r: RedirectRoute, _ view: RequestView) -> String {
+        let scheme = r.scheme ?? "http"
+        let host = r.host ?? view.withHost { Bytes.string($0, $1) }
+        let path: String
+        if let p = r.path { path = p } else {
+            path = Bytes.string(view.base + request.targetStart, request.targetLength)
+        }
+        return "\(scheme)://\(host)\(path)"
+    }
+
+    func dispatch(route: Route, _ clusterRoute: ClusterRoute, _ input: ByteBuffer) {
+        let runtime = worker.clusters[clusterRoute.pickCluster(&worker.random)]
+        guard let hostIndex = runtime.balancer.chooseHost() else {
+            fail(.noHealthyHost(runtime.config.name))
+            return
+        }
+        let host = runtime.config.hosts[hostIndex]
+        cluster = runtime
+        upstreamHostName = host.address.description
+        runtime.stats.requests += 1
+        runtime.stats.inFlight += 1
+        let connection: Connection
+        if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
+            connection = idle
+            upstreamServed = served
+            runtime.stats.connectionsReused += 1
+        } else {
+            guard let fresh = runtime.pool.connect(host: hostIndex) else {
+                fail(.connectFailed(upstreamHostName, .connectFailed(0)))
+                return
+            }
+            connection = fresh
+            upstreamServed = 0
+            runtime.stats.connectionsOpened += 1
+            if runtime.config.connectTimeoutMS > 0 {
+                worker.loop.timers.arm(connectTimer, at: worker.loop.nowMS + runtime.config.connectTimeoutMS)
+            }
+        }
+        connection.delegate = self
+        upstream = connection
+        responseMutations = clusterRoute.responseHeaders
+        responseStarted = false
+        responseScanned = 0
+        phase = .proxying
+        writeUpstreamHead(connection.outputBuffer, input, route, clusterRoute, host)
+        input.consume(request.headLength)
+        let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
+        if timeout > 0 { worker.loop.timers.arm(routeTimer, at: worker.loop.nowMS + timeout) }
+        if request.expectContinue && !requestBodyDone {
+            downstream.outputBuffer.write("HTTP/1.1 100 Continue\r\n\r\n")
+            downstream.flush()
+        }
+        if !requestBodyDone { forwardRequestBody() } else { connection.flush() }
+    }
+
+    func writeUpstreamHead(_ out: ByteBuffer, _ input: ByteBuffer, _ route: Route, _ cr: ClusterRoute, _ host: HostConfig) {
+        let base = UnsafePointer(input.readPointer)
+        out.write(base + request.methodStart, count: request.methodLength)
+        out.writeByte(32)
+        let view = RequestView(base: base, head: request)
+        let (pathStart, pathLength) = view.pathRange()
+        if let rewrite = cr.prefixRewrite {
+            var replaced = pathLength
+            if case .prefix(let p) = route.path { replaced = min(p.count, pathLength) }
+            out.write(rewrite)
+            out.write(base + pathStart + replaced, count: request.targetStart + request.targetLength - pathStart - replaced)
+        } else {
+            out.write(base + pathStart, count: request.targetStart + request.targetLength - pathStart)
+        }
+        out.write(" HTTP/1.1\r\n")
+        let mutations = cr.requestHeaders
+        var wroteHost = false
+        for (index, f) in request.fields.enumerated() where !f.dropped {
+            let name = base + Int(f.nameStart)
+            if !mutations.isEmpty && mutations.drops(name, Int(f.nameLength)) { continue }
+            if index == request.hostIndex {
+                wroteHost = true
+                if let h = cr.hostRewrite {
+                    out.write("Host: "); out.write(h); out.write("\r\n")
+                    continue
+                }
+            }
+            out.write(name, count: Int(f.valueStart + f.valueLength - f.nameStart))
+            out.write("\r\n")
+        }
+        if !wroteHost {
+            out.write("Host: ")
+            if let h = cr.hostRewrite { out.write(h) } else { out.write(string: host.hostname.isEmpty ? host.address.description : host.hostname) }
+            out.write("\r\n")
+        }
+        for a in mutations.add {
+            out.write(a.name); out.write(": "); out.write(a.value); out.write("\r\n")
+        }
+        switch request.framing {
+        case .contentLength(let n): out.write("Content-Length: "); out.writeDecimal(Int(n)); out.write("\r\n")
+        case .chunked: out.write("Transfer-Encoding: chunked\r\n")
+        default: break
+        }
+        out.write("\r\n")
+    }
+
+    /// Moves request body bytes from the client's input to the upstream's output.
+    func forwardRequestBody() {
+        guard let up = upstream else { return }
+        guard let input = downstream.input else { return }
+        let out = up.outputBuffer
+        while !requestBodyDone && input.readableBytes > 0 {
+            if !requestIsChunked {
+                let take = Int(min(requestBodyRemaining, Int64(input.readableBytes)))
+                out.write(input.readPointer, count: take)
+                input.consume(take)
+                requestBodyRemaining -= Int64(take)
+                if requestBodyRemaining == 0 { requestBodyDone = true }
+            } else {
+                let (consumed, event) = requestChunked.next(input.readPointer, input.readableBytes)
+                switch event {
+                case .needMore:
+                    input.consume(consumed)
+                    up.flush()
+                    return
+                case .data(let offset, let length):
+                    requestBodyTotal += Int64(length)
+                    if settings.limits.maxBodyBytes >= 0 && requestBodyTotal > settings.limits.maxBodyBytes {
+                        logger.error("http1", "chunked request body exceeds the limit of \(settings.limits.maxBodyBytes) bytes")
+                        abandonUpstream()
+                        sendLocalResponse(status: 413, body: "tern: request body too large\n", code: "body_too_large", close: true)
+                        return
+                    }
+                    out.writeHex(length); out.write("\r\n")
+                    out.write(input.readPointer + offset, count: length)
+                    out.write("\r\n")
+                case .trailer(let offset, let length):
+                    if !requestLastChunkWritten { out.write("0\r\n"); requestLastChunkWritten = true }
+                    out.write(input.readPointer + offset, count: length)
+                case .end:
+                    if !requestLastChunkWritten { out.write("0\r\n"); requestLastChunkWritten = true }
+                    out.write("\r\n")
+                    requestBodyDone = true
+                case .error(let why):
+                    logger.error("http1", "malformed chunked request body: \(why)")
+                    if responseStarted { closeAll(); return }
+                    abandonUpstream()
+                    sendLocalResponse(status: 400, body: "tern: \(why)\n", code: "bad_request", close: true)
+                    return
+                }
+                input.consume(consumed)
+            }
+        }
+        up.flush()
+        if phase == .proxying && up.state != .closed && up.exceedsHighWatermark() { downstream.pauseReading() }
+        if requestBodyDone && phase == .proxying {
+            // A response already complete before the body ended (early answer) finishes now.
+            if responseStarted && responseComplete { finishExchange() }
+        }
+    }
+
+    var responseComplete = false
+
+    // MARK: upstream
+
+    func connectionConnected(_ connection: Connection) {
+        guard connection === upstream else { return }
+        worker.loop.timers.cancel(connectTimer)
+        connection.flush()
+    }
+
+    func processUpstream(eof: Bool) {
+        guard let up = upstream else { return }
+        while phase == .proxying && upstream === up {
+            if !responseStarted {
+                guard let input = up.input, input.readableBytes > 0 else {
+                    if eof { fail(.upstreamClosed(upstreamHostName)) }
+                    return
+                }
+                switch HTTPParser.parseResponse(input.readPointer, input.readableBytes, limits: limits, head: response, requestMethod: requestMethod, scanned: &responseScanned) {
+                case .needMore:
+                    if eof { fail(.upstreamClosed(upstreamHostName)) }
+                    return
+                case .error(let e):
+                    fail(.upstreamMalformed(upstreamHostName, e.reason))
+                    return
+                case .complete:
+                    if response.status < 200 {
+                        // 1xx: Tern answered Expect itself; interim responses are not passed on.
+                        input.consume(response.headLength)
+                        continue
+                    }
+                    startResponse(input)
+                }
+            } else {
+                forwardResponseBody(eof: eof)
+                return
+            }
+        }
+    }
+
+    func startResponse(_ input: ByteBuffer) {
+        responseStarted = true
+        responseComplete = false
+        responseStatus = response.status
+        worker.loop.timers.cancel(connectTimer)
+        let base = UnsafePointer(input.readPointer)
+        let out = downstream.outputBuffer
+        responseFraming = response.framing
+        responseToClientChunked = false
+        responseLastChunkWritten = false
+        out.write("HTTP/1.1 ")
+        out.writeDecimal(response.status)
+        out.writeByte(32)
+        out.write(base + response.reasonStart, count: response.reasonLength)
+        out.write("\r\n")
+        for f in response.fields where !f.dropped {
+            let name = base + Int(f.nameStart)
+            if !responseMutations.isEmpty && responseMutations.drops(name, Int(f.nameLength)) { continue }
+            out.write(name, count: Int(f.valueStart + f.valueLength - f.nameStart))
+            out.write("\r\n")
+        }
+        for a in responseMutations.add {
+            out.write(a.name); out.write(": "); out.write(a.value); out.write("\r\n")
+        }
+        switch response.framing {
+        case .none:
+            if response.bodilessContentLength >= 0 {
+                out.write("Content-Length: "); out.writeDecimal(Int(response.bodilessContentLength)); out.write("\r\n")
+            }
+        case .contentLength(let n):
+            responseBodyRemaining = n
+            out.write("Content-Length: "); out.writeDecimal(Int(n)); out.write("\r\n")
+        case .chunked, .untilClose:
+            if response.framing == .chunked { responseChunked.reset() }
+            if clientMinorVersion >= 1 {
+                responseToClientChunked = true
+                out.write("Transfer-Encoding: chunked\r\n")
+            } else {
+                closeAfterResponse = true
+            }
+        }
+        if draining || !requestBodyDone { closeAfterResponse = true }
+        if closeAfterResponse {
+            out.write("Connection: close\r\n")
+        } else if clientMinorVersion == 0 {
+            out.write("Connection: keep-alive\r\n")
+        }
+        out.write("\r\n")
+        input.consume(response.headLength)
+        if let c = cluster {
+            switch response.status {
+            case 200..<300: c.stats.responses2xx += 1
+            case 400..<500: c.stats.responses4xx += 1
+            case 500..<600: c.stats.responses5xx += 1
+            default: break
+            }
+        }
+        if case .none = response.framing { responseComplete = true }
+        if case .contentLength(0) = response.framing { responseComplete = true }
+        if responseComplete {
+            downstream.flush()
+            maybeFinish()
+        } else {
+            forwardResponseBody(eof: false)
+        }
+    }
+
+    /// Moves response body bytes from the upstream's input to the client's output.
+    func forwardResponseBody(eof: Bool) {
+        guard let up = upstream else { return }
+        let out = downstream.outputBuffer
+        if let input = up.input {
+            while !responseComplete && input.readableBytes > 0 {
+                switch responseFraming {
+                case .contentLength:
+                    let take = Int(min(responseBodyRemaining, Int64(input.readableBytes)))
+                    out.write(input.readPointer, count: take)
+                    input.consume(take)
+                    responseBodyRemaining -= Int64(take)
+                    if responseBodyRemaining == 0 { responseComplete = true }
+                case .untilClose:
+                    let n = input.readableBytes
+                    if responseToClientChunked { out.writeHex(n); out.write("\r\n") }
+                    out.write(input.readPointer, count: n)
+                    if responseToClientChunked { out.write("\r\n") }
+                    input.consume(n)
+                case .chunked:
+                    let (consumed, event) = responseChunked.next(input.readPointer, input.readableBytes)
+                    switch event {
+                    case .needMore:
+                        input.consume(consumed)
+                        downstream.flush()
+                        if eof { truncatedResponse() }
+                        return
+                    case .data(let offset, let length):
+                        if responseToClientChunked { out.writeHex(length); out.write("\r\n") }
+                        out.write(input.readPointer + offset, count: length)
+                        if responseToClientChunked { out.write("\r\n") }
+                    case .trailer(let offset, let length):
+                        if responseToClientChunked {
+                            if !responseLastChunkWritten { out.write("0\r\n"); responseLastChunkWritten = true }
+                            out.write(input.readPointer + offset, count: length)
+                        }
+                    case .end:
+                        if responseToClientChunked {
+                            if !responseLastChunkWritten { out.write("0\r\n"); responseLastChunkWritten = true }
+                            out.write("\r\n")
+                        }
+                        responseComplete = true
+                    case .error(let why):
+                        logger.error("http1", "upstream \(upstreamHostName) sent a malformed chunked body: \(why); closing both sides")
+                        closeAll()
+                        return
+                    }
+                    input.consume(consumed)
+                case .none:
+                    responseComplete = true
+                }
+            }
+        }
+        if !responseComplete && eof {
+            if case .untilClose = responseFraming {
+                if responseToClientChunked { out.write("0\r\n\r\n") }
+                responseComplete = true
+            } else {
+                truncatedResponse()
+                return
+            }
+        }
+        downstream.flush()
+        if phase == .closed { return }
+        if responseComplete {
+            maybeFinish()
+        } else if downstream.exceedsHighWatermark() {
+            up.pauseReading()
+        }
+    }
+
+    func truncatedResponse() {
+        logger.error("http1", "upstream \(upstreamHostName) closed mid-response; closing client connection")
+        closeAll()
+    }
+
+    func maybeFinish() {
+        if requestBodyDone { finishExchange(); return }
+        // The upstream answered before the whole body arrived: stop sending it, close after.
+        closeAfterResponse = true
+        finishExchange()
+    }
+
+    /// The response is complete: give the upstream connection back (or close it) and move on to
+    /// the next request.
+    func finishExchange() {
+        worker.loop.timers.cancel(routeTimer)
+        worker.loop.timers.cancel(connectTimer)
+        if let c = cluster { c.stats.inFlight -= 1 }
+        if let up = upstream {
+            upstream = nil
+            let reusable = response.keepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
+            if reusable, let c = cluster {
+                up.resumeReading()
+                c.pool.release(up, requestsServed: upstreamServed + 1)
+            } else {
+                up.delegate = nil
+                up.close()
+            }
+        }
+        cluster = nil
+        if closeAfterResponse || draining {
+            phase = .closed
+            downstream.closeWhenFlushed()
+            return
+        }
+        phase = .waitingForRequest
+        lastActivityMS = worker.loop.nowMS
+        if downstream.readPaused {
+            downstream.resumeReading()
+        } else if let input = downstream.input, input.readableBytes > 0 {
+            processDownstream(eof: false)
+        }
+    }
+
+    /// Drops the upstream exchange without a response (the client gets a local answer instead).
+    func abandonUpstream() {
+        worker.loop.timers.cancel(routeTimer)
+        worker.loop.timers.cancel(connectTimer)
+        if let c = cluster { c.stats.inFlight -= 1 }
+        cluster = nil
+        if let up = upstream {
+            upstream = nil
+            up.delegate = nil
+            up.close()
+        }
+    }
+
+    // MARK: failures and local responses
+
+    func fail(_ error: ExchangeError) {
+        if let c = cluster {
+            switch error {
+            case .connectFailed, .connectTimeout: c.stats.connectFailures += 1
+            case .requestTimeout: c.stats.timeouts += 1
+            default: break
+            }
+            c.stats.responses5xx += error.status >= 500 ? 1 : 0
+        }
+        let level: LogLevel = error.status == 404 ? .info : .error
+        logger.log(level, "proxy", "listener \(settings.listenerName): \(error.status) \(error.code): \(error.detail) (retry safe: \(error.retrySafe))")
+        if responseStarted {
+            closeAll()
+            return
+        }
+        abandonUpstream()
+        let close = !requestBodyDone || closeAfterResponse
+        sendLocalResponse(status: error.status, body: "tern: \(error.detail)\n", code: error.code, close: close)
+    }
+
+    func writeStatusLine(_ out: ByteBuffer, _ status: Int) {
+        out.write("HTTP/1.1 ")
+        out.writeDecimal(status)
+        out.writeByte(32)
+        out.write(string: StatusText.reason(status))
+        out.write("\r\n")
+    }
+
+    func finishLocalHead(_ out: ByteBuffer) {
+        if !requestBodyDone || draining { closeAfterResponse = true }
+        if closeAfterResponse { out.write("connection: close\r\n") }
+        else if clientMinorVersion == 0 { out.write("connection: keep-alive\r\n") }
+        out.write("\r\n")
+    }
+
+    func sendLocalResponse(status: Int, body: String, code: String, close: Bool) {
+        if close { closeAfterResponse = true }
+        if phase == .waitingForRequest, let input = downstream.input {
+            // The head was parsed (or is garbage): nothing of it is reused.
+            if close { input.clear() } else { input.consume(min(request.headLength, input.readableBytes)) }
+        }
+        let out = downstream.outputBuffer
+        writeStatusLine(out, status)
+        out.write("content-type: text/plain\r\nx-tern-error: ")
+        out.write(string: code)
+        out.write("\r\ncontent-length: ")
+        out.writeDecimal(body.utf8.count)
+        out.write("\r\n")
+        finishLocalHead(out)
+        if requestMethod != .head { out.write(string: body) }
+        afterLocalResponse()
+    }
+
+    func sendDirect(status: Int, body: [UInt8], headers: HeaderMutations) {
+        let out = downstream.outputBuffer
+        writeStatusLine(out, status)
+        for a in headers.add { out.write(a.name); out.write(": "); out.write(a.value); out.write("\r\n") }
+        out.write("content-length: ")
+        out.writeDecimal(body.count)
+        out.write("\r\n")
+        finishLocalHead(out)
+        if requestMethod != .head { out.write(body) }
+        afterLocalResponse()
+    }
+
+    func afterLocalResponse() {
+        downstream.flush()
+        if closeAfterResponse {
+            phase = .closed
+            abandonUpstream()
+            downstream.closeWhenFlushed()
+        } else {
+            phase = .waitingForRequest
+        }
+    }
+
+    func closeAll() {
+        phase = .closed
+        abandonUpstream()
+        downstream.close()
+    }
+
+    // MARK: back-pressure, timers, close
+
+    func connectionWriteDrained(_ connection: Connection) {
+        if connection === downstream {
+            upstream?.resumeReading()
+        } else if connection === upstream {
+            downstream.resumeReading()
+        }
+    }
+
+    func connectionClosed(_ connection: Connection, reason: CloseReason) {
+        if connection === downstream {
+            phase = .closed
+            abandonUpstream()
+            worker.loop.timers.cancel(idleTimer)
+            worker.remove(fd: connection.fd)
+        } else if connection === upstream {
+            switch reason {
+            case .connectFailed, .connectTimeout:
+                fail(.connectFailed(upstreamHostName, reason))
+            default:
+                upstream = nil
+                fail(.upstreamClosed(upstreamHostName))
+            }
+        }
+    }
+
+    func timerFired(_ timer: LoopTimer) {
+        switch timer.tag {
+        case HTTP1Session.routeTag:
+            if phase == .proxying { fail(.requestTimeout(upstreamHostName)) }
+        case HTTP1Session.connectTag:
+            if phase == .proxying, let up = upstream, up.state == .connecting {
+                fail(.connectTimeout(upstreamHostName))
+            }
+        default:
+            guard phase != .closed else { return }
+            let deadline = lastActivityMS + settings.idleTimeoutMS
+            if phase == .waitingForRequest && deadline <= worker.loop.nowMS {
+                logger.debug("http1", "closing idle client connection")
+                closeAll()
+            } else {
+                worker.loop.timers.arm(idleTimer, at: max(deadline, worker.loop.nowMS + 1000))
+            }
+        }
+    }
+
+    func beginDrain() {
+        draining = true
+        if phase == .waitingForRequest && (downstream.input?.isEmpty ?? true) {
+            closeAll()
+        } else {
+            closeAfterResponse = true
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import TernCore
+
+/// Compiles one `routers[]` entry (a router configuration) into a `RouteTable`.
+struct RouteCompiler {
+    let diagnostics: Diagnostics
+    let clusterIndex: [String: Int]
+
+    func compile(_ r: JSONObject) -> RouteTable? {
+        r.checkKeys(known: ["router_config_name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove",
+                            "response_headers_to_add", "response_headers_to_remove"],
+                    ignored: ["router_configs"])
+        guard let name = r.requiredString("router_config_name") else { return nil }
+        let configRequest = mutations(r, add: "request_headers_to_add", remove: "request_headers_to_remove")
+        let configResponse = mutations(r, add: "response_headers_to_add", remove: "response_headers_to_remove")
+        var hosts: [VirtualHost] = []
+        var domains: [[String]] = []
+        for vh in r.objects("virtual_hosts") {
+            vh.checkKeys(known: ["name", "domains", "routers", "request_headers_to_add", "request_headers_to_remove",
+                                 "response_headers_to_add", "response_headers_to_remove"],
+                         ignored: ["require_tls", "virtual_clusters", "per_filter_config"])
+            var hostRequest = configRequest, hostResponse = configResponse
+            hostRequest.merge(mutations(vh, add: "request_headers_to_add", remove: "request_headers_to_remove"))
+            hostResponse.merge(mutations(vh, add: "response_headers_to_add", remove: "response_headers_to_remove"))
+            let list = vh.strings("domains") ?? []
+            if list.isEmpty { diagnostics.error(vh.sub("domains"), "at least one domain is required (\"*\" for any)") }
+            var routes: [Route] = []
+            for router in vh.objects("routers") {
+                if let route = compileRoute(router, request: hostRequest, response: hostResponse) { routes.append(route) }
+            }
+            hosts.append(VirtualHost(name: vh.string("name") ?? "", routes: routes))
+            domains.append(list)
+        }
+        return RouteTable(name: name, virtualHosts: hosts, domains: domains)
+    }
+
+    func mutations(_ o: JSONObject, add: String, remove: String) -> HeaderMutations {
+        var m = HeaderMutations()
+        for entry in o.objects(add) {
+            entry.checkKeys(known: ["header", "append"])
+            guard let h = entry.object("header") else { diagnostics.error(entry.sub("header"), "required"); continue }
+            h.checkKeys(known: ["key", "value"])
+            guard let key = h.requiredString("key"), let value = h.string("value") ?? "" as String? else { continue }
+            if !key.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }) || key.isEmpty {
+                diagnostics.error(h.sub("key"), "invalid header name \"\(key)\"")
+                continue
+            }
+            if value.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) {
+                diagnostics.error(h.sub("value"), "header value must not contain CR, LF or NUL")
+                continue
+            }
+            m.add.append(HeaderToAdd(name: key, value: value, append: entry.bool("append") ?? false))
+        }
+        for name in o.strings(remove) ?? [] { m.remove.append(Bytes.lowercased(name)) }
+        return m
+    }
+
+    func regex(_ pattern: String, at path: String) -> SharedRegex? {
+        do { return try SharedRegex(pattern) } catch {
+            diagnostics.error(path, "invalid regular expression \"\(pattern)\": \(error)")
+            return nil
+        }
+    }
+
+    func compileRoute(_ router: JSONObject, request: HeaderMutations, response: HeaderMutations) -> Route? {
+        router.checkKeys(known: ["match", "route", "direct_response", "redirect"],
+                         ignored: ["metadata", "request_mirror_policies", "per_filter_config"])
+        guard let match = router.object("match") else { diagnostics.error(router.sub("match"), "required"); return nil }
+        match.checkKeys(known: ["prefix", "path", "regex", "headers"], ignored: ["variables", "dsl_expressions"])
+        var path = PathMatch.any
+        let kinds = ["prefix", "path", "regex"].filter { match.has($0) }
+        if kinds.count > 1 { diagnostics.error(match.path, "only one of prefix, path and regex may be set") }
+        if let p = match.string("prefix") { path = p.isEmpty ? .any : .prefix(Array(p.utf8)) }
+        else if let p = match.string("path") { path = .exact(Array(p.utf8)) }
+        else if let p = match.string("regex"), let r = regex(p, at: match.sub("regex")) { path = .regex(r) }
+        var headers: [HeaderMatcher] = []
+        for h in match.objects("headers") {
+            h.checkKeys(known: ["name", "value", "regex", "case_sensitive"])
+            guard let name = h.requiredString("name") else { continue }
+            let value = h.string("value") ?? ""
+            let isRegex = h.bool("regex") ?? false
+            var compiled: SharedRegex?
+            if isRegex { compiled = regex(value, at: h.sub("value")); if compiled == nil { continue } }
+            headers.append(HeaderMatcher(name: name, value: value, regex: compiled, caseSensitive: h.bool("case_sensitive") ?? true))
+        }
+        let actions = ["route", "direct_response", "redirect"].filter { router.has($0) }
+        guard actions.count == 1 else {
+            diagnostics.error(router.path, actions.isEmpty ? "one of route, direct_response or redirect is required"
+                                                           : "only one of route, direct_response and redirect may be set")
+            return nil
+        }
+        if let d = router.object("direct_response") {
+            d.checkKeys(known: ["status", "body"])
+            guard let status = d.int("status", min: 100, max: 599) else { diagnostics.error(d.sub("status"), "required (100-599)"); return nil }
+            var m = response
+            m.remove = []
+            return Route(path: path, headers: headers, action: .direct(status: status, body: Array((d.string("body") ?? "").utf8), headers: m))
+        }
+        if let r = router.object("redirect") {
+            r.checkKeys(known: ["response_code", "path_redirect", "host_redirect", "scheme_redirect"])
+            let code = r.int("response_code") ?? 301
+            if ![301, 302, 303, 307, 308].contains(code) { diagnostics.error(r.sub("response_code"), "must be 301, 302, 303, 307 or 308") }
+            return Route(path: path, headers: headers, action: .redirect(RedirectRoute(status: code, path: r.string("path_redirect"),
+                                                                                       host: r.string("host_redirect"), scheme: r.string("scheme_redirect"))))
+        }
+        guard let route = router.object("route") else { return nil }
+        route.checkKeys(known: ["cluster_name", "weighted_clusters", "prefix_rewrite", "host_rewrite", "timeout",
+                                "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"],
+                        ignored: ["cluster_header", "cluster_variable", "upstream_protocol", "hash_policy", "metadata_match", "retry_policy",
+                                  "regex_rewrite", "auto_host_rewrite", "auto_host_rewrite_header", "mirror_policy", "metadata"])
+        var clusters: [WeightedCluster] = []
+        if let name = route.string("cluster_name") {
+            if let i = clusterIndex[name] { clusters.append(WeightedCluster(clusterIndex: i, weight: 1)) }
+            else { diagnostics.error(route.sub("cluster_name"), "unknown cluster \"\(name)\"") }
+        }
+        for w in route.objects("weighted_clusters") {
+            w.checkKeys(known: ["cluster"])
+            guard let c = w.object("cluster") else { diagnostics.error(w.sub("cluster"), "required"); continue }
+            c.checkKeys(known: ["name", "weight"], ignored: ["metadata_match"])
+            guard let name = c.requiredString("name") else { continue }
+            guard let i = clusterIndex[name] else { diagnostics.error(c.sub("name"), "unknown cluster \"\(name)\""); continue }
+            clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1))
+        }
+        if clusters.isEmpty {
+            if !route.has("cluster_name") && !route.has("weighted_clusters") {
+                diagnostics.error(route.path, "cluster_name or weighted_clusters is required")
+            }
+            return nil
+        }
+        var action = ClusterRoute(clusters: clusters, timeoutMS: route.duration("timeout") ?? 0)
+        if let p = route.string("prefix_rewrite") { action.prefixRewrite = Array(p.utf8) }
+        if let h = route.string("host_rewrite") { action.hostRewrite = Array(h.utf8) }
+        var req = request, resp = response
+        req.merge(mutations(route, add: "request_headers_to_add", remove: "request_headers_to_remove"))
+        resp.merge(mutations(route, add: "response_headers_to_add", remove: "response_headers_to_remove"))
+        action.requestHeaders = req
+        action.responseHeaders = resp
+        return Route(path: path, headers: headers, action: .cluster(action))
+    }
+}

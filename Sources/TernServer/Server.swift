@@ -1,0 +1,148 @@
+import CTernShim
+import Foundation
+import Synchronization
+import TernCore
+
+/// Runs a `ServerPlan`: one worker thread per CPU (or as configured), each with its own loop,
+/// listeners (SO_REUSEPORT), pools and sessions. The main thread only waits for signals.
+public final class Server: Sendable {
+    let plan: ServerPlan
+    let logger: Logger
+    let workerCount: Int
+    private let remotes = Mutex<[TaskQueue]>([])
+    private let startup = Mutex<(ready: Int, failures: [String])>((0, []))
+    private let drained = Mutex<Int>(0)
+
+    public init(plan: ServerPlan, logger: Logger, workers: Int?) {
+        self.plan = plan
+        self.logger = logger
+        workerCount = max(1, workers ?? plan.workers ?? Int(tern_cpu_count_affinity()))
+    }
+
+    /// Starts the workers; returns the listen errors (empty when every listener is open on every worker).
+    public func start() -> [String] {
+        tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
+        for id in 0..<workerCount {
+            let thread = Thread { [self] in self.runWorker(id: id) }
+            thread.name = "tern-worker-\(id)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let state = startup.withLock { $0 }
+            if state.ready + state.failures.count == workerCount { return state.failures }
+            usleep(1000)
+        }
+        return ["workers did not start within 10 s"]
+    }
+
+    private func runWorker(id: Int) {
+        let worker = Worker(id: id, clusters: plan.clusters, logger: logger)
+        var failure: String?
+        for l in plan.listeners where l.bindPort {
+            let chain = NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) })
+            do {
+                worker.listeners.append(try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain))
+            } catch {
+                failure = "listener \(l.name): \(error)"
+                break
+            }
+        }
+        remotes.withLock { $0.append(worker.loop.remote) }
+        startup.withLock { if let failure { $0.failures.append(failure) } else { $0.ready += 1 } }
+        if failure != nil { return }
+        // Drain: stop listening, let sessions finish, report when none are left.
+        let drainPoller = DrainPoller(worker: worker) { [self] in self.drained.withLock { $0 += 1 } }
+        WorkerRegistry.attach(drainPoller, to: worker)
+        worker.loop.run()
+    }
+
+    /// Blocks the calling (main) thread on signals: SIGTERM drains then returns 0; SIGINT and
+    /// SIGQUIT return at once.
+    public func waitForSignals() -> Int32 {
+        while true {
+            let sig = tern_wait_signal()
+            switch sig {
+            case SIGTERM:
+                logger.info("server", "SIGTERM: draining (timeout \(plan.drainTimeoutMS) ms)")
+                return drain()
+            case SIGINT, SIGQUIT:
+                logger.info("server", "signal \(sig): exiting now")
+                return 0
+            case SIGHUP, SIGUSR1:
+                logger.warn("server", "signal \(sig) (hot upgrade / log reopen) is not supported yet; ignored")
+            default:
+                continue
+            }
+        }
+    }
+
+    func drain() -> Int32 {
+        let queues = remotes.withLock { $0 }
+        for q in queues {
+            q.execute { WorkerRegistry.startDrain(on: q) }
+        }
+        let deadline = Date().addingTimeInterval(Double(plan.drainTimeoutMS) / 1000)
+        while Date() < deadline {
+            if drained.withLock({ $0 }) >= queues.count {
+                logger.info("server", "drained; exiting")
+                return 0
+            }
+            usleep(5000)
+        }
+        logger.warn("server", "drain timeout reached with requests still in flight; exiting")
+        return 0
+    }
+}
+
+/// Watches a draining worker until its sessions are gone.
+final class DrainPoller: TimerTarget {
+    let worker: Worker
+    let onDrained: () -> Void
+    var timer: LoopTimer!
+    var reported = false
+
+    init(worker: Worker, onDrained: @escaping () -> Void) {
+        self.worker = worker
+        self.onDrained = onDrained
+        timer = LoopTimer(target: self)
+    }
+
+    func start() {
+        worker.beginDrain()
+        check()
+    }
+
+    func check() {
+        if worker.sessionCount == 0 {
+            worker.closeIdleUpstreams()
+            if !reported { reported = true; onDrained() }
+            return
+        }
+        worker.loop.timers.arm(timer, at: worker.loop.nowMS + 10)
+    }
+
+    func timerFired(_ timer: LoopTimer) { check() }
+}
+
+/// Finds the drain poller of the worker whose loop runs the current task. Each entry is touched
+/// only on its own worker's thread; the lock guards the dictionary itself.
+enum WorkerRegistry {
+    private static let pollers = Mutex<[ObjectIdentifier: UncheckedBox<DrainPoller>]>([:])
+
+    static func attach(_ poller: DrainPoller, to worker: Worker) {
+        pollers.withLock { $0[ObjectIdentifier(worker.loop.remote)] = UncheckedBox(poller) }
+    }
+
+    static func startDrain(on queue: TaskQueue) {
+        let poller = pollers.withLock { $0[ObjectIdentifier(queue)] }
+        poller?.value.start()
+    }
+}
+
+/// Carries a thread-confined object through a lock; only its own thread dereferences it.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import TernCore
+import TernServer
+
+// The CLI only: argument handling, then the Server module does the work.
+
+func usage() -> Never {
+    let text = """
+    usage: tern start -c CONFIG [--workers N] [-l LEVEL]
+           tern validate -c CONFIG
+           tern version
+    """
+    FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+    exit(2)
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+guard let command = args.first else { usage() }
+args.removeFirst()
+var configPath: String?
+var workers: Int?
+var logLevel: LogLevel?
+var i = 0
+while i < args.count {
+    let a = args[i]
+    func value() -> String {
+        i += 1
+        guard i < args.count else { usage() }
+        return args[i]
+    }
+    switch a {
+    case "-c", "--config": configPath = value()
+    case let s where s.hasPrefix("--config="): configPath = String(s.dropFirst(9))
+    case "--workers", "--concurrency": guard let n = Int(value()), n > 0 else { usage() }; workers = n
+    case "-l", "--log-level": guard let l = LogLevel.parse(value()) else { usage() }; logLevel = l
+    // MOSN flags that take a value and do not apply to Tern yet.
+    case "-s", "--service-cluster", "-n", "--service-node", "--service-type", "--service-meta", "--feature-gates",
+         "--drain-time-s", "-f", "--log-format", "--log-path":
+        _ = value()
+    default: usage()
+    }
+    i += 1
+}
+
+switch command {
+case "version", "-v", "--version":
+    print(TernVersion.description)
+    exit(0)
+case "validate", "start":
+    guard let path = configPath else { usage() }
+    let result = ConfigLoader.load(path: path)
+    for w in result.diagnostics.warnings { FileHandle.standardError.write("warning: \(w)\n".data(using: .utf8)!) }
+    for e in result.diagnostics.errors { FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!) }
+    guard var plan = result.plan else {
+        FileHandle.standardError.write("config \(path) is invalid\n".data(using: .utf8)!)
+        exit(1)
+    }
+    if let logLevel { plan.logLevel = logLevel }
+    if command == "validate" {
+        print("config \(path) is valid: \(plan.listeners.count) listener(s), \(plan.clusters.count) cluster(s)")
+        exit(0)
+    }
+    guard let logger = Logger.open(path: plan.logPath, level: plan.logLevel) else {
+        FileHandle.standardError.write("error: cannot open log file \(plan.logPath ?? "")\n".data(using: .utf8)!)
+        exit(1)
+    }
+    for w in result.diagnostics.warnings { logger.warn("config", w) }
+    let server = Server(plan: plan, logger: logger, workers: workers)
+    let failures = server.start()
+    if !failures.isEmpty {
+        for f in failures {
+            logger.error("server", f)
+            FileHandle.standardError.write("error: \(f)\n".data(using: .utf8)!)
+        }
+        exit(1)
+    }
+    logger.info("server", "tern \(TernVersion.version) started: \(plan.listeners.count) listener(s)")
+    exit(server.waitForSignals())
+default:
+    usage()
+}
