@@ -111,8 +111,9 @@ public enum HTTPParser {
         while start + 1 < n && p[start] == 13 && p[start + 1] == 10 && start < 8 { start += 2 }
         guard let end = findHeadEnd(p, n, from: max(scanned, start + 3)) else {
             if n > limits.maxHeadBytes { return .error(HTTPParseError(431, "request head larger than \(limits.maxHeadBytes) bytes")) }
-            // Reject garbage early instead of waiting for a CRLFCRLF that may never come.
-            if let e = earlyRequestLineCheck(p + start, n - start) { return .error(e) }
+            // Reject garbage early instead of waiting for a CRLFCRLF that may never come. Only the
+            // bytes new since the last call are checked, so a head arriving byte by byte costs O(n).
+            if let e = earlyRequestCheck(p, n, from: scanned) { return .error(e) }
             scanned = max(n - 3, 0)
             return .needMore
         }
@@ -162,6 +163,7 @@ public enum HTTPParser {
             if n >= 5 && !(p[0] == 72 && p[1] == 84 && p[2] == 84 && p[3] == 80 && p[4] == 47) {
                 return .error(HTTPParseError(502, "malformed upstream status line"))
             }
+            if hasBareLF(p, n, from: scanned) { return .error(HTTPParseError(502, "bare LF in upstream response head")) }
             scanned = max(n - 3, 0)
             return .needMore
         }
@@ -202,15 +204,29 @@ public enum HTTPParser {
 
     @inline(__always) static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
 
-    /// Before the head is complete: refuse a first line that can never be valid, so garbage does
-    /// not sit in the buffer until the size limit.
-    static func earlyRequestLineCheck(_ p: UnsafePointer<UInt8>, _ n: Int) -> HTTPParseError? {
-        var i = 0
-        while i < n && isToken(p[i]) { i += 1 }
-        if i < n && (p[i] != 32 || i == 0) { return HTTPParseError(400, "malformed request line (method)") }
-        var j = 0
-        while j < n { if p[j] == 10 && (j == 0 || p[j - 1] != 13) { return HTTPParseError(400, "bare LF in request head") }; j += 1 }
+    /// Before the head is complete: refuse a first line that can never be valid and bare LFs, so
+    /// garbage does not sit in the buffer until the size limit.
+    static func earlyRequestCheck(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> HTTPParseError? {
+        if from == 0 {
+            var i = 0
+            while i < n && i < 8 && (p[i] == 13 || p[i] == 10) { i += 1 }
+            let methodStart = i
+            while i < n && isToken(p[i]) { i += 1 }
+            if i < n && (p[i] != 32 || i == methodStart) { return HTTPParseError(400, "malformed request line (method)") }
+        }
+        if hasBareLF(p, n, from: from) { return HTTPParseError(400, "bare LF in request head") }
         return nil
+    }
+
+    /// A LF not preceded by CR in p[from..<n] (leading empty lines aside).
+    @inline(__always)
+    static func hasBareLF(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Bool {
+        var j = max(from, 1)
+        while j < n {
+            if p[j] == 10 && p[j - 1] != 13 { return true }
+            j += 1
+        }
+        return n > 0 && from == 0 && p[0] == 10
     }
 
     static func classifyMethod(_ p: UnsafePointer<UInt8>, _ n: Int) -> HTTPHead.Method {

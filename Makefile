@@ -1,0 +1,43 @@
+# Tern: `make run` builds and starts the quick-start example; `make test` runs every test.
+# Both install what the machine lacks (Debian packages via apt-get).
+SWIFT ?= swift
+APT_PACKAGES = curl python3 libssl-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build release run test unit integration bench clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	@command -v $(SWIFT) >/dev/null || { echo "swift toolchain not found (expected on PATH)"; exit 1; }
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: release
+	@echo "Tern quick start: try  curl localhost:2045/  (Ctrl-C stops)"
+	.build/release/tern start -c examples/quickstart/config.json
+
+# Unit tests and integration tests (the latter start the real binary, built first).
+test: build
+	$(SWIFT) test
+
+unit: build
+	$(SWIFT) test --skip IntegrationTests
+
+integration: build
+	$(SWIFT) test --filter IntegrationTests
+
+# Micro-benchmarks of the parser and router, then the side-by-side run against nginx and HAProxy.
+bench: release
+	$(SWIFT) run -c release tern-bench
+	../shared/bench/http.sh nginx haproxy tern
+	../shared/bench/http.sh -b 16384 nginx haproxy tern
+	../shared/bench/idle.sh nginx haproxy tern
+
+clean:
+	rm -rf .build

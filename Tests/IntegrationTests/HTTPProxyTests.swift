@@ -1,0 +1,261 @@
+import Foundation
+import Glibc
+import Testing
+import TernTestSupport
+
+/// End-to-end tests: the real `tern` binary between real HTTP clients (curl, raw sockets) and a
+/// real HTTP server (Python's http.server).
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct HTTPProxyTests {
+    let upstream: PythonUpstream
+    let tern: TernProcess
+    let port: UInt16
+
+    init() throws {
+        upstream = try PythonUpstream()
+        port = freePort()
+        tern = try TernProcess(config: proxyConfig(listen: port, upstream: upstream.port, routeTimeout: "1s",
+                                                   extraProxyConfig: ", \"max_request_body_bytes\": 33554432"),
+                               waitFor: [port], extraArguments: ["--workers", "2"])
+    }
+
+    func curl(_ args: [String]) throws -> String {
+        try run("/usr/bin/curl", ["-s", "--max-time", "20"] + args).1
+    }
+
+    @Test func simpleGetThroughProxy() throws {
+        let body = try curl(["http://127.0.0.1:\(port)/hello?x=1"])
+        #expect(body == "hello from upstream /hello?x=1")
+    }
+
+    @Test func hopByHopAndConnectionNamedHeadersAreRemoved() throws {
+        let c = try RawClient(port: port)
+        c.send("GET /h HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n")
+        let r = c.readResponses(1)
+        try #require(r.count == 1)
+        let seen = r[0].header("x-upstream-seen-headers") ?? ""
+        #expect(seen.contains("x-kept"))
+        #expect(!seen.contains("x-secret"))
+        #expect(!seen.contains("keep-alive"))
+        #expect(!seen.contains("te"))
+        // Repeated fields stay apart.
+        #expect(r[0].headers("set-cookie") == ["a=1", "b=2"])
+    }
+
+    @Test func chunkedUploadOfSeveralMegabytesKeepsItsChecksum() throws {
+        let size = 5 * 1024 * 1024 + 123
+        let path = NSTemporaryDirectory() + "tern-upload-\(UUID().uuidString)"
+        var bytes = [UInt8](repeating: 0, count: size)
+        for i in 0..<size { bytes[i] = UInt8(truncatingIfNeeded: i &* 31 &+ i >> 7) }
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let expected = try run("/usr/bin/sha256sum", [path]).1.split(separator: " ")[0]
+        let chunked = try curl(["-H", "Transfer-Encoding: chunked", "--data-binary", "@\(path)", "http://127.0.0.1:\(port)/sha"])
+        #expect(chunked == "\(expected) \(size)")
+        let plain = try curl(["--data-binary", "@\(path)", "http://127.0.0.1:\(port)/sha"])
+        #expect(plain == "\(expected) \(size)")
+    }
+
+    @Test func largeDownloadsStreamWithChecksumAndTrailers() throws {
+        let n = 6 * 1024 * 1024 + 7
+        for chunked in ["0", "1"] {
+            let c = try RawClient(port: port, timeout: 20)
+            c.send("GET /big?n=\(n)&chunked=\(chunked) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = c.readResponses(1)
+            try #require(r.count == 1)
+            #expect(r[0].body.count == n)
+            var ok = true
+            for i in stride(from: 0, to: n, by: 4099) where r[0].body[i] != UInt8(i % 256) { ok = false }
+            #expect(ok)
+            if chunked == "1" {
+                #expect(r[0].trailers.first?.0 == "x-checksum")
+            }
+        }
+    }
+
+    @Test func keepAliveReusesOneUpstreamConnection() throws {
+        let before = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
+        let c = try RawClient(port: port)
+        for i in 0..<20 {
+            c.send("GET /k\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = c.readResponses(1)
+            try #require(r.count == 1)
+            #expect(r[0].bodyText == "hello from upstream /k\(i)")
+        }
+        let after = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
+        func connections(_ s: String) -> Int { Int(s.split(separator: " ")[0].dropFirst("connections=".count)) ?? -1 }
+        // 20 requests on one client connection: at most one new upstream connection (plus the stats probe itself).
+        #expect(connections(after) - connections(before) <= 2)
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+        let c = try RawClient(port: port)
+        c.send("GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /slow?ms=200 HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = c.readResponses(3)
+        try #require(r.count == 3)
+        #expect(r[0].bodyText == "hello from upstream /p1")
+        #expect(r[1].bodyText == "slow done")
+        #expect(r[2].bodyText == "hello from upstream /p3")
+    }
+
+    @Test func slowUpstreamGives504AtRouteTimeout() throws {
+        let start = Date()
+        let c = try RawClient(port: port)
+        c.send("GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = c.readResponses(1)
+        try #require(r.count == 1)
+        #expect(r[0].status == 504)
+        #expect(r[0].header("x-tern-error") == "upstream_request_timeout")
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(elapsed >= 0.9 && elapsed < 2.5)
+    }
+
+    @Test func closeDelimitedUpstreamBodyIsReframedForTheClient() throws {
+        let c = try RawClient(port: port)
+        c.send("GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = c.readResponses(2)
+        try #require(r.count == 2)
+        #expect(r[0].bodyText == "close-delimited body")
+        #expect(r[0].header("transfer-encoding") == "chunked")
+        #expect(r[1].bodyText == "hello from upstream /after")
+    }
+
+    @Test func headAnd100ContinueAndHTTP10() throws {
+        let c = try RawClient(port: port)
+        c.send("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+        let head = c.readHead()
+        #expect(head.hasPrefix("HTTP/1.1 200 "))
+        #expect(head.contains("Content-Length: \("hello from upstream /h".utf8.count)\r\n"))
+        // The connection is still usable: no body bytes were expected after the HEAD response.
+        c.send("GET /after-head HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(c.readResponses(1).first?.bodyText == "hello from upstream /after-head")
+        // Expect: 100-continue answered by Tern before the body is sent.
+        let e = try RawClient(port: port)
+        e.send("POST /sha HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        var buf = [UInt8](repeating: 0, count: 100)
+        let n = read(e.fd, &buf, 100)
+        #expect(n > 0 && String(decoding: buf[0..<max(n, 0)], as: UTF8.self).hasPrefix("HTTP/1.1 100 Continue"))
+        e.send("hello")
+        let er = e.readResponses(1)
+        #expect(er.first?.bodyText.hasSuffix(" 5") == true)
+        // HTTP/1.0 without keep-alive: answered, then closed.
+        let h = try RawClient(port: port)
+        h.send("GET /ten HTTP/1.0\r\n\r\n")
+        let text = h.readString()
+        #expect(text.contains("hello from upstream /ten"))
+        #expect(text.lowercased().contains("connection: close"))
+    }
+
+    @Test(arguments: [
+        ("POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+        ("GET /s HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+        ("GET /s HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", 400),
+        ("GET /s HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400),
+        ("GET /s HTTP/1.1\r\nHost: x\r\nX\u{1}A: a\r\n\r\n", 400),
+        ("GET /s HTTP/1.1\r\n\r\n", 400),
+        ("GET /s HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        ("GET /s HTTP/1.1\nHost: x\n\n", 400),
+        ("POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+        ("POST /s HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ])
+    func malformedAndSmugglingRequestsAreRefusedAndNeverForwarded(request: String, status: Int) throws {
+        let c = try RawClient(port: port)
+        c.send(request + "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = c.readString()
+        #expect(text.hasPrefix("HTTP/1.1 \(status) "), "got: \(text.prefix(80))")
+        #expect(text.lowercased().contains("connection: close"))
+        // Each case has its own upstream: nothing at all may have reached it.
+        #expect(upstream.requestLog.isEmpty, "forwarded: \(upstream.requestLog)")
+    }
+
+    @Test func oversizedHeadGets431() throws {
+        let c = try RawClient(port: port)
+        c.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 70_000) + "\r\n\r\n")
+        #expect(c.readString().hasPrefix("HTTP/1.1 431 "))
+        let many = try RawClient(port: port)
+        many.send("GET / HTTP/1.1\r\nHost: x\r\n" + (0..<150).map { "X-\($0): v\r\n" }.joined() + "\r\n")
+        #expect(many.readString().hasPrefix("HTTP/1.1 431 "))
+    }
+
+    @Test func clientGoneMidResponseLeaksNothing() throws {
+        // Warm up so pools and buffers exist, then take the baseline.
+        _ = try curl(["http://127.0.0.1:\(port)/warm"])
+        #expect(waitUntil(timeout: 5) { tern.child.openFDs > 0 })
+        let baseline = tern.child.openFDs
+        for _ in 0..<5 {
+            let c = try RawClient(port: port)
+            c.send("GET /big?n=50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            var buf = [UInt8](repeating: 0, count: 4096)
+            _ = read(c.fd, &buf, buf.count)
+            c.close()
+        }
+        // Tern closes both sides; descriptors return to the baseline (+ at most the warm pool connection).
+        #expect(waitUntil(timeout: 10) { tern.child.openFDs <= baseline + 1 }, "fds: \(tern.child.openFDs) baseline \(baseline)")
+        #expect(try curl(["http://127.0.0.1:\(port)/still-ok"]) == "hello from upstream /still-ok")
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct ProcessBehaviourTests {
+    @Test func upstreamDownGives502() throws {
+        let port = freePort(), dead = freePort()
+        let tern = try TernProcess(config: proxyConfig(listen: port, upstream: dead), waitFor: [port], extraArguments: ["--workers", "1"])
+        let c = try RawClient(port: port)
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = c.readResponses(1)
+        try #require(r.count == 1)
+        #expect(r[0].status == 502)
+        #expect(r[0].header("x-tern-error") == "upstream_connect_failed")
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("connect to 127.0.0.1:\(dead) failed") })
+    }
+
+    @Test func sigtermDrainsASlowRequestThenExitsZero() throws {
+        let upstream = try PythonUpstream()
+        let port = freePort()
+        let tern = try TernProcess(config: proxyConfig(listen: port, upstream: upstream.port), waitFor: [port])
+        let c = try RawClient(port: port)
+        c.send("GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(waitUntil(timeout: 5) { upstream.requestLog.contains { $0.contains("/slow") } })
+        tern.child.signal(SIGTERM)
+        let r = c.readResponses(1)
+        #expect(r.first?.status == 200)
+        #expect(r.first?.bodyText == "slow done")
+        #expect(tern.child.waitForExit(timeout: 10) == 0)
+        #expect(!canConnect(port))
+    }
+
+    @Test func validateReportsErrorsWithJSONPaths() throws {
+        let path = NSTemporaryDirectory() + "tern-bad-\(UUID().uuidString).json"
+        try """
+        { "servers": [{ "listeners": [{ "name": "l", "address": "127.0.0.1:notaport",
+            "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http9", "router_config_name": "r" } }] }] }],
+          "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "missing"} }] }] }] }],
+          "cluster_manager": { "clusters": [{ "name": "c", "lb_type": "LB_NOPE", "connect_timeout": "soon", "hosts": [] }] },
+          "tracing": {} }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let p = try ChildProcess(TestPaths.ternBinary, ["validate", "-c", path], name: "validate")
+        #expect(p.waitForExit(timeout: 10) == 1)
+        let out = p.output
+        #expect(out.contains("$.servers[0].listeners[0].address"))
+        #expect(out.contains("$.servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_name"))
+        #expect(out.contains("$.cluster_manager.clusters[0].lb_type"))
+        #expect(out.contains("$.cluster_manager.clusters[0].connect_timeout"))
+        #expect(out.contains("warning: $.tracing"))
+        // start refuses the same file before listening.
+        let s = try ChildProcess(TestPaths.ternBinary, ["start", "-c", path], name: "start")
+        #expect(s.waitForExit(timeout: 10) == 1)
+    }
+
+    @Test func versionPrints() throws {
+        let (status, out) = try run(TestPaths.ternBinary, ["version"])
+        #expect(status == 0)
+        #expect(out.hasPrefix("tern version "))
+    }
+}

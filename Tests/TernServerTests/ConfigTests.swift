@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+@testable import TernServer
+import TernCore
+
+func load(_ json: String) -> ConfigResult { ConfigLoader.load(data: Data(json.utf8)) }
+
+func config(proxy: String = "\"downstream_protocol\": \"Http1\", \"upstream_protocol\": \"Http1\", \"router_config_name\": \"r\"",
+            route: String = "{\"cluster_name\": \"c\"}", cluster: String = "\"name\": \"c\", \"type\": \"SIMPLE\", \"lb_type\": \"LB_RANDOM\", \"hosts\": [{\"address\": \"127.0.0.1:8080\"}]",
+            extra: String = "") -> String {
+    """
+    { "servers": [{ "default_log_level": "WARN",
+        "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+           "routers": [{ "match": {"prefix": "/"}, "route": \(route) }] }] }],
+        "listeners": [{ "name": "l", "address": "127.0.0.1:2045", "bind_port": true,
+           "filter_chains": [{ "filters": [{ "type": "proxy", "config": { \(proxy) } }] }] }] }],
+      "cluster_manager": { "clusters": [{ \(cluster) }] } \(extra) }
+    """
+}
+
+struct ConfigTests {
+    @Test func validConfigCompiles() throws {
+        let r = load(config())
+        #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
+        let plan = try #require(r.plan)
+        #expect(plan.listeners.count == 1)
+        #expect(plan.clusters[0].connectTimeoutMS == 3000)
+        #expect(plan.logLevel == .warn)
+    }
+
+    @Test func olderXSpellingWithSubProtocolIsUnderstood() {
+        let r = load(config(proxy: "\"downstream_protocol\": \"X\", \"upstream_protocol\": \"X\", \"router_config_name\": \"r\", \"extend_config\": {\"sub_protocol\": \"bolt\"}"))
+        // bolt is a later issue: a clear error at the protocol key, not a parse failure.
+        #expect(r.diagnostics.errors.contains { $0.contains("$.servers[0].listeners[0].filter_chains[0].filters[0].config.downstream_protocol") && $0.contains("bolt") })
+    }
+
+    @Test func autoIsAccepted() {
+        #expect(load(config(proxy: "\"downstream_protocol\": \"Auto\", \"upstream_protocol\": \"Auto\", \"router_config_name\": \"r\"")).plan != nil)
+    }
+
+    @Test(arguments: [
+        (config(proxy: "\"downstream_protocol\": \"Http2\", \"router_config_name\": \"r\""), "filters[0].config.downstream_protocol"),
+        (config(proxy: "\"downstream_protocol\": \"Http1\", \"router_config_name\": \"nope\""), "filters[0].config.router_config_name"),
+        (config(route: "{\"cluster_name\": \"missing\"}"), "routers[0].route.cluster_name"),
+        (config(route: "{\"cluster_name\": \"c\", \"timeout\": \"5 seconds\"}"), "routers[0].route.timeout"),
+        (config(route: "{\"weighted_clusters\": [{\"cluster\": {\"name\": \"zz\", \"weight\": 1}}]}"), "route.weighted_clusters[0].cluster.name"),
+        (config(cluster: "\"name\": \"c\", \"lb_type\": \"LB_FANCY\", \"hosts\": []"), "$.cluster_manager.clusters[0].lb_type"),
+        (config(cluster: "\"name\": \"c\", \"type\": \"EDS\", \"hosts\": []"), "$.cluster_manager.clusters[0].type"),
+        (config(cluster: "\"name\": \"c\", \"hosts\": [{\"address\": \"nohost\"}]"), "$.cluster_manager.clusters[0].hosts[0].address"),
+        (config(cluster: "\"name\": \"c\", \"hosts\": [], \"max_request_per_conn\": \"many\""), "$.cluster_manager.clusters[0].max_request_per_conn"),
+        (config(cluster: "\"name\": \"c\", \"hosts\": [], \"connect_timeout\": 3"), "$.cluster_manager.clusters[0].connect_timeout"),
+        (config().replacingOccurrences(of: "\"type\": \"proxy\"", with: "\"type\": \"magic\""), "filters[0].type"),
+        (config().replacingOccurrences(of: "127.0.0.1:2045", with: "2045"), "$.servers[0].listeners[0].address"),
+        (config().replacingOccurrences(of: "\"bind_port\": true", with: "\"bind_port\": \"yes\""), "$.servers[0].listeners[0].bind_port"),
+        (config().replacingOccurrences(of: "\"WARN\"", with: "\"LOUD\""), "$.servers[0].default_log_level"),
+        ("{ \"servers\": 5 }", "$.servers"),
+        ("{ not json", "$"),
+    ])
+    func invalidValuesAreErrorsWithTheirJSONPath(json: String, path: String) {
+        let r = load(json)
+        #expect(r.plan == nil)
+        #expect(r.diagnostics.errors.contains { $0.contains(path) }, "errors: \(r.diagnostics.errors)")
+    }
+
+    @Test func unsupportedKeysAreWarningsWithTheirJSONPath() {
+        let r = load(config(extra: ", \"admin\": {}, \"tracing\": {\"enable\": true}"))
+        #expect(r.plan != nil)
+        #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.admin:") })
+        #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.tracing:") })
+        let s = load(config(cluster: "\"name\": \"c\", \"hosts\": [], \"health_check\": {}, \"frobnicate\": 1"))
+        #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].health_check:") })
+        #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].frobnicate:") })
+    }
+
+    @Test func goDurationsParse() {
+        #expect(parseGoDuration("1s") == 1000)
+        #expect(parseGoDuration("250ms") == 250)
+        #expect(parseGoDuration("1m30s") == 90_000)
+        #expect(parseGoDuration("1.5h") == 5_400_000)
+        #expect(parseGoDuration("100us") == 1)
+        #expect(parseGoDuration("0") == 0)
+        #expect(parseGoDuration("5") == nil)
+        #expect(parseGoDuration("") == nil)
+        #expect(parseGoDuration("1d") == nil)
+    }
+
+    @Test func examplesInTheRepositoryValidate() throws {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        let examples = url.appendingPathComponent("examples")
+        var found = 0
+        for dir in try FileManager.default.contentsOfDirectory(atPath: examples.path) {
+            let d = examples.appendingPathComponent(dir)
+            for f in (try? FileManager.default.contentsOfDirectory(atPath: d.path)) ?? [] where f.hasSuffix(".json") {
+                let r = ConfigLoader.load(path: d.appendingPathComponent(f).path)
+                #expect(r.plan != nil, "\(dir)/\(f): \(r.diagnostics.errors)")
+                found += 1
+            }
+        }
+        #expect(found >= 1)
+    }
+}

@@ -1,0 +1,321 @@
+import Foundation
+import Glibc
+
+/// Helpers shared by the test targets: paths, free ports, child processes, raw sockets.
+public enum TestPaths {
+    /// The package root, found from this file's location.
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+    public static var ternBinary: String {
+        if let b = ProcessInfo.processInfo.environment["TERN_BIN"] { return b }
+        return root + "/.build/debug/tern"
+    }
+    public static var peers: String { root + "/Tests/IntegrationTests/peers" }
+}
+
+public struct TestError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A TCP port the OS just handed out (bound to port 0, then released).
+public func freePort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return UInt16(bigEndian: addr.sin_port)
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` seconds pass.
+public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+public func canConnect(_ port: UInt16) -> Bool {
+    guard let c = try? RawClient(port: port, timeout: 1) else { return false }
+    c.close()
+    return true
+}
+
+/// A child process with its output captured to a file.
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    public let outputPath: String
+
+    public init(_ executable: String, _ arguments: [String], name: String) throws {
+        outputPath = NSTemporaryDirectory() + "tern-test-\(name)-\(UUID().uuidString).log"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    public func signal(_ sig: Int32) { kill(pid, sig) }
+
+    /// Waits for exit up to `timeout` seconds; nil when still running.
+    public func waitForExit(timeout: Double) -> Int32? {
+        guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
+        return process.terminationStatus
+    }
+
+    public func stop() {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Open file descriptors of the child (Linux /proc).
+    public var openFDs: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    deinit { stop() }
+}
+
+/// The Python upstream in Tests/IntegrationTests/peers/upstream.py.
+public final class PythonUpstream: @unchecked Sendable {
+    public let child: ChildProcess
+    public let port: UInt16
+    public let logPath: String
+
+    public init(port requested: UInt16 = 0) throws {
+        logPath = NSTemporaryDirectory() + "tern-upstream-\(UUID().uuidString).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let child = try ChildProcess("/usr/bin/env", ["python3", "-u", TestPaths.peers + "/upstream.py", "--port", String(requested), "--log", logPath], name: "upstream")
+        self.child = child
+        var found: UInt16 = 0
+        _ = waitUntil(timeout: 10) {
+            if let first = child.output.split(separator: "\n").first, let p = UInt16(first) { found = p; return true }
+            return false
+        }
+        guard found != 0 else { throw TestError("upstream did not start: \(child.output)") }
+        port = found
+        guard waitUntil(timeout: 5, { canConnect(found) }) else { throw TestError("upstream not accepting") }
+    }
+
+    /// Request lines the upstream received ("METHOD target").
+    public var requestLog: [String] {
+        ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    public func stop() { child.stop() }
+}
+
+/// A `tern start` process on a config given as text.
+public final class TernProcess: @unchecked Sendable {
+    public let child: ChildProcess
+    public let configPath: String
+
+    public init(config: String, waitFor ports: [UInt16], extraArguments: [String] = []) throws {
+        configPath = NSTemporaryDirectory() + "tern-config-\(UUID().uuidString).json"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let child = try ChildProcess(TestPaths.ternBinary, ["start", "-c", configPath] + extraArguments, name: "tern")
+        self.child = child
+        for p in ports {
+            guard waitUntil(timeout: 10, { canConnect(p) || !child.process.isRunning }), child.process.isRunning else {
+                throw TestError("tern did not listen on \(p): \(child.output)")
+            }
+        }
+    }
+
+    public func stop() { child.stop() }
+}
+
+/// A blocking TCP client for sending exact bytes (malformed requests, pipelining, split writes).
+public final class RawClient {
+    public let fd: Int32
+
+    public init(port: UInt16, timeout: Double = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if rc != 0 { Glibc.close(fd); throw TestError("connect to \(port) failed: errno \(errno)") }
+    }
+
+    public func send(_ text: String) { send(Array(text.utf8)) }
+
+    public func send(_ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+
+    /// Reads until the peer closes or the timeout passes.
+    public func readAll() -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+
+    /// Reads until `count` complete HTTP responses (Content-Length or chunked framed) have arrived.
+    public func readResponses(_ count: Int) -> [HTTPResponse] {
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let parsed = HTTPResponse.parseAll(data)
+            if parsed.count >= count { return parsed }
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return parsed }
+            data.append(contentsOf: buf[0..<n])
+        }
+    }
+
+    /// Reads until the end of one response head (for HEAD responses, which have no body).
+    public func readHead() -> String {
+        var data: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) == 1 {
+            data.append(byte)
+            if data.count >= 4 && data.suffix(4) == [13, 10, 13, 10] { break }
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public func readString() -> String { String(decoding: readAll(), as: UTF8.self) }
+
+    private var closed = false
+    public func close() { if !closed { closed = true; Glibc.close(fd) } }
+    deinit { close() }
+}
+
+/// A minimal response parser for tests (status, headers, body; Content-Length or chunked).
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public var trailers: [(String, String)] = []
+    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+    public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    public func headers(_ name: String) -> [String] { headers.filter { $0.0.lowercased() == name.lowercased() }.map { $0.1 } }
+
+    public static func parseAll(_ data: [UInt8]) -> [HTTPResponse] {
+        var out: [HTTPResponse] = []
+        var rest = data[...]
+        while let (r, used) = parseOne(rest) {
+            if r.status >= 200 { out.append(r) }
+            rest = rest.dropFirst(used)
+        }
+        return out
+    }
+
+    static func findCRLF(_ d: ArraySlice<UInt8>, from: Int) -> Int? {
+        var i = from
+        while i + 1 < d.endIndex { if d[i] == 13 && d[i + 1] == 10 { return i }; i += 1 }
+        return nil
+    }
+
+    static func parseOne(_ d: ArraySlice<UInt8>) -> (HTTPResponse, Int)? {
+        let start = d.startIndex
+        var headEnd: Int?
+        var i = start
+        while i + 3 < d.endIndex { if d[i] == 13 && d[i + 1] == 10 && d[i + 2] == 13 && d[i + 3] == 10 { headEnd = i; break }; i += 1 }
+        guard let he = headEnd else { return nil }
+        let head = String(decoding: d[start..<he], as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { return nil }
+        var headers: [(String, String)] = []
+        for l in lines {
+            guard let c = l.firstIndex(of: ":") else { continue }
+            headers.append((String(l[..<c]), l[l.index(after: c)...].trimmingCharacters(in: .whitespaces)))
+        }
+        var r = HTTPResponse(status: status, headers: headers, body: [])
+        var p = he + 4
+        if status < 200 || status == 204 || status == 304 { return (r, p - start) }
+        if let te = r.header("transfer-encoding"), te.lowercased().contains("chunked") {
+            while true {
+                guard let e = findCRLF(d, from: p) else { return nil }
+                let sizeText = String(decoding: d[p..<e], as: UTF8.self).split(separator: ";")[0]
+                guard let size = Int(sizeText, radix: 16) else { return nil }
+                p = e + 2
+                if size == 0 {
+                    while true {
+                        guard let le = findCRLF(d, from: p) else { return nil }
+                        if le == p { p += 2; break }
+                        let line = String(decoding: d[p..<le], as: UTF8.self)
+                        if let c = line.firstIndex(of: ":") { r.trailers.append((String(line[..<c]), line[line.index(after: c)...].trimmingCharacters(in: .whitespaces))) }
+                        p = le + 2
+                    }
+                    return (r, p - start)
+                }
+                guard p + size + 2 <= d.endIndex else { return nil }
+                r.body.append(contentsOf: d[p..<(p + size)])
+                p += size + 2
+            }
+        }
+        if let cl = r.header("content-length").flatMap({ Int($0) }) {
+            guard p + cl <= d.endIndex else { return nil }
+            r.body = Array(d[p..<(p + cl)])
+            return (r, p + cl - start)
+        }
+        return nil
+    }
+}
+
+/// Runs a command and returns (exit status, stdout).
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    if !waitUntil(timeout: timeout, { !p.isRunning }) { p.terminate() }
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// A simple MOSN config: one HTTP listener routing everything to one cluster.
+public func proxyConfig(listen: UInt16, upstream: UInt16, protocolName: String = "Http1", routeTimeout: String? = nil,
+                        extraProxyConfig: String = "", logLevel: String = "INFO", logPath: String = "stderr") -> String {
+    let timeout = routeTimeout.map { ", \"timeout\": \"\($0)\"" } ?? ""
+    return """
+    { "servers": [{ "default_log_path": "\(logPath)", "default_log_level": "\(logLevel)", "graceful_timeout": "10s",
+        "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+           "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up"\(timeout)} }] }] }],
+        "listeners": [{ "name": "l", "address": "127.0.0.1:\(listen)", "bind_port": true,
+           "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "\(protocolName)",
+              "upstream_protocol": "Http1", "router_config_name": "r"\(extraProxyConfig) } }] }] }] }],
+      "cluster_manager": { "clusters": [{ "name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",
+         "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(upstream)" }] }] } }
+    """
+}
