@@ -94,3 +94,4 @@ int tern_wait_signal(void) {
     return sig;
 }
 int tern_errno(void) { return errno; }
+void tern_set_thread_name(const char *name) { char n[16]; strncpy(n, name, 15); n[15] = 0; pthread_setname_np(pthread_self(), n); }

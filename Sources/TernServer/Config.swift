@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import TernCore
 
 /// A listener ready to be opened on every worker.
@@ -27,21 +27,21 @@ public struct ConfigResult {
 /// Reads a MOSN JSON config (file contents) into a `ServerPlan`.
 public enum ConfigLoader {
     public static func load(path: String) -> ConfigResult {
-        let diagnostics = Diagnostics()
-        guard let data = FileManager.default.contents(atPath: path) else {
-            diagnostics.error("$", "cannot read config file \(path)")
+        guard let text = readFile(path) else {
+            let diagnostics = Diagnostics()
+            diagnostics.error("$", "cannot read config file \(path): \(String(cString: strerror(errno)))")
             return ConfigResult(plan: nil, diagnostics: diagnostics)
         }
-        return load(data: data)
+        return load(text: text)
     }
 
-    public static func load(data: Data) -> ConfigResult {
+    public static func load(text: String) -> ConfigResult {
         let diagnostics = Diagnostics()
-        let json: Any
+        let json: JSONValue
         do {
-            json = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            json = try JSONParser.parse(text)
         } catch {
-            diagnostics.error("$", "not valid JSON: \(error.localizedDescription)")
+            diagnostics.error("$", "not valid JSON: \(error)")
             return ConfigResult(plan: nil, diagnostics: diagnostics)
         }
         guard let root = JSONObject(json, path: "$", diagnostics: diagnostics) else {
@@ -146,7 +146,7 @@ struct ConfigCompiler {
                     diagnostics.error(f.sub("type"), "network filter \"\(type)\" is not supported (supported: \(known))")
                     continue
                 }
-                let config = f.object("config") ?? JSONObject([String: Any](), path: f.sub("config"), diagnostics: diagnostics)!
+                let config = f.object("config") ?? JSONObject(.object([:]), path: f.sub("config"), diagnostics: diagnostics)!
                 if let plan = kind.compile(config, context: context, diagnostics: diagnostics) { filters.append(plan) }
             }
             if filters.isEmpty && diagnostics.errors.isEmpty { diagnostics.error(chain.sub("filters"), "no network filter") }
@@ -197,4 +197,19 @@ struct FilterContext {
     let listenerName: String
     let idleTimeoutMS: Int64
     let tables: [String: RouteTable]
+}
+
+/// Reads a whole file as UTF-8 text (config load only).
+func readFile(_ path: String) -> String? {
+    guard let f = fopen(path, "rb") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, f)
+        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+        if n < chunk.count { break }
+    }
+    if ferror(f) != 0 { return nil }
+    return String(decoding: bytes, as: UTF8.self)
 }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// Problems found while reading a config: errors stop the process before it listens, warnings name
 /// keys Tern accepts but does not act on. Each names its JSON path.
 public final class Diagnostics {
@@ -13,13 +11,13 @@ public final class Diagnostics {
 /// A JSON object at a known path. Readers report wrong types as errors at the key's path and
 /// unknown keys as warnings, so every problem names where it is.
 struct JSONObject {
-    let dict: [String: Any]
+    let dict: [String: JSONValue]
     let path: String
     let diagnostics: Diagnostics
 
-    init?(_ value: Any?, path: String, diagnostics: Diagnostics) {
+    init?(_ value: JSONValue?, path: String, diagnostics: Diagnostics) {
         guard let value else { return nil }
-        guard let dict = value as? [String: Any] else {
+        guard case .object(let dict) = value else {
             diagnostics.error(path, "expected an object")
             return nil
         }
@@ -38,11 +36,17 @@ struct JSONObject {
         }
     }
 
-    func has(_ key: String) -> Bool { dict[key] != nil && !(dict[key] is NSNull) }
+    func has(_ key: String) -> Bool { present(key) != nil }
+
+    /// The value at `key`; JSON null counts as absent, as in MOSN's Go decoding.
+    func present(_ key: String) -> JSONValue? {
+        guard let v = dict[key], v != .null else { return nil }
+        return v
+    }
 
     func string(_ key: String) -> String? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        guard let s = v as? String else { diagnostics.error(sub(key), "expected a string"); return nil }
+        guard let v = present(key) else { return nil }
+        guard case .string(let s) = v else { diagnostics.error(sub(key), "expected a string"); return nil }
         return s
     }
 
@@ -52,39 +56,39 @@ struct JSONObject {
     }
 
     func bool(_ key: String) -> Bool? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        if isJSONBool(v), let b = v as? Bool { return b }
+        guard let v = present(key) else { return nil }
+        if case .bool(let b) = v { return b }
         diagnostics.error(sub(key), "expected true or false")
         return nil
     }
 
     func int(_ key: String, min: Int = Int.min, max: Int = Int.max) -> Int? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        guard let n = v as? NSNumber, !isJSONBool(v), n.doubleValue == n.doubleValue.rounded() else {
+        guard let v = present(key) else { return nil }
+        guard case .number(let d, _) = v, d == d.rounded(), abs(d) < 9.0e15 else {
             diagnostics.error(sub(key), "expected an integer")
             return nil
         }
-        let i = n.intValue
+        let i = Int(d)
         if i < min || i > max { diagnostics.error(sub(key), "must be between \(min) and \(max), got \(i)"); return nil }
         return i
     }
 
     /// A Go duration string ("1s", "250ms", "1m30s"), in milliseconds.
     func duration(_ key: String) -> Int64? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        guard let s = v as? String else { diagnostics.error(sub(key), "expected a duration string such as \"1s\""); return nil }
+        guard let v = present(key) else { return nil }
+        guard case .string(let s) = v else { diagnostics.error(sub(key), "expected a duration string such as \"1s\""); return nil }
         guard let ms = parseGoDuration(s) else { diagnostics.error(sub(key), "invalid duration \"\(s)\""); return nil }
         return ms
     }
 
     func object(_ key: String) -> JSONObject? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
+        guard let v = present(key) else { return nil }
         return JSONObject(v, path: sub(key), diagnostics: diagnostics)
     }
 
-    func array(_ key: String) -> [(value: Any, path: String)]? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        guard let a = v as? [Any] else { diagnostics.error(sub(key), "expected an array"); return nil }
+    func array(_ key: String) -> [(value: JSONValue, path: String)]? {
+        guard let v = present(key) else { return nil }
+        guard case .array(let a) = v else { diagnostics.error(sub(key), "expected an array"); return nil }
         return a.enumerated().map { ($0.element, "\(path).\(key)[\($0.offset)]") }
     }
 
@@ -96,7 +100,7 @@ struct JSONObject {
         guard let items = array(key) else { return nil }
         var out: [String] = []
         for item in items {
-            guard let s = item.value as? String else { diagnostics.error(item.path, "expected a string"); continue }
+            guard case .string(let s) = item.value else { diagnostics.error(item.path, "expected a string"); continue }
             out.append(s)
         }
         return out
@@ -107,16 +111,10 @@ struct JSONObject {
         guard let o = object(key) else { return nil }
         var out: [String: String] = [:]
         for (k, v) in o.dict {
-            if let s = v as? String { out[k] = s } else { diagnostics.error(o.sub(k), "expected a string") }
+            if case .string(let s) = v { out[k] = s } else { diagnostics.error(o.sub(k), "expected a string") }
         }
         return out
     }
-}
-
-/// JSONSerialization boxes true/false as NSNumber with objCType "c"; numbers never use it.
-func isJSONBool(_ v: Any) -> Bool {
-    guard let n = v as? NSNumber else { return false }
-    return String(cString: n.objCType) == "c"
 }
 
 /// Parses Go's time.Duration text form into milliseconds (sub-millisecond parts round up to 1 ms).

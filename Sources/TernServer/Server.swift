@@ -1,5 +1,5 @@
 import CTernShim
-import Foundation
+import Glibc
 import Synchronization
 import TernCore
 
@@ -23,13 +23,10 @@ public final class Server: Sendable {
     public func start() -> [String] {
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
         for id in 0..<workerCount {
-            let thread = Thread { [self] in self.runWorker(id: id) }
-            thread.name = "tern-worker-\(id)"
-            thread.stackSize = 1 << 20
-            thread.start()
+            startThread(name: "tern-worker-\(id)") { [self] in self.runWorker(id: id) }
         }
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
+        let deadline = tern_monotonic_ms() + 10_000
+        while tern_monotonic_ms() < deadline {
             let state = startup.withLock { $0 }
             if state.ready + state.failures.count == workerCount { return state.failures }
             usleep(1000)
@@ -83,8 +80,8 @@ public final class Server: Sendable {
         for q in queues {
             q.execute { WorkerRegistry.startDrain(on: q) }
         }
-        let deadline = Date().addingTimeInterval(Double(plan.drainTimeoutMS) / 1000)
-        while Date() < deadline {
+        let deadline = tern_monotonic_ms() + plan.drainTimeoutMS
+        while tern_monotonic_ms() < deadline {
             if drained.withLock({ $0 }) >= queues.count {
                 logger.info("server", "drained; exiting")
                 return 0
@@ -145,4 +142,23 @@ enum WorkerRegistry {
 struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// Starts a detached POSIX thread running `body` (Foundation's Thread is not linked into Tern).
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
+    final class Start { let body: @Sendable () -> Void; let name: String; init(_ b: @escaping @Sendable () -> Void, _ n: String) { body = b; name = n } }
+    let box = Unmanaged.passRetained(Start(body, name)).toOpaque()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    pthread_attr_setstacksize(&attributes, 1 << 20)
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, &attributes, { argument in
+        let start = Unmanaged<Start>.fromOpaque(argument!).takeRetainedValue()
+        tern_set_thread_name(start.name)
+        start.body()
+        return nil
+    }, box)
+    pthread_attr_destroy(&attributes)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    pthread_detach(thread)
 }

@@ -1,8 +1,10 @@
-import Foundation
+import Glibc
 import TernCore
 import TernServer
 
 // The CLI only: argument handling, then the Server module does the work.
+
+func printError(_ text: String) { let line = text + "\n"; _ = line.withCString { write(2, $0, strlen($0)) } }
 
 func usage() -> Never {
     let text = """
@@ -10,7 +12,7 @@ func usage() -> Never {
            tern validate -c CONFIG
            tern version
     """
-    FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+    printError(text)
     exit(2)
 }
 
@@ -49,10 +51,10 @@ case "version", "-v", "--version":
 case "validate", "start":
     guard let path = configPath else { usage() }
     let result = ConfigLoader.load(path: path)
-    for w in result.diagnostics.warnings { FileHandle.standardError.write("warning: \(w)\n".data(using: .utf8)!) }
-    for e in result.diagnostics.errors { FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!) }
+    for w in result.diagnostics.warnings { printError("warning: \(w)") }
+    for e in result.diagnostics.errors { printError("error: \(e)") }
     guard var plan = result.plan else {
-        FileHandle.standardError.write("config \(path) is invalid\n".data(using: .utf8)!)
+        printError("config \(path) is invalid")
         exit(1)
     }
     if let logLevel { plan.logLevel = logLevel }
@@ -61,7 +63,7 @@ case "validate", "start":
         exit(0)
     }
     guard let logger = Logger.open(path: plan.logPath, level: plan.logLevel) else {
-        FileHandle.standardError.write("error: cannot open log file \(plan.logPath ?? "")\n".data(using: .utf8)!)
+        printError("error: cannot open log file \(plan.logPath ?? "")")
         exit(1)
     }
     for w in result.diagnostics.warnings { logger.warn("config", w) }
@@ -70,7 +72,7 @@ case "validate", "start":
     if !failures.isEmpty {
         for f in failures {
             logger.error("server", f)
-            FileHandle.standardError.write("error: \(f)\n".data(using: .utf8)!)
+            printError("error: \(f)")
         }
         exit(1)
     }

@@ -3,7 +3,7 @@ import Testing
 @testable import TernServer
 import TernCore
 
-func load(_ json: String) -> ConfigResult { ConfigLoader.load(data: Data(json.utf8)) }
+func load(_ json: String) -> ConfigResult { ConfigLoader.load(text: json) }
 
 func config(proxy: String = "\"downstream_protocol\": \"Http1\", \"upstream_protocol\": \"Http1\", \"router_config_name\": \"r\"",
             route: String = "{\"cluster_name\": \"c\"}", cluster: String = "\"name\": \"c\", \"type\": \"SIMPLE\", \"lb_type\": \"LB_RANDOM\", \"hosts\": [{\"address\": \"127.0.0.1:8080\"}]",

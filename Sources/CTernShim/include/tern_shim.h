@@ -41,4 +41,5 @@ int64_t tern_monotonic_ns(void);
 void tern_block_signals(void);
 int tern_wait_signal(void);
 int tern_errno(void);
+void tern_set_thread_name(const char *name);
 #endif
