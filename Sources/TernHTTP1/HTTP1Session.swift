@@ -106,8 +106,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var phase = Phase.waitingForRequest
     var draining = false
 
+    // Heads are parsed and forwarded within one call, so one pair per worker serves every session.
+    let scratch: HTTP1Scratch
+    var request: HTTPHead { scratch.request }
+    var response: HTTPHead { scratch.response }
+
     // request side
-    let request = HTTPHead()
     var requestScanned = 0
     var requestBodyRemaining: Int64 = 0
     var requestBodyTotal: Int64 = 0
@@ -125,8 +129,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var upstreamServed = 0
     var cluster: ClusterRuntime?
     var responseMutations = HeaderMutations()
-    let response = HTTPHead()
     var responseScanned = 0
+    var upstreamKeepAlive = false
     var responseStarted = false
     var responseFraming = BodyFraming.none
     var responseBodyRemaining: Int64 = 0
@@ -137,9 +141,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     // timers
     var lastActivityMS: Int64
-    var routeTimer: LoopTimer!
-    var connectTimer: LoopTimer!
-    var idleTimer: LoopTimer!
+    // Created on first use: an idle keep-alive connection carries only the idle timer.
+    var routeTimer: LoopTimer?
+    var connectTimer: LoopTimer?
+    var idleTimer: LoopTimer?
     static let routeTag = 1, connectTag = 2, idleTag = 3
 
     init(connection: Connection, worker: Worker, settings: ProxySettings) {
@@ -147,13 +152,20 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         self.worker = worker
         self.settings = settings
         limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
+        scratch = HTTP1Scratch.of(worker)
         lastActivityMS = worker.loop.nowMS
-        routeTimer = LoopTimer(target: self, tag: HTTP1Session.routeTag)
-        connectTimer = LoopTimer(target: self, tag: HTTP1Session.connectTag)
-        idleTimer = LoopTimer(target: self, tag: HTTP1Session.idleTag)
         if settings.idleTimeoutMS > 0 {
-            worker.loop.timers.arm(idleTimer, at: lastActivityMS + settings.idleTimeoutMS)
+            arm(&idleTimer, HTTP1Session.idleTag, at: lastActivityMS + settings.idleTimeoutMS)
         }
+    }
+
+    func arm(_ timer: inout LoopTimer?, _ tag: Int, at deadline: Int64) {
+        if timer == nil { timer = LoopTimer(target: self, tag: tag) }
+        worker.loop.timers.arm(timer!, at: deadline)
+    }
+
+    func cancel(_ timer: LoopTimer?) {
+        if let timer { worker.loop.timers.cancel(timer) }
     }
 
     var logger: Logger { worker.logger }
@@ -279,7 +291,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             upstreamServed = 0
             runtime.stats.connectionsOpened += 1
             if runtime.config.connectTimeoutMS > 0 {
-                worker.loop.timers.arm(connectTimer, at: worker.loop.nowMS + runtime.config.connectTimeoutMS)
+                arm(&connectTimer, HTTP1Session.connectTag, at: worker.loop.nowMS + runtime.config.connectTimeoutMS)
             }
         }
         connection.delegate = self
@@ -291,7 +303,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         writeUpstreamHead(connection.outputBuffer, input, route, clusterRoute, host)
         input.consume(request.headLength)
         let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
-        if timeout > 0 { worker.loop.timers.arm(routeTimer, at: worker.loop.nowMS + timeout) }
+        if timeout > 0 { arm(&routeTimer, HTTP1Session.routeTag, at: worker.loop.nowMS + timeout) }
         if request.expectContinue && !requestBodyDone {
             downstream.outputBuffer.write("HTTP/1.1 100 Continue\r\n\r\n")
             downstream.flush()
@@ -406,7 +418,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func connectionConnected(_ connection: Connection) {
         guard connection === upstream else { return }
-        worker.loop.timers.cancel(connectTimer)
+        cancel(connectTimer)
         connection.flush()
     }
 
@@ -444,7 +456,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         responseStarted = true
         responseComplete = false
         responseStatus = response.status
-        worker.loop.timers.cancel(connectTimer)
+        upstreamKeepAlive = response.keepAlive
+        cancel(connectTimer)
         let base = UnsafePointer(input.readPointer)
         let out = downstream.outputBuffer
         responseFraming = response.framing
@@ -593,12 +606,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// The response is complete: give the upstream connection back (or close it) and move on to
     /// the next request.
     func finishExchange() {
-        worker.loop.timers.cancel(routeTimer)
-        worker.loop.timers.cancel(connectTimer)
+        cancel(routeTimer)
+        cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         if let up = upstream {
             upstream = nil
-            let reusable = response.keepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
+            let reusable = upstreamKeepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
             if reusable, let c = cluster {
                 up.resumeReading()
                 c.pool.release(up, requestsServed: upstreamServed + 1)
@@ -624,8 +637,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
-        worker.loop.timers.cancel(routeTimer)
-        worker.loop.timers.cancel(connectTimer)
+        cancel(routeTimer)
+        cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         cluster = nil
         if let up = upstream {
@@ -733,7 +746,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if connection === downstream {
             phase = .closed
             abandonUpstream()
-            worker.loop.timers.cancel(idleTimer)
+            cancel(idleTimer)
             worker.remove(fd: connection.fd)
         } else if connection === upstream {
             switch reason {
@@ -761,7 +774,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 logger.debug("http1", "closing idle client connection")
                 closeAll()
             } else {
-                worker.loop.timers.arm(idleTimer, at: max(deadline, worker.loop.nowMS + 1000))
+                arm(&idleTimer, HTTP1Session.idleTag, at: max(deadline, worker.loop.nowMS + 1000))
             }
         }
     }
@@ -773,5 +786,18 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         } else {
             closeAfterResponse = true
         }
+    }
+}
+
+/// Per-worker parse scratch for HTTP/1 sessions.
+final class HTTP1Scratch {
+    let request = HTTPHead()
+    let response = HTTPHead()
+
+    static func of(_ worker: Worker) -> HTTP1Scratch {
+        if let s = worker.protocolScratch["http1"] as? HTTP1Scratch { return s }
+        let s = HTTP1Scratch()
+        worker.protocolScratch["http1"] = s
+        return s
     }
 }

@@ -127,7 +127,7 @@ public final class BufferPool {
     private var free: [ByteBuffer] = []
     private let maxFree: Int
 
-    public init(bufferSize: Int = 16384, maxFree: Int = 1024) {
+    public init(bufferSize: Int = 16384, maxFree: Int = 64) {
         self.bufferSize = bufferSize
         self.maxFree = maxFree
     }

@@ -17,6 +17,8 @@ public final class Worker {
     private var sessions: [DownstreamSession?] = []
     public private(set) var sessionCount = 0
     public var listeners: [Listener] = []
+    /// Per-worker state a protocol module shares between its sessions (parse scratch etc.).
+    public var protocolScratch: [String: AnyObject] = [:]
 
     public init(id: Int, clusters: [ClusterConfig], logger: Logger, bufferSize: Int = 16384) {
         self.id = id
