@@ -259,3 +259,28 @@ struct ProcessBehaviourTests {
         #expect(out.hasPrefix("tern version "))
     }
 }
+
+/// The configs under examples/, run as they are (fixed ports, as their READMEs say).
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct ExampleTests {
+    @Test func quickstartAnswersThroughThreeListeners() throws {
+        let tern = try TernProcess(config: String(contentsOfFile: TestPaths.root + "/examples/quickstart/config.json", encoding: .utf8),
+                                   waitFor: [2045, 2046, 2047])
+        let (status, body) = try run("/usr/bin/curl", ["-s", "--max-time", "10", "http://localhost:2045/"])
+        #expect(status == 0)
+        #expect(body == "Hello from Tern: client side 2045 -> server side 2046 -> app 2047\n")
+        tern.stop()
+    }
+
+    @Test func httpSampleCrossesTwoTernProcesses() throws {
+        let app = try ChildProcess("/usr/bin/env", ["python3", TestPaths.root + "/examples/http-sample/upstream.py"], name: "app")
+        defer { app.stop() }
+        #expect(waitUntil(timeout: 10) { canConnect(8080) })
+        let server = try TernProcess(config: String(contentsOfFile: TestPaths.root + "/examples/http-sample/server.json", encoding: .utf8), waitFor: [2046])
+        let client = try TernProcess(config: String(contentsOfFile: TestPaths.root + "/examples/http-sample/client.json", encoding: .utf8), waitFor: [2045])
+        let (_, body) = try run("/usr/bin/curl", ["-s", "--max-time", "10", "http://localhost:2045/hello"])
+        #expect(body == "hello from the app: path=/hello x-via-tern=server-side\n")
+        client.stop()
+        server.stop()
+    }
+}
