@@ -34,7 +34,7 @@ integration: build
 
 # Micro-benchmarks of the parser and router, then the side-by-side run against nginx and HAProxy.
 bench: release
-	$(SWIFT) run -c release tern-bench
+	$(SWIFT) build -c release --product tern-bench && .build/release/tern-bench
 	../shared/bench/http.sh nginx haproxy tern
 	../shared/bench/http.sh -b 16384 nginx haproxy tern
 	../shared/bench/idle.sh nginx haproxy tern

@@ -19,6 +19,8 @@ let package = Package(
         // idle instead of ≈22 MB with the shared runtime libraries).
         .executableTarget(name: "tern", dependencies: ["TernServer"], swiftSettings: optimize,
                           linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
+        .target(name: "CAllocCounter"),
+        .executableTarget(name: "tern-bench", dependencies: ["TernCore", "TernHTTP1", "CAllocCounter", "CTernShim"], swiftSettings: optimize),
         .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
         .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),

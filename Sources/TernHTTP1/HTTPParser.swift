@@ -1,3 +1,4 @@
+import Glibc
 import TernCore
 
 /// Why a message was refused, with the status to answer and a short reason for the log and body.
@@ -77,17 +78,14 @@ public enum HeadParseResult: Equatable {
 
 /// Strict RFC 9112 parsing of message heads, in place over raw bytes.
 public enum HTTPParser {
-    // tchar per RFC 9110 §5.6.2
-    static let tokenTable: [Bool] = {
-        var t = [Bool](repeating: false, count: 256)
-        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-        for c in "!#$%&'*+-.^_`|~".utf8 { t[Int(c)] = true }
-        return t
-    }()
-
-    @inline(__always) static func isToken(_ b: UInt8) -> Bool { tokenTable[Int(b)] }
+    // tchar per RFC 9110 §5.6.2, as two 64-bit masks (bytes 0-63 and 64-127): a constant test,
+    // no table load.
+    @inline(__always) static func isToken(_ b: UInt8) -> Bool {
+        // 0x03FF6CFA00000000: ! # $ % & ' * + - . 0-9 ; 0x57FFFFFFC7FFFFFE: A-Z ^ _ ` a-z | ~
+        if b < 64 { return (0x03FF_6CFA_0000_0000 as UInt64) >> UInt64(b) & 1 != 0 }
+        if b < 128 { return (0x57FF_FFFF_C7FF_FFFE as UInt64) >> UInt64(b - 64) & 1 != 0 }
+        return false
+    }
     /// field-value bytes: VCHAR, obs-text, SP, HTAB.
     @inline(__always) static func isFieldValueByte(_ b: UInt8) -> Bool { b == 9 || (b >= 32 && b != 127) }
 
@@ -98,8 +96,11 @@ public enum HTTPParser {
     static func findHeadEnd(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int? {
         var i = max(from, 3)
         while i < n {
-            if p[i] == 10 && p[i - 1] == 13 && p[i - 2] == 10 && p[i - 3] == 13 { return i + 1 }
-            i += 1
+            // memchr jumps line to line with SIMD; only LFs are inspected.
+            guard let lf = memchr(p + i, 10, n - i) else { return nil }
+            let at = p.distance(to: lf.assumingMemoryBound(to: UInt8.self))
+            if at >= 3 && p[at - 1] == 13 && p[at - 2] == 10 && p[at - 3] == 13 { return at + 1 }
+            i = at + 1
         }
         return nil
     }
@@ -305,7 +306,7 @@ public enum HTTPParser {
     /// Reads framing and connection fields, marks hop-by-hop fields as dropped.
     static func scanFraming(_ p: UnsafePointer<UInt8>, _ head: HTTPHead) -> FramingScan {
         var scan = FramingScan()
-        var connectionFields: [Int] = []
+        var sawConnection = false
         for idx in head.fields.indices {
             let f = head.fields[idx]
             let name = p + Int(f.nameStart), nl = Int(f.nameLength)
@@ -342,7 +343,7 @@ public enum HTTPParser {
                 if vl == 0 { scan.error = "empty Transfer-Encoding" }
             case 10 where Bytes.equalsIgnoringCase(name, nl, connection):
                 head.fields[idx].dropped = true
-                connectionFields.append(idx)
+                sawConnection = true
             case 4 where Bytes.equalsIgnoringCase(name, nl, host):
                 if head.hostIndex >= 0 { scan.error = "duplicate Host"; return scan }
                 head.hostIndex = idx
@@ -353,8 +354,11 @@ public enum HTTPParser {
             }
         }
         // Connection options: close / keep-alive, and every other token names a field to drop.
-        for idx in connectionFields {
+        // (A second pass instead of remembering indices keeps parsing free of allocations.)
+        guard sawConnection else { return scan }
+        for idx in head.fields.indices {
             let f = head.fields[idx]
+            guard f.nameLength == 10, Bytes.equalsIgnoringCase(p + Int(f.nameStart), 10, connection) else { continue }
             let value = p + Int(f.valueStart), vl = Int(f.valueLength)
             var k = 0
             while k <= vl {

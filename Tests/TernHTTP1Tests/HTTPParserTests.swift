@@ -248,3 +248,10 @@ struct SniffTests {
         #expect(sniff([2, 1, 1]) == .noMatch)
     }
 }
+
+struct TokenTableTests {
+    @Test func tokenMasksMatchRFC9110() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for b in 0...255 { #expect(HTTPParser.isToken(UInt8(b)) == tchar.contains(UInt8(b)), "byte \(b)") }
+    }
+}
