@@ -95,3 +95,11 @@ int tern_wait_signal(void) {
 }
 int tern_errno(void) { return errno; }
 void tern_set_thread_name(const char *name) { char n[16]; strncpy(n, name, 15); n[15] = 0; pthread_setname_np(pthread_self(), n); }
+
+#include <sys/resource.h>
+long tern_raise_nofile_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    if (rl.rlim_cur < rl.rlim_max) { rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); getrlimit(RLIMIT_NOFILE, &rl); }
+    return (long)rl.rlim_cur;
+}

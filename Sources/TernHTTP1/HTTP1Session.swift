@@ -159,6 +159,13 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
     }
 
+    deinit {
+        // Timers hold their target unowned: none may outlive the session.
+        cancel(routeTimer)
+        cancel(connectTimer)
+        cancel(idleTimer)
+    }
+
     func arm(_ timer: inout LoopTimer?, _ tag: Int, at deadline: Int64) {
         if timer == nil { timer = LoopTimer(target: self, tag: tag) }
         worker.loop.timers.arm(timer!, at: deadline)
@@ -281,6 +288,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
             connection = idle
             upstreamServed = served
+            logger.debug("http1", "reusing pooled upstream connection to \(host.address)")
             runtime.stats.connectionsReused += 1
         } else {
             guard let fresh = runtime.pool.connect(host: hostIndex) else {
@@ -289,6 +297,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             }
             connection = fresh
             upstreamServed = 0
+            logger.debug("http1", "new upstream connection to \(host.address)")
             runtime.stats.connectionsOpened += 1
             if runtime.config.connectTimeoutMS > 0 {
                 arm(&connectTimer, HTTP1Session.connectTag, at: worker.loop.nowMS + runtime.config.connectTimeoutMS)
@@ -413,6 +422,23 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     var responseComplete = false
+    /// The client closed while its request was in flight; the response is read and dropped.
+    var downstreamGone = false
+    /// Keeps an orphaned session alive until its exchange ends (released in `endOrphan`).
+    var orphanRetain: HTTP1Session?
+
+    /// Whether draining the rest of the response is cheaper than a new upstream connection.
+    var responseRemainderIsSmall: Bool {
+        if !responseStarted { return true }
+        if case .contentLength = responseFraming { return responseBodyRemaining <= 64 * 1024 }
+        return false
+    }
+
+    /// Where response bytes go: the client's output, or a per-worker sink once the client left.
+    var responseOutput: ByteBuffer {
+        if downstreamGone { scratch.discard.clear(); return scratch.discard }
+        return downstream.outputBuffer
+    }
 
     // MARK: upstream
 
@@ -459,7 +485,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         upstreamKeepAlive = response.keepAlive
         cancel(connectTimer)
         let base = UnsafePointer(input.readPointer)
-        let out = downstream.outputBuffer
+        let out = responseOutput
         responseFraming = response.framing
         responseToClientChunked = false
         responseLastChunkWritten = false
@@ -523,23 +549,26 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// Moves response body bytes from the upstream's input to the client's output.
     func forwardResponseBody(eof: Bool) {
         guard let up = upstream else { return }
-        let out = downstream.outputBuffer
+        let out = responseOutput
         if let input = up.input {
             while !responseComplete && input.readableBytes > 0 {
                 switch responseFraming {
                 case .contentLength:
+                    if downstreamGone { out.clear() }
                     let take = Int(min(responseBodyRemaining, Int64(input.readableBytes)))
                     out.write(input.readPointer, count: take)
                     input.consume(take)
                     responseBodyRemaining -= Int64(take)
                     if responseBodyRemaining == 0 { responseComplete = true }
                 case .untilClose:
+                    if downstreamGone { out.clear() }
                     let n = input.readableBytes
                     if responseToClientChunked { out.writeHex(n); out.write("\r\n") }
                     out.write(input.readPointer, count: n)
                     if responseToClientChunked { out.write("\r\n") }
                     input.consume(n)
                 case .chunked:
+                    if downstreamGone { out.clear() }
                     let (consumed, event) = responseChunked.next(input.readPointer, input.readableBytes)
                     switch event {
                     case .needMore:
@@ -612,6 +641,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if let up = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
+            logger.debug("http1", "exchange done; upstream connection \(reusable ? "returned to the pool" : "closed")")
             if reusable, let c = cluster {
                 up.resumeReading()
                 c.pool.release(up, requestsServed: upstreamServed + 1)
@@ -621,9 +651,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             }
         }
         cluster = nil
-        if closeAfterResponse || draining {
+        if closeAfterResponse || draining || downstreamGone {
             phase = .closed
-            downstream.closeWhenFlushed()
+            if downstreamGone { orphanRetain = nil } else { downstream.closeWhenFlushed() }
             return
         }
         phase = .waitingForRequest
@@ -651,6 +681,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     // MARK: failures and local responses
 
     func fail(_ error: ExchangeError) {
+        if downstreamGone {
+            phase = .closed
+            abandonUpstream()
+            orphanRetain = nil
+            return
+        }
         if let c = cluster {
             switch error {
             case .connectFailed, .connectTimeout: c.stats.connectFailures += 1
@@ -744,10 +780,20 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         if connection === downstream {
-            phase = .closed
-            abandonUpstream()
             cancel(idleTimer)
             worker.remove(fd: connection.fd)
+            if phase == .proxying && upstream != nil && requestBodyDone && responseRemainderIsSmall {
+                // The client left, but the upstream already has the whole request: let its
+                // answer finish into the void and keep the warm connection (HAProxy does the
+                // same). Closing it would turn every client abort into an upstream reconnect.
+                downstreamGone = true
+                closeAfterResponse = true
+                orphanRetain = self   // nothing else holds the session once its client is gone
+                logger.debug("http1", "client left with its request in flight; finishing the exchange to keep the upstream connection")
+                return
+            }
+            phase = .closed
+            abandonUpstream()
         } else if connection === upstream {
             switch reason {
             case .connectFailed, .connectTimeout:
@@ -793,6 +839,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 final class HTTP1Scratch {
     let request = HTTPHead()
     let response = HTTPHead()
+    let discard = ByteBuffer(capacity: 16384)
 
     static func of(_ worker: Worker) -> HTTP1Scratch {
         if let s = worker.protocolScratch["http1"] as? HTTP1Scratch { return s }

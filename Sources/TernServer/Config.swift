@@ -188,7 +188,7 @@ struct ConfigCompiler {
                              idleTimeoutMS: c.duration("idle_timeout") ?? 90_000,
                              maxRequestsPerConnection: c.int("max_request_per_conn", min: 0, max: Int(UInt32.max)).map { $0 == 0 ? 1024 : $0 } ?? 1024,
                              connectionBufferLimit: c.int("conn_buffer_limit_bytes", min: 0, max: Int(UInt32.max)) ?? 16384,
-                             maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 128)
+                             maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024)
     }
 }
 

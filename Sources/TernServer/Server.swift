@@ -21,7 +21,14 @@ public final class Server: Sendable {
 
     /// Starts the workers; returns the listen errors (empty when every listener is open on every worker).
     public func start() -> [String] {
+        // SO_REUSEPORT would let a second Tern (same user) share a port silently: probe each
+        // address with a plain bind first so "address in use" is an error, as it is for MOSN.
+        for l in plan.listeners where l.bindPort {
+            if let problem = probeBind(l.address) { return ["listener \(l.name): \(problem)"] }
+        }
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
+        let descriptors = tern_raise_nofile_limit()
+        logger.info("server", "\(workerCount) worker(s), descriptor limit \(descriptors)")
         for id in 0..<workerCount {
             startThread(name: "tern-worker-\(id)") { [self] in self.runWorker(id: id) }
         }
@@ -40,7 +47,9 @@ public final class Server: Sendable {
         for l in plan.listeners where l.bindPort {
             let chain = NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) })
             do {
-                worker.listeners.append(try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain))
+                let listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                listener.onAcceptError = { [logger] in logger.error("listener", $0) }
+                worker.listeners.append(listener)
             } catch {
                 failure = "listener \(l.name): \(error)"
                 break
@@ -161,4 +170,15 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
     pthread_attr_destroy(&attributes)
     precondition(rc == 0, "pthread_create failed: \(rc)")
     pthread_detach(thread)
+}
+
+/// Binds `address` without SO_REUSEPORT and releases it; nil when the address is free.
+func probeBind(_ address: SocketAddress) -> String? {
+    let fd = tern_socket_tcp(address.family)
+    guard fd >= 0 else { return "socket: \(String(cString: strerror(errno)))" }
+    defer { close(fd) }
+    _ = tern_set_reuse(fd, 0)
+    let rc = address.withSockAddr { bind(fd, $0, $1) }
+    if rc != 0 { return "bind \(address): \(String(cString: strerror(errno)))" }
+    return nil
 }

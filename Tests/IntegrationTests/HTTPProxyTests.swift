@@ -6,10 +6,15 @@ import TernTestSupport
 /// End-to-end tests: the real `tern` binary between real HTTP clients (curl, raw sockets) and a
 /// real HTTP server (Python's http.server).
 @Suite(.serialized, .timeLimit(.minutes(5)))
-struct HTTPProxyTests {
+final class HTTPProxyTests {
     let upstream: PythonUpstream
     let tern: TernProcess
     let port: UInt16
+
+    deinit {
+        tern.stop()
+        upstream.stop()
+    }
 
     init() throws {
         upstream = try PythonUpstream()
@@ -181,6 +186,33 @@ struct HTTPProxyTests {
         let many = try RawClient(port: port)
         many.send("GET / HTTP/1.1\r\nHost: x\r\n" + (0..<150).map { "X-\($0): v\r\n" }.joined() + "\r\n")
         #expect(many.readString().hasPrefix("HTTP/1.1 431 "))
+    }
+
+    @Test func clientGoneBeforeTheResponseKeepsTheUpstreamConnection() throws {
+        func connections() throws -> Int {
+            let s = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
+            return Int(s.split(separator: " ")[0].dropFirst("connections=".count)) ?? -1
+        }
+        // One worker, so every client shares one pool.
+        let port = freePort()
+        let tern = try TernProcess(config: proxyConfig(listen: port, upstream: upstream.port, logLevel: "DEBUG"), waitFor: [port], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        let w = try RawClient(port: port)   // one warm upstream connection in the pool
+        w.send("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+        _ = w.readResponses(1)
+        let before = try connections()
+        let c = try RawClient(port: port)
+        c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(waitUntil(timeout: 5) { upstream.requestLog.contains { $0.contains("/slow") } })
+        c.close()
+        // The slow answer is sent, Tern drops it and the connection returns to the pool (its
+        // debug log says so a second time).
+        #expect(waitUntil(timeout: 5) { tern.child.output.components(separatedBy: "returned to the pool").count == 3 })
+        w.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(w.readResponses(1).first?.bodyText == "hello from upstream /again")
+        // Only the stats probes themselves opened connections.
+        let after = try connections()
+        #expect(after - before <= 1, "before \(before) after \(after): \(tern.child.output) \(upstream.requestLog)")
     }
 
     @Test func clientGoneMidResponseLeaksNothing() throws {

@@ -1,5 +1,13 @@
 import Foundation
 import Glibc
+import Synchronization
+
+/// Every child a test starts, killed when the test process exits, whatever the test did.
+private let livePIDs = Mutex<Set<Int32>>([])
+private let reaperInstalled: Bool = {
+    atexit { for pid in livePIDs.withLock({ $0 }) { kill(pid, SIGKILL) } }
+    return true
+}()
 
 /// Helpers shared by the test targets: paths, free ports, child processes, raw sockets.
 public enum TestPaths {
@@ -65,7 +73,9 @@ public final class ChildProcess: @unchecked Sendable {
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
+        _ = reaperInstalled
         try process.run()
+        livePIDs.withLock { _ = $0.insert(process.processIdentifier) }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -84,6 +94,7 @@ public final class ChildProcess: @unchecked Sendable {
             kill(pid, SIGKILL)
             process.waitUntilExit()
         }
+        livePIDs.withLock { _ = $0.remove(pid) }
     }
 
     /// Open file descriptors of the child (Linux /proc).

@@ -42,4 +42,6 @@ void tern_block_signals(void);
 int tern_wait_signal(void);
 int tern_errno(void);
 void tern_set_thread_name(const char *name);
+/// Raises the soft descriptor limit to the hard one (as HAProxy does); returns the new soft limit.
+long tern_raise_nofile_limit(void);
 #endif

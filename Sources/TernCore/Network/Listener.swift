@@ -14,7 +14,7 @@ public enum ListenError: Error, CustomStringConvertible {
 }
 
 /// One listening socket per worker (SO_REUSEPORT): the kernel spreads connections across workers.
-public final class Listener: EventHandler {
+public final class Listener: EventHandler, TimerTarget {
     public let name: String
     public let address: SocketAddress
     public let fd: Int32
@@ -22,6 +22,10 @@ public final class Listener: EventHandler {
     public unowned let buffers: BufferPool
     public let handler: AcceptHandler
     public private(set) var accepting = true
+    private var retryTimer: LoopTimer?
+    private var lastOutOfDescriptorsLog: Int64 = -1_000_000
+    /// Optional: told when accept fails for lack of descriptors (logged at most once a second).
+    public var onAcceptError: ((String) -> Void)?
 
     public init(name: String, address: SocketAddress, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler, backlog: Int32 = 1024) throws {
         let fd = tern_socket_tcp(address.family)
@@ -45,17 +49,30 @@ public final class Listener: EventHandler {
             if client < 0 {
                 let e = errno
                 if e == EINTR || e == ECONNABORTED { continue }
-                break // EAGAIN, or EMFILE: the next edge retries
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // Edge-triggered: no new edge comes for connections already queued, so retry
+                    // on a timer instead of leaving them in the backlog.
+                    if loop.nowMS - lastOutOfDescriptorsLog >= 1000 {
+                        lastOutOfDescriptorsLog = loop.nowMS
+                        onAcceptError?("listener \(name): accept failed: \(String(cString: strerror(e))); retrying in 100 ms")
+                    }
+                    if retryTimer == nil { retryTimer = LoopTimer(target: self) }
+                    loop.timers.arm(retryTimer!, at: loop.nowMS + 100)
+                }
+                break
             }
             _ = tern_set_nodelay(client)
             handler.accepted(Connection(fd: client, loop: loop, buffers: buffers), listener: self)
         }
     }
 
+    public func timerFired(_ timer: LoopTimer) { if accepting { handleEvents(Readiness.readable) } }
+
     /// Stops accepting (drain on SIGTERM): the socket is closed so the kernel refuses new connections.
     public func stop() {
         guard accepting else { return }
         accepting = false
+        if let t = retryTimer { loop.timers.cancel(t) }
         loop.unregister(fd: fd)
         Glibc.close(fd)
     }

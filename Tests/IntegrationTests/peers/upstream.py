@@ -93,6 +93,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif url.path == "/slow":
             time.sleep(int(q.get("ms", "1000")) / 1000)
             self.send(200, b"slow done")
+            self.wfile.flush()
+            if log_file:
+                with lock, open(log_file, "a") as f:
+                    f.write(f"answered {self.path}\n")
         elif url.path == "/close":
             self.send_response(200)
             self.send_header("Connection", "close")
