@@ -24,7 +24,7 @@ run: release
 
 # Unit tests and integration tests (the latter start the real binary, built first).
 test: build
-	$(SWIFT) test; status=$$?; pkill -f 'Tests/IntegrationTests/peers/upstream.py' || true; exit $$status
+	$(SWIFT) test; status=$$?; pkill -f '[I]ntegrationTests/peers/upstream.py' || true; exit $$status
 
 unit: build
 	$(SWIFT) test --skip IntegrationTests
