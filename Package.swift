@@ -13,8 +13,9 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .target(name: "TernCore", dependencies: ["CTernShim"], swiftSettings: optimize),
         .target(name: "TernHTTP1", dependencies: ["TernCore"], swiftSettings: optimize),
+        .target(name: "TernBolt", dependencies: ["TernCore"], swiftSettings: optimize),
         .target(name: "TernTLS", dependencies: ["TernCore", "COpenSSL"], swiftSettings: optimize),
-        .target(name: "TernServer", dependencies: ["TernCore", "TernHTTP1", "TernTLS"], swiftSettings: optimize),
+        .target(name: "TernServer", dependencies: ["TernCore", "TernHTTP1", "TernBolt", "TernTLS"], swiftSettings: optimize),
         // Static Swift runtime in release: only the pages Tern touches become resident (≈9 MB
         // idle instead of ≈22 MB with the shared runtime libraries).
         .executableTarget(name: "tern", dependencies: ["TernServer"], swiftSettings: optimize,
@@ -24,6 +25,7 @@ let package = Package(
         .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
         .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),
+        .testTarget(name: "TernBoltTests", dependencies: ["TernBolt", "TernCore", "TernTestSupport"]),
         .testTarget(name: "TernServerTests", dependencies: ["TernServer", "TernCore", "TernTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TernTestSupport"], exclude: ["peers"]),
     ],

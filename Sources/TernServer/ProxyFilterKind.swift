@@ -11,12 +11,14 @@ struct ProxyFilterPlan: NetworkFilterPlan {
 /// The `proxy` network filter's config: protocols, router configuration, Tern's limits.
 struct ProxyFilterKind: NetworkFilterKind {
     func compile(_ c: JSONObject, context: FilterContext, diagnostics: Diagnostics) -> NetworkFilterPlan? {
-        c.checkKeys(known: ["downstream_protocol", "upstream_protocol", "router_config_name", "extend_config",
-                            "max_request_head_bytes", "max_header_count", "max_request_body_bytes", "route_timeout"],
+        c.checkKeys(known: Set(["downstream_protocol", "upstream_protocol", "router_config_name", "extend_config",
+                                "max_request_head_bytes", "max_header_count", "max_request_body_bytes", "route_timeout"])
+                        .union(ProtocolRegistry.configKeys),
                     ignored: ["router_handler_name", "fallback_for_unknown_protocol", "validate_clusters", "concurrency_num", "name"])
         let downstream = protocolList(c, key: "downstream_protocol", diagnostics: diagnostics)
-        let upstream = c.string("upstream_protocol") ?? "Http1"
-        if upstream != "Http1" && upstream != "Auto" {
+        // The upstream speaks what the downstream speaks (MOSN's behaviour for Auto and X too);
+        // an upstream protocol Tern lacks is still an error.
+        if c.has("upstream_protocol") && c.string("upstream_protocol") != "Auto" {
             _ = protocolList(c, key: "upstream_protocol", diagnostics: diagnostics)
         }
         guard let routerName = c.requiredString("router_config_name") else { return nil }
@@ -46,9 +48,9 @@ struct ProxyFilterKind: NetworkFilterKind {
             }
             name = sub
         }
-        if name == "Auto" { return ProtocolRegistry.sniffOrder.compactMap { ProtocolRegistry.protocols[$0] } }
-        if let p = ProtocolRegistry.protocols[name] { return [p] }
-        let supported = (ProtocolRegistry.sniffOrder + ["Auto"]).joined(separator: ", ")
+        if name == "Auto" { return ProtocolRegistry.sniffOrder.compactMap { ProtocolRegistry.protocols[$0]?(c) } }
+        if let p = ProtocolRegistry.protocols[name] { return [p(c)] }
+        let supported = (ProtocolRegistry.protocols.keys.sorted() + ["Auto"]).joined(separator: ", ")
         if ProtocolRegistry.later.contains(name) {
             diagnostics.error(c.sub(key), "protocol \"\(name)\" is not supported yet (supported: \(supported))")
         } else {

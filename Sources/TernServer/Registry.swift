@@ -1,3 +1,4 @@
+import TernBolt
 import TernCore
 import TernHTTP1
 
@@ -18,13 +19,27 @@ enum NetworkFilterRegistry {
     ]
 }
 
-/// Stream protocols by MOSN's names: a new codec is one module plus one line here.
+/// Stream protocols by MOSN's names, each built from the proxy filter's config: a new codec is
+/// one module plus one line here.
 enum ProtocolRegistry {
-    static let protocols: [String: StreamProtocol] = [
-        "Http1": HTTP1Protocol(),
+    static let protocols: [String: @Sendable (JSONObject) -> StreamProtocol] = [
+        "Http1": { _ in HTTP1Protocol() },
+        "bolt": { BoltProtocol(name: "bolt", settings: boltSettings($0)) },
+        "boltv2": { BoltProtocol(name: "boltv2", settings: boltSettings($0)) },
     ]
     /// The order `Auto` tries them in.
-    static let sniffOrder = ["Http1"]
+    static let sniffOrder = ["Http1", "bolt"]
     /// Names MOSN knows that Tern does not serve yet.
-    static let later: Set<String> = ["Http2", "bolt", "boltv2", "dubbo", "tars", "X"]
+    static let later: Set<String> = ["Http2", "dubbo", "tars"]
+    /// Tern's keys in the proxy config that belong to protocols.
+    static let configKeys: Set<String> = ["max_frame_bytes", "upstream_connections_per_host", "heartbeat_interval", "heartbeat_max_misses"]
+
+    static func boltSettings(_ c: JSONObject) -> BoltSettings {
+        var s = BoltSettings()
+        if let v = c.int("max_frame_bytes", min: 1024, max: 1 << 30) { s.maxFrameBytes = v }
+        if let v = c.int("upstream_connections_per_host", min: 1, max: 64) { s.connectionsPerHost = v }
+        if let v = c.duration("heartbeat_interval") { s.heartbeatIntervalMS = max(v, 100) }
+        if let v = c.int("heartbeat_max_misses", min: 1, max: 100) { s.heartbeatMaxMisses = v }
+        return s
+    }
 }

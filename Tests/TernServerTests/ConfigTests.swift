@@ -30,8 +30,18 @@ struct ConfigTests {
 
     @Test func olderXSpellingWithSubProtocolIsUnderstood() {
         let r = load(config(proxy: "\"downstream_protocol\": \"X\", \"upstream_protocol\": \"X\", \"router_config_name\": \"r\", \"extend_config\": {\"sub_protocol\": \"bolt\"}"))
-        // bolt is a later issue: a clear error at the protocol key, not a parse failure.
-        #expect(r.diagnostics.errors.contains { $0.contains("$.servers[0].listeners[0].filter_chains[0].filters[0].config.downstream_protocol") && $0.contains("bolt") })
+        #expect(r.plan != nil, "\(r.diagnostics.errors)")
+        let missing = load(config(proxy: "\"downstream_protocol\": \"X\", \"router_config_name\": \"r\""))
+        #expect(missing.diagnostics.errors.contains { $0.contains("config.extend_config.sub_protocol") })
+        let unknown = load(config(proxy: "\"downstream_protocol\": \"X\", \"router_config_name\": \"r\", \"extend_config\": {\"sub_protocol\": \"dubbo\"}"))
+        #expect(unknown.diagnostics.errors.contains { $0.contains("config.downstream_protocol") && $0.contains("dubbo") })
+    }
+
+    @Test func boltProtocolNamesAreAccepted() {
+        for name in ["bolt", "boltv2"] {
+            let r = load(config(proxy: "\"downstream_protocol\": \"\(name)\", \"upstream_protocol\": \"\(name)\", \"router_config_name\": \"r\", \"heartbeat_interval\": \"5s\""))
+            #expect(r.plan != nil, "\(name): \(r.diagnostics.errors)")
+        }
     }
 
     @Test func autoIsAccepted() {

@@ -37,6 +37,10 @@ public struct ClusterStats: Sendable {
     public var connectFailures = 0, timeouts = 0
     public var connectionsOpened = 0, connectionsReused = 0
     public var inFlight = 0
+    /// Answers by protocol status (bolt response status; HTTP uses the class counters above).
+    public var byStatus: [Int: Int] = [:]
+
+    public mutating func record(status: Int) { byStatus[status, default: 0] += 1 }
 }
 
 /// A cluster as one worker sees it: the shared config, this worker's balancer state and pool.

@@ -29,8 +29,9 @@ public final class EventLoop {
     public private(set) var running = false
     /// Cached monotonic milliseconds, refreshed once per wake-up.
     public private(set) var nowMS: Int64 = tern_monotonic_ms()
-    /// Called once per loop iteration after events were handled (used to flush batched writes).
-    public var afterEvents: [() -> Void] = []
+    /// Connections with output queued during this batch of events: written once, after the batch,
+    /// so many responses for one socket leave in one write.
+    private var pendingFlush: [Connection] = []
 
     public init() {
         epollFD = tern_epoll_create()
@@ -81,9 +82,27 @@ public final class EventLoop {
                 }
             }
             timers.fireDue(now: nowMS)
-            for hook in afterEvents { hook() }
+            flushPending()
         }
     }
 
     public func stop() { running = false }
+
+    /// Queues `connection` to be flushed after the current batch of events.
+    public func flushLater(_ connection: Connection) {
+        if connection.flushScheduled { return }
+        connection.flushScheduled = true
+        pendingFlush.append(connection)
+    }
+
+    private func flushPending() {
+        var i = 0
+        while i < pendingFlush.count {   // a flush may queue more
+            let c = pendingFlush[i]
+            c.flushScheduled = false
+            c.flush()
+            i += 1
+        }
+        pendingFlush.removeAll(keepingCapacity: true)
+    }
 }

@@ -44,6 +44,8 @@ public final class Connection: EventHandler {
     public var lowWatermark = 64 * 1024
     /// Free for the owner to use (e.g. the pool's host index).
     public var tag = 0
+    /// Set while the connection waits in its loop's end-of-batch flush list.
+    public var flushScheduled = false
 
     public init(fd: Int32, loop: EventLoop, buffers: BufferPool, connecting: Bool = false) {
         self.fd = fd
