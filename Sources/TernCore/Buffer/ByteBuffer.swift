@@ -140,7 +140,9 @@ public final class BufferPool {
     public func give(_ buffer: ByteBuffer) {
         buffer.clear()
         guard free.count < maxFree else { return }
-        buffer.shrinkIfEmpty(to: bufferSize)
+        // Buffers that grew for a read batch (up to 64 KiB) are kept as they are: shrinking and
+        // regrowing them would cost a malloc/free per large message.
+        buffer.shrinkIfEmpty(to: max(bufferSize, 64 * 1024))
         free.append(buffer)
     }
 }

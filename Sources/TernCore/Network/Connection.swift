@@ -40,6 +40,7 @@ public final class Connection: EventHandler {
     private var writeBlocked = false
     private var aboveHighWatermark = false
     private var closeAfterFlush = false
+    static let readBatchLimit = 64 * 1024
     public var highWatermark = 256 * 1024
     public var lowWatermark = 64 * 1024
     /// Free for the owner to use (e.g. the pool's host index).
@@ -109,6 +110,9 @@ public final class Connection: EventHandler {
                 buffer.writerIndex += n
                 // A short read drains the socket unless the peer also closed (then EOF is still to read).
                 if n < room && !peerHalfClosed { readReady = false }
+                // A full read: gather the rest first (up to 64 KiB), so the delegate sees it in one
+                // call and answers with one write instead of one per buffer-full.
+                if n == room && buffer.readableBytes < Connection.readBatchLimit { continue }
             } else if n == 0 {
                 readReady = false
                 eof = true
