@@ -4,13 +4,20 @@ SWIFT ?= swift
 APT_PACKAGES = curl python3 libssl-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test unit integration bench clean
+.PHONY: deps build release run test unit integration bench clean venv
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@command -v $(SWIFT) >/dev/null || { echo "swift toolchain not found (expected on PATH)"; exit 1; }
+
+# Python test peers (anthunder, SOFA's bolt library) live in a venv of the project's own.
+venv: .venv/.ready
+.venv/.ready:
+	python3 -m venv .venv || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv; }
+	.venv/bin/pip install -q anthunder==0.8.1
+	touch .venv/.ready
 
 build: deps
 	$(SWIFT) build
@@ -23,13 +30,13 @@ run: release
 	.build/release/tern start -c examples/quickstart/config.json
 
 # Unit tests and integration tests (the latter start the real binary, built first).
-test: build
-	$(SWIFT) test; status=$$?; pkill -f '[I]ntegrationTests/peers/upstream.py' || true; exit $$status
+test: build venv
+	$(SWIFT) test; status=$$?; pkill -f '[I]ntegrationTests/peers/(upstream|bolt_peers).py' || true; exit $$status
 
 unit: build
 	$(SWIFT) test --skip IntegrationTests
 
-integration: build
+integration: build venv
 	$(SWIFT) test --filter IntegrationTests
 
 # Micro-benchmarks of the parser and router, then the side-by-side run against nginx and HAProxy.
@@ -38,6 +45,7 @@ bench: release
 	../shared/bench/http.sh nginx haproxy tern
 	../shared/bench/http.sh -b 16384 nginx haproxy tern
 	../shared/bench/idle.sh nginx haproxy tern
+	../shared/bench/bolt.sh direct haproxy-l4 tern
 
 clean:
 	rm -rf .build

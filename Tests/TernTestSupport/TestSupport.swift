@@ -330,3 +330,54 @@ public func proxyConfig(listen: UInt16, upstream: UInt16, protocolName: String =
          "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(upstream)" }] }] } }
     """
 }
+
+/// Bolt v1 frames for tests, built field by field.
+public enum BoltTestFrame {
+    public static let sofaRequestClass = "com.alipay.sofa.rpc.core.request.SofaRequest"
+
+    static func be16(_ v: Int) -> [UInt8] { [UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+    static func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+
+    public static func request(id: UInt32, service: String, method: String, body: [UInt8], timeoutMS: Int = 5000, oneway: Bool = false) -> [UInt8] {
+        let headers = [("service", service), ("sofa_head_method_name", method), ("sofa_head_target_service", service)]
+            .flatMap { be32($0.0.utf8.count) + Array($0.0.utf8) + be32($0.1.utf8.count) + Array($0.1.utf8) }
+        var b: [UInt8] = [1, oneway ? 2 : 1] + be16(1) + [1] + be32(Int(id)) + [1] + be32(timeoutMS)
+        b += be16(sofaRequestClass.utf8.count) + be16(headers.count) + be32(body.count)
+        return b + Array(sofaRequestClass.utf8) + headers + body
+    }
+
+    public static func heartbeat(id: UInt32) -> [UInt8] {
+        [1, 1] + be16(0) + [1] + be32(Int(id)) + [1] + be32(1000) + be16(0) + be16(0) + be32(0)
+    }
+
+    public struct Response: Sendable {
+        public let command: Int
+        public let id: UInt32
+        public let status: Int
+        public let content: [UInt8]
+    }
+
+    /// Reads `count` v1 responses from a blocking socket (fewer if it closes or times out).
+    /// Layout: proto type cmd(2) ver id(4) codec status(2) classLen(2) headerLen(2) contentLen(4).
+    public static func readResponses(_ client: RawClient, _ count: Int) -> [Response] {
+        var data: [UInt8] = []
+        var out: [Response] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        func u16(_ i: Int) -> Int { Int(data[i]) << 8 | Int(data[i + 1]) }
+        func u32(_ i: Int) -> Int { Int(data[i]) << 24 | Int(data[i + 1]) << 16 | Int(data[i + 2]) << 8 | Int(data[i + 3]) }
+        while out.count < count {
+            while data.count >= 20 {
+                let length = 20 + u16(12) + u16(14) + u32(16)
+                guard data.count >= length else { break }
+                let contentStart = 20 + u16(12) + u16(14)
+                out.append(Response(command: u16(2), id: UInt32(u32(5)), status: u16(10), content: Array(data[contentStart..<length])))
+                data.removeFirst(length)
+            }
+            if out.count >= count { break }
+            let n = buf.withUnsafeMutableBytes { read(client.fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            data.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+}

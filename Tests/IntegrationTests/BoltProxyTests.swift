@@ -1,0 +1,125 @@
+import Foundation
+import Glibc
+import Testing
+import TernTestSupport
+
+/// The venv `make test` prepares with anthunder (SOFA's Python bolt library).
+let venvPython = TestPaths.root + "/.venv/bin/python"
+let boltPeers = TestPaths.peers + "/bolt_peers.py"
+let echoService = "com.tern.test.EchoService:1.0"
+
+/// anthunder's asyncio bolt server on a port of the OS's choosing.
+func startBoltServer(port: UInt16) throws -> ChildProcess {
+    let server = try ChildProcess(venvPython, [boltPeers, "server", String(port)], name: "bolt-server")
+    guard waitUntil(timeout: 15, { canConnect(port) }) else { throw TestError("bolt server did not start: \(server.output)") }
+    return server
+}
+
+func boltConfig(listen: UInt16, upstream: UInt16, protocolSpelling: String = "\"downstream_protocol\": \"bolt\", \"upstream_protocol\": \"bolt\"",
+                extra: String = "") -> String {
+    """
+    { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
+        "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+           "routers": [{ "match": {"headers": [{"name": "service", "value": "com\\\\.tern\\\\..*", "regex": true}]},
+                         "route": {"cluster_name": "up", "timeout": "3s"} }] }] }],
+        "listeners": [{ "name": "l", "address": "127.0.0.1:\(listen)", "bind_port": true,
+           "filter_chains": [{ "filters": [{ "type": "proxy", "config": { \(protocolSpelling), "router_config_name": "r"\(extra) } }] }] }] }],
+      "cluster_manager": { "clusters": [{ "name": "up", "type": "SIMPLE", "lb_type": "LB_RANDOM",
+         "connect_timeout": "1s", "hosts": [{ "address": "127.0.0.1:\(upstream)" }] }] } }
+    """
+}
+
+@Suite(.serialized, .timeLimit(.minutes(5)))
+final class BoltProxyTests {
+    let serverPort = freePort()
+    let serverSide = freePort()
+    let clientSide = freePort()
+    var server: ChildProcess?
+    let serverTern: TernProcess
+    let clientTern: TernProcess
+
+    init() throws {
+        server = try startBoltServer(port: serverPort)
+        serverTern = try TernProcess(config: boltConfig(listen: serverSide, upstream: serverPort), waitFor: [serverSide])
+        // The client side uses MOSN's older spelling: "X" with extend_config.sub_protocol.
+        clientTern = try TernProcess(config: boltConfig(listen: clientSide, upstream: serverSide,
+            protocolSpelling: "\"downstream_protocol\": \"X\", \"upstream_protocol\": \"X\", \"extend_config\": {\"sub_protocol\": \"bolt\"}"),
+            waitFor: [clientSide])
+    }
+
+    deinit {
+        clientTern.stop()
+        serverTern.stop()
+        server?.stop()
+    }
+
+    @Test func anthunderClientsCallAnAnthunderServerThroughTwoTerns() throws {
+        let client = try ChildProcess(venvPython, [boltPeers, "client", String(clientSide), "40", "8"], name: "bolt-client")
+        let status = client.waitForExit(timeout: 120)
+        #expect(status == 0, "\(client.output)\n--- server side tern:\n\(serverTern.child.output.suffix(2000))")
+        #expect(client.output.contains("ok 320"))
+    }
+
+    @Test func responsesNeverCrossBetweenCallersEvenOutOfOrder() throws {
+        // Two connections use the same request ids; the server answers after different delays.
+        let a = try RawClient(port: clientSide, timeout: 10), b = try RawClient(port: clientSide, timeout: 10)
+        var expected: [String: String] = [:]
+        for id in 1...12 {
+            let delayA = (13 - id) * 15, delayB = (id % 4) * 40
+            a.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "slow", body: Array(String(delayA).utf8)))
+            b.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "slow", body: Array(String(delayB).utf8)))
+            expected["a\(id)"] = "slow:\(delayA)"
+            expected["b\(id)"] = "slow:\(delayB)"
+        }
+        let ra = BoltTestFrame.readResponses(a, 12), rb = BoltTestFrame.readResponses(b, 12)
+        #expect(ra.count == 12 && rb.count == 12)
+        for r in ra { #expect(String(decoding: r.content, as: UTF8.self) == expected["a\(r.id)"], "a id \(r.id)") }
+        for r in rb { #expect(String(decoding: r.content, as: UTF8.self) == expected["b\(r.id)"], "b id \(r.id)") }
+        #expect(Set(ra.map(\.id)) == Set(1...12) && Set(rb.map(\.id)) == Set(1...12))
+        // Out of order really happened on connection a (its first request was the slowest).
+        #expect(ra.first?.id != 1)
+    }
+
+    @Test func heartbeatsAreAnsweredByTernAndUnroutedRequestsGetNoProcessor() throws {
+        let c = try RawClient(port: clientSide)
+        c.send(BoltTestFrame.heartbeat(id: 99))
+        c.send(BoltTestFrame.request(id: 100, service: "com.other.Service:1.0", method: "echo", body: [1]))
+        let r = BoltTestFrame.readResponses(c, 2)
+        try #require(r.count == 2)
+        #expect(r[0].id == 99 && r[0].command == 0 && r[0].status == 0)
+        #expect(r[1].id == 100 && r[1].status == 0x06)   // NO_PROCESSOR
+    }
+
+    @Test func aMalformedFrameClosesOnlyItsConnection() throws {
+        let good = try RawClient(port: clientSide, timeout: 10)
+        good.send(BoltTestFrame.request(id: 5, service: echoService, method: "slow", body: Array("300".utf8)))
+        let bad = try RawClient(port: clientSide)
+        bad.send([1, 1, 0, 9, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])   // command code 9
+        #expect(bad.readAll().isEmpty)   // closed without an answer
+        let r = BoltTestFrame.readResponses(good, 1)
+        #expect(r.first?.id == 5 && r.first.map { String(decoding: $0.content, as: UTF8.self) } == "slow:300")
+        #expect(waitUntil(timeout: 5) { clientTern.child.output.contains("does not fit command type") || clientTern.child.output.contains("unknown bolt command code") })
+    }
+
+    @Test func upstreamKilledMidFlightAnswersEveryCallerWithItsOwnIdThenRecovers() throws {
+        let callers = try (0..<4).map { _ in try RawClient(port: clientSide, timeout: 10) }
+        for (i, c) in callers.enumerated() {
+            for k in 0..<3 { c.send(BoltTestFrame.request(id: UInt32(1000 + i * 10 + k), service: echoService, method: "slow", body: Array("2000".utf8))) }
+        }
+        // Every request has reached the server (it prints a line per call) before it dies.
+        #expect(waitUntil(timeout: 10) { (server?.output.components(separatedBy: "call slow 2000").count ?? 0) - 1 == 12 })
+        server?.stop()
+        for (i, c) in callers.enumerated() {
+            let r = BoltTestFrame.readResponses(c, 3)
+            #expect(r.count == 3)
+            #expect(Set(r.map(\.id)) == Set((0..<3).map { UInt32(1000 + i * 10 + $0) }))
+            #expect(r.allSatisfy { $0.status == 0x10 }, "\(r.map(\.status))")   // CONNECTION_CLOSED
+        }
+        // The upstream returns on the same port; Tern reconnects and serves again.
+        server = try startBoltServer(port: serverPort)
+        let again = try RawClient(port: clientSide, timeout: 10)
+        again.send(BoltTestFrame.request(id: 7, service: echoService, method: "echo", body: Array("back".utf8)))
+        let r = BoltTestFrame.readResponses(again, 1)
+        #expect(r.first.map { String(decoding: $0.content, as: UTF8.self) } == "echo:back")
+    }
+}
