@@ -101,6 +101,41 @@ final class BoltProxyTests {
         #expect(waitUntil(timeout: 5) { clientTern.child.output.contains("does not fit command type") || clientTern.child.output.contains("unknown bolt command code") })
     }
 
+    @Test func theBoltTimeoutFieldBoundsTheWait() throws {
+        let c = try RawClient(port: clientSide, timeout: 10)
+        let start = Date()
+        c.send(BoltTestFrame.request(id: 31, service: echoService, method: "slow", body: Array("2000".utf8), timeoutMS: 300))
+        let r = BoltTestFrame.readResponses(c, 1)
+        #expect(r.first?.id == 31 && r.first?.status == 0x07)   // TIMEOUT
+        #expect(Date().timeIntervalSince(start) < 1.5)
+    }
+
+    @Test func onewayRequestsAreForwardedWithoutAnswer() throws {
+        let c = try RawClient(port: clientSide, timeout: 10)
+        c.send(BoltTestFrame.request(id: 41, service: echoService, method: "slow", body: Array("1".utf8), oneway: true))
+        #expect(waitUntil(timeout: 10) { server?.output.contains("call slow 1\n") == true })
+        c.send(BoltTestFrame.request(id: 42, service: echoService, method: "echo", body: Array("after".utf8)))
+        let r = BoltTestFrame.readResponses(c, 1)
+        #expect(r.first?.id == 42)   // the oneway got no answer; the next call's answer is the first
+    }
+
+    @Test func anUpstreamThatMissesHeartbeatsIsClosed() throws {
+        let silentPort = freePort(), listen = freePort()
+        let silent = try ChildProcess(venvPython, [boltPeers, "silent", String(silentPort)], name: "silent")
+        defer { silent.stop() }
+        #expect(waitUntil(timeout: 10) { canConnect(silentPort) })
+        let tern = try TernProcess(config: boltConfig(listen: listen, upstream: silentPort,
+                                                      extra: ", \"heartbeat_interval\": \"200ms\", \"heartbeat_max_misses\": 2"),
+                                   waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        let c = try RawClient(port: listen, timeout: 10)
+        c.send(BoltTestFrame.request(id: 51, service: echoService, method: "echo", body: [1]))
+        let r = BoltTestFrame.readResponses(c, 1)
+        #expect(r.first?.id == 51 && r.first?.status == 0x10, "\(tern.child.output)")   // CONNECTION_CLOSED after the misses
+        #expect(tern.child.output.contains("missed 2 heartbeats"))
+        #expect(silent.output.components(separatedBy: "bytes").count >= 3)   // the request, then heartbeats
+    }
+
     @Test func upstreamKilledMidFlightAnswersEveryCallerWithItsOwnIdThenRecovers() throws {
         let callers = try (0..<4).map { _ in try RawClient(port: clientSide, timeout: 10) }
         for (i, c) in callers.enumerated() {

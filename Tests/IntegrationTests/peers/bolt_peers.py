@@ -3,6 +3,7 @@
 
   server PORT            anthunder's bolt listener serving com.tern.test.EchoService:1.0
                          (method echo -> b"echo:" + body; method slow -> waits body-as-ms then answers)
+  silent PORT            accepts bolt connections, reads and never answers (prints "frame" per frame header seen)
   client PORT N THREADS  anthunder clients calling through PORT, N calls per thread, checking each
                          answer against its own request; prints "ok CALLS" or "bad ..." and exits 0/1
 """
@@ -73,8 +74,30 @@ def call(port, calls, threads):
     print("ok", done[0], flush=True)
 
 
+def silent(port):
+    import socket
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(16)
+    print("listening", flush=True)
+
+    def drain(conn):
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            print("bytes", len(data), flush=True)
+
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "silent":
+        silent(int(sys.argv[2]))
     else:
         call(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
