@@ -136,6 +136,20 @@ final class BoltProxyTests {
         #expect(silent.output.components(separatedBy: "bytes").count >= 3)   // the request, then heartbeats
     }
 
+    @Test func autoSniffsBoltAndHTTPOnOnePort() throws {
+        let listen = freePort()
+        let tern = try TernProcess(config: boltConfig(listen: listen, upstream: serverPort,
+                                                      protocolSpelling: "\"downstream_protocol\": \"Auto\", \"upstream_protocol\": \"Auto\""),
+                                   waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        let b = try RawClient(port: listen)
+        b.send(BoltTestFrame.request(id: 61, service: echoService, method: "echo", body: Array("auto".utf8)))
+        #expect(BoltTestFrame.readResponses(b, 1).first.map { String(decoding: $0.content, as: UTF8.self) } == "echo:auto")
+        let h = try RawClient(port: listen)
+        h.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(h.readResponses(1).first?.status == 404)   // HTTP recognised; the bolt-only routes do not match it
+    }
+
     @Test func upstreamKilledMidFlightAnswersEveryCallerWithItsOwnIdThenRecovers() throws {
         let callers = try (0..<4).map { _ in try RawClient(port: clientSide, timeout: 10) }
         for (i, c) in callers.enumerated() {
