@@ -325,20 +325,14 @@ public enum HTTPParser {
             case 17 where Bytes.equalsIgnoringCase(name, nl, transferEncoding):
                 head.fields[idx].dropped = true
                 // Each coding in the list; chunked must be the last and appear once.
-                var k = 0
-                while k <= vl {
-                    var e = k
-                    while e < vl && value[e] != UInt8(ascii: ",") { e += 1 }
-                    var s = k, t = e
-                    while s < t && (value[s] == 32 || value[s] == 9) { s += 1 }
-                    while t > s && (value[t - 1] == 32 || value[t - 1] == 9) { t -= 1 }
-                    if t > s {
-                        if scan.chunkedFinal { scan.error = "chunked is not the final transfer coding"; return scan }
-                        if Bytes.equalsIgnoringCase(value + s, t - s, chunkedToken) { scan.chunkedFinal = true }
-                        else { scan.transferEncodingSeen = true; scan.chunkedFinal = false; scan.error = "unsupported transfer coding" }
-                    }
-                    k = e + 1
+                var listError: String?
+                forEachListToken(value, vl) { token, length in
+                    if scan.chunkedFinal { listError = "chunked is not the final transfer coding"; return true }
+                    if Bytes.equalsIgnoringCase(token, length, chunkedToken) { scan.chunkedFinal = true }
+                    else { scan.chunkedFinal = false; scan.error = "unsupported transfer coding" }
+                    return false
                 }
+                if let listError { scan.error = listError; return scan }
                 scan.transferEncodingSeen = true
                 if vl == 0 { scan.error = "empty Transfer-Encoding" }
             case 10 where Bytes.equalsIgnoringCase(name, nl, connection):
@@ -360,29 +354,37 @@ public enum HTTPParser {
             let f = head.fields[idx]
             guard f.nameLength == 10, Bytes.equalsIgnoringCase(p + Int(f.nameStart), 10, connection) else { continue }
             let value = p + Int(f.valueStart), vl = Int(f.valueLength)
-            var k = 0
-            while k <= vl {
-                var e = k
-                while e < vl && value[e] != UInt8(ascii: ",") { e += 1 }
-                var s = k, t = e
-                while s < t && (value[s] == 32 || value[s] == 9) { s += 1 }
-                while t > s && (value[t - 1] == 32 || value[t - 1] == 9) { t -= 1 }
-                if t > s {
-                    if Bytes.equalsIgnoringCase(value + s, t - s, closeToken) { scan.connectionClose = true }
-                    else if Bytes.equalsIgnoringCase(value + s, t - s, keepAliveToken) { scan.connectionKeepAlive = true }
-                    else {
-                        for j in head.fields.indices {
-                            let g = head.fields[j]
-                            if Int(g.nameLength) == t - s && equalsCaseless(p + Int(g.nameStart), value + s, t - s) {
-                                head.fields[j].dropped = true
-                            }
+            forEachListToken(value, vl) { token, length in
+                if Bytes.equalsIgnoringCase(token, length, closeToken) { scan.connectionClose = true }
+                else if Bytes.equalsIgnoringCase(token, length, keepAliveToken) { scan.connectionKeepAlive = true }
+                else {
+                    for j in head.fields.indices {
+                        let g = head.fields[j]
+                        if Int(g.nameLength) == length && equalsCaseless(p + Int(g.nameStart), token, length) {
+                            head.fields[j].dropped = true
                         }
                     }
                 }
-                k = e + 1
+                return false
             }
         }
         return scan
+    }
+
+    /// Calls `body` with each non-empty element of a comma-separated field value, OWS trimmed;
+    /// stops when it returns true.
+    @inline(__always)
+    static func forEachListToken(_ value: UnsafePointer<UInt8>, _ length: Int, _ body: (UnsafePointer<UInt8>, Int) -> Bool) {
+        var k = 0
+        while k <= length {
+            var e = k
+            while e < length && value[e] != UInt8(ascii: ",") { e += 1 }
+            var s = k, t = e
+            while s < t && (value[s] == 32 || value[s] == 9) { s += 1 }
+            while t > s && (value[t - 1] == 32 || value[t - 1] == 9) { t -= 1 }
+            if t > s && body(value + s, t - s) { return }
+            k = e + 1
+        }
     }
 
     @inline(__always)

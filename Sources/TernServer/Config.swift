@@ -94,7 +94,11 @@ struct ConfigCompiler {
                 if let p = server.int("processor", min: 0, max: 1024), p > 0 { plan.workers = p }
             }
             var tables: [String: RouteTable] = [:]
-            for r in server.objects("routers") {
+            // Older MOSN configs carry router configurations as `connection_manager` network
+            // filters inside a listener's chain; they are read as if listed under `routers`.
+            let legacyRouters = server.objects("listeners").flatMap { $0.objects("filter_chains") }.flatMap { $0.objects("filters") }
+                .filter { $0.string("type") == "connection_manager" }.compactMap { $0.object("config") }
+            for r in server.objects("routers") + legacyRouters {
                 if let table = RouteCompiler(diagnostics: diagnostics, clusterIndex: clusterIndex).compile(r) {
                     if tables[table.name] != nil { diagnostics.error(r.sub("router_config_name"), "duplicate router_config_name \"\(table.name)\"") }
                     tables[table.name] = table
@@ -141,6 +145,7 @@ struct ConfigCompiler {
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])
                 guard let type = f.requiredString("type") else { continue }
+                if type == "connection_manager" { continue }   // read with the routers above
                 guard let kind = NetworkFilterRegistry.kinds[type] else {
                     let known = NetworkFilterRegistry.kinds.keys.sorted().joined(separator: ", ")
                     diagnostics.error(f.sub("type"), "network filter \"\(type)\" is not supported (supported: \(known))")

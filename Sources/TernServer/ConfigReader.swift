@@ -29,9 +29,10 @@ struct JSONObject {
     func sub(_ key: String) -> String { path + "." + key }
 
     /// Warns for every key that is neither read (`known`) nor explicitly accepted-and-ignored.
+    /// Keys compare case-insensitively, as Go's encoding/json matches them for MOSN.
     func checkKeys(known: Set<String>, ignored: Set<String> = [], note: String = "not supported by Tern yet; ignored") {
-        for key in dict.keys.sorted() where !known.contains(key) {
-            if ignored.contains(key) { diagnostics.warn(sub(key), note) }
+        for key in dict.keys.sorted() where !known.contains(key.lowercased()) {
+            if ignored.contains(key.lowercased()) { diagnostics.warn(sub(key), note) }
             else { diagnostics.warn(sub(key), "unknown key; ignored") }
         }
     }
@@ -40,7 +41,8 @@ struct JSONObject {
 
     /// The value at `key`; JSON null counts as absent, as in MOSN's Go decoding.
     func present(_ key: String) -> JSONValue? {
-        guard let v = dict[key], v != .null else { return nil }
+        // Exact spelling first; then any capitalisation ("Name" works in MOSN, so it works here).
+        guard let v = dict[key] ?? dict.first(where: { $0.key.lowercased() == key })?.value, v != .null else { return nil }
         return v
     }
 

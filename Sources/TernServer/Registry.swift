@@ -26,6 +26,8 @@ enum ProtocolRegistry {
         "Http1": { _ in HTTP1Protocol() },
         "bolt": { BoltProtocol(name: "bolt", settings: boltSettings($0)) },
         "boltv2": { BoltProtocol(name: "boltv2", settings: boltSettings($0)) },
+        // MOSN's older name for SOFARPC over bolt.
+        "SofaRpc": { BoltProtocol(name: "SofaRpc", settings: boltSettings($0)) },
     ]
     /// The order `Auto` tries them in.
     static let sniffOrder = ["Http1", "bolt"]

@@ -35,7 +35,7 @@ struct RouterTests {
         let suffixHost = VirtualHost(name: "suffix", routes: [Route(path: .any, headers: [], action: direct(202))])
         let longerSuffix = VirtualHost(name: "suffix2", routes: [Route(path: .any, headers: [], action: direct(207))])
         let prefixHost = VirtualHost(name: "prefix", routes: [Route(path: .any, headers: [], action: direct(203))])
-        let regex = try! SharedRegex("/items/[0-9]+")
+        let regex = try! SharedRegex("^/items/[0-9]+$")
         let defaultHost = VirtualHost(name: "default", routes: [
             Route(path: .exact(Array("/exact".utf8)), headers: [], action: direct(210)),
             Route(path: .regex(regex), headers: [], action: direct(211)),
@@ -66,6 +66,24 @@ struct RouterTests {
         #expect(statusOf(table.route(FakeRequest(path: "/api/x", headers: [("service", "com.a.Foo:1.0")]))) == 213)
         #expect(statusOf(table.route(FakeRequest(path: "/api/x", headers: [("service", "com.b.Foo:1.0")]))) == 214)
         #expect(statusOf(table.route(FakeRequest(path: "/API"))) == nil) // paths are case-sensitive
+    }
+
+    @Test func regexesSearchLikeGoUnlessAnchored() {
+        let r = try! SharedRegex("[0-9]+")
+        let b = Array("/a/42/b".utf8)
+        #expect(b.withUnsafeBufferPointer { r.matches($0.baseAddress!, $0.count) })
+        let anchored = try! SharedRegex("^[0-9]+$")
+        #expect(!b.withUnsafeBufferPointer { anchored.matches($0.baseAddress!, $0.count) })
+    }
+
+    @Test func mosnSofaRuleServiceDotStarMatchesAnyService() {
+        let any = HeaderMatcher(name: "service", value: ".*", regex: nil, caseSensitive: true)
+        let t = RouteTable(name: "t", virtualHosts: [VirtualHost(name: "a", routes: [Route(path: .any, headers: [any], action: direct(200))])], domains: [["*"]])
+        #expect(statusOf(t.route(FakeRequest(path: "", headers: [("service", "com.a.B:1.0")]))) == 200)
+        #expect(t.route(FakeRequest(path: "", headers: [])) == nil)   // the header must be present
+        let literal = HeaderMatcher(name: "x-other", value: ".*", regex: nil, caseSensitive: true)
+        let u = RouteTable(name: "u", virtualHosts: [VirtualHost(name: "a", routes: [Route(path: .any, headers: [literal], action: direct(200))])], domains: [["*"]])
+        #expect(u.route(FakeRequest(path: "", headers: [("x-other", "abc")])) == nil)   // only `service` has the SOFA rule
     }
 
     @Test func noDefaultHostMeansNoRoute() {

@@ -82,6 +82,24 @@ struct ConfigTests {
         #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].frobnicate:") })
     }
 
+    @Test func olderMOSNShapesAreAccepted() throws {
+        // Routes inside a `connection_manager` filter, a capitalised key (Go's JSON decoding
+        // ignores case) and the old `SofaRpc` protocol name, all as older MOSN configs have them.
+        let json = """
+        { "servers": [{ "listeners": [{ "name": "l", "address": "127.0.0.1:2046", "bind_port": true,
+            "filter_chains": [{ "filters": [
+              { "type": "proxy", "config": { "downstream_protocol": "SofaRpc", "upstream_protocol": "SofaRpc", "router_config_name": "legacy" } },
+              { "type": "connection_manager", "config": { "router_config_name": "legacy", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+                  "routers": [{ "match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": "c"} }] }] } } ] }] }] }],
+          "cluster_manager": { "clusters": [{ "Name": "c", "Type": "SIMPLE", "LB_Type": "LB_RANDOM", "hosts": [{"Address": "127.0.0.1:8080"}] }] } }
+        """
+        let r = load(json)
+        #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
+        let plan = try #require(r.plan)
+        #expect(plan.clusters.first?.name == "c" && plan.clusters.first?.hosts.count == 1)
+        #expect(!r.diagnostics.warnings.contains { $0.contains("Name") })
+    }
+
     @Test func goDurationsParse() {
         #expect(parseGoDuration("1s") == 1000)
         #expect(parseGoDuration("250ms") == 250)

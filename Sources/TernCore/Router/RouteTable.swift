@@ -16,10 +16,11 @@ public final class SharedRegex: @unchecked Sendable {
         self.pattern = pattern
         regex = try Regex(pattern)
     }
-    /// True when the whole of `bytes` matches (MOSN and Envoy use full matches for routes).
-    public func wholeMatch(_ p: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    /// True when the pattern matches somewhere in `bytes`: MOSN matches route regexes with Go's
+    /// `MatchString`, a search, so `^…$` anchors a full match.
+    public func matches(_ p: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         let s = Bytes.string(p, count)
-        return (try? regex.wholeMatch(in: s)) != nil
+        return (try? regex.firstMatch(in: s)) != nil
     }
 }
 
@@ -29,7 +30,12 @@ public struct HeaderMatcher: Sendable {
     public let regex: SharedRegex?
     public let caseSensitive: Bool
 
+    /// MOSN's SOFA rule: a plain (non-regex) `service` matcher whose value is ".*" matches any
+    /// value of the header, as MOSN's sofarpc samples rely on.
+    public let anyValue: Bool
+
     public init(name: String, value: String, regex: SharedRegex?, caseSensitive: Bool) {
+        anyValue = regex == nil && value == ".*" && name.lowercased() == "service"
         lowercasedName = Bytes.lowercased(name)
         self.value = caseSensitive ? Array(value.utf8) : Bytes.lowercased(value)
         self.regex = regex
@@ -38,7 +44,8 @@ public struct HeaderMatcher: Sendable {
 
     func matches<R: RoutableRequest>(_ request: R) -> Bool {
         let result = request.withHeader(lowercasedName: lowercasedName) { p, n -> Bool in
-            if let regex { return regex.wholeMatch(p, n) }
+            if anyValue { return true }
+            if let regex { return regex.matches(p, n) }
             return caseSensitive ? Bytes.equals(p, n, value) : Bytes.equalsIgnoringCase(p, n, value)
         }
         return result ?? false
@@ -148,7 +155,7 @@ public struct Route: Sendable {
         case .any: pathOK = true
         case .prefix(let p): pathOK = request.withPath { Bytes.hasPrefix($0, $1, p) }
         case .exact(let p): pathOK = request.withPath { Bytes.equals($0, $1, p) }
-        case .regex(let r): pathOK = request.withPath { r.wholeMatch($0, $1) }
+        case .regex(let r): pathOK = request.withPath { r.matches($0, $1) }
         }
         if !pathOK { return false }
         for h in headers where !h.matches(request) { return false }
