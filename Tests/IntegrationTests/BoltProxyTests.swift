@@ -136,6 +136,33 @@ final class BoltProxyTests {
         #expect(silent.output.components(separatedBy: "bytes").count >= 3)   // the request, then heartbeats
     }
 
+    @Test func boltV2FramesWithAndWithoutCRCCrossTernIntact() throws {
+        let peerPort = freePort(), listen = freePort()
+        let peer = try ChildProcess(venvPython, [boltPeers, "v2echo", String(peerPort)], name: "v2echo")
+        defer { peer.stop() }
+        #expect(waitUntil(timeout: 10) { canConnect(peerPort) })
+        let tern = try TernProcess(config: boltConfig(listen: listen, upstream: peerPort,
+                                                      protocolSpelling: "\"downstream_protocol\": \"boltv2\", \"upstream_protocol\": \"boltv2\""),
+                                   waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        let c = try RawClient(port: listen, timeout: 10)
+        // The ids collide with nothing upstream by chance: Tern rewrites them (and so the CRC).
+        c.send(BoltTestFrame.requestV2(id: 0xABCD, service: echoService, body: Array("with-crc".utf8), crc: true))
+        c.send(BoltTestFrame.requestV2(id: 0xABCE, service: echoService, body: Array("no-crc".utf8), crc: false))
+        let r = BoltTestFrame.readV2Responses(c, 2)
+        try #require(r.count == 2, "\(peer.output)")
+        #expect(r[0].id == 0xABCD && String(decoding: r[0].content, as: UTF8.self) == "with-crc" && r[0].crcOK == true)
+        #expect(r[1].id == 0xABCE && String(decoding: r[1].content, as: UTF8.self) == "no-crc" && r[1].crcOK == nil)
+        #expect(!peer.output.contains("bad crc"))
+        // A corrupted CRC from the client closes that connection, with a log line.
+        var bad = BoltTestFrame.requestV2(id: 1, service: echoService, body: [1, 2, 3], crc: true)
+        bad[bad.count - 1] ^= 0xFF
+        let b = try RawClient(port: listen)
+        b.send(bad)
+        #expect(b.readAll().isEmpty)
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("CRC32 mismatch") })
+    }
+
     @Test func autoSniffsBoltAndHTTPOnOnePort() throws {
         let listen = freePort()
         let tern = try TernProcess(config: boltConfig(listen: listen, upstream: serverPort,

@@ -346,6 +346,54 @@ public enum BoltTestFrame {
         return b + Array(sofaRequestClass.utf8) + headers + body
     }
 
+    /// A bolt v2 request (protocol 2, version 1), with a CRC32 of the frame when `crc` is set.
+    public static func requestV2(id: UInt32, service: String, body: [UInt8], crc: Bool) -> [UInt8] {
+        let headers = [("service", service), ("sofa_head_method_name", "echo")]
+            .flatMap { be32($0.0.utf8.count) + Array($0.0.utf8) + be32($0.1.utf8.count) + Array($0.1.utf8) }
+        var b: [UInt8] = [2, 1, 1] + be16(1) + [1] + be32(Int(id)) + [1, crc ? 1 : 0] + be32(3000)
+        b += be16(sofaRequestClass.utf8.count) + be16(headers.count) + be32(body.count)
+        b += Array(sofaRequestClass.utf8) + headers + body
+        if crc { b += be32(Int(crc32(b))) }
+        return b
+    }
+
+    /// CRC-32 as java.util.zip and Python's zlib compute it (written here, apart from Tern's own).
+    public static func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            c ^= UInt32(b)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        }
+        return ~c
+    }
+
+    /// Reads `count` v2 responses: proto ver1 type cmd(2) ver2 id(4) codec switch status(2)
+    /// classLen(2) headerLen(2) contentLen(4) [crc(4) when switch bit 0].
+    public static func readV2Responses(_ client: RawClient, _ count: Int) -> [(id: UInt32, status: Int, content: [UInt8], crcOK: Bool?)] {
+        var data: [UInt8] = []
+        var out: [(id: UInt32, status: Int, content: [UInt8], crcOK: Bool?)] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        func u16(_ i: Int) -> Int { Int(data[i]) << 8 | Int(data[i + 1]) }
+        func u32(_ i: Int) -> Int { Int(data[i]) << 24 | Int(data[i + 1]) << 16 | Int(data[i + 2]) << 8 | Int(data[i + 3]) }
+        while out.count < count {
+            while data.count >= 22 {
+                let hasCRC = data[11] & 1 != 0
+                let length = 22 + u16(14) + u16(16) + u32(18) + (hasCRC ? 4 : 0)
+                guard data.count >= length else { break }
+                let contentStart = 22 + u16(14) + u16(16)
+                let contentEnd = length - (hasCRC ? 4 : 0)
+                let crcOK: Bool? = hasCRC ? (crc32(Array(data[0..<contentEnd])) == UInt32(u32(contentEnd))) : nil
+                out.append((UInt32(u32(6)), u16(12), Array(data[contentStart..<contentEnd]), crcOK))
+                data.removeFirst(length)
+            }
+            if out.count >= count { break }
+            let n = buf.withUnsafeMutableBytes { read(client.fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            data.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+
     public static func heartbeat(id: UInt32) -> [UInt8] {
         [1, 1] + be16(0) + [1] + be32(Int(id)) + [1] + be32(1000) + be16(0) + be16(0) + be32(0)
     }

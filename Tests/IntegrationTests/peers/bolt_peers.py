@@ -3,6 +3,8 @@
 
   server PORT            anthunder's bolt listener serving com.tern.test.EchoService:1.0
                          (method echo -> b"echo:" + body; method slow -> waits body-as-ms then answers)
+  v2echo PORT            a raw bolt server for v1 and v2 frames: answers each request with its content,
+                         in the request's version, with a CRC32 when the request carried one
   silent PORT            accepts bolt connections, reads and never answers (prints "frame" per frame header seen)
   client PORT N THREADS  anthunder clients calling through PORT, N calls per thread, checking each
                          answer against its own request; prints "ok CALLS" or "bad ..." and exits 0/1
@@ -74,6 +76,60 @@ def call(port, calls, threads):
     print("ok", done[0], flush=True)
 
 
+def v2echo(port):
+    import socket
+    import struct
+    import zlib
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(16)
+    print("listening", flush=True)
+
+    def serve_conn(conn):
+        buf = b""
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            while True:
+                if len(buf) < 2:
+                    break
+                v2 = buf[0] == 2
+                fixed = (24 if v2 else 22)
+                if len(buf) < fixed:
+                    break
+                o = 1 if v2 else 0
+                cmd = struct.unpack(">H", buf[2 + o:4 + o])[0]
+                rid = struct.unpack(">I", buf[5 + o:9 + o])[0]
+                switch = buf[11] if v2 else 0
+                at = 10 + o + (1 if v2 else 0) + 4   # after codec, switch (v2) and timeout
+                cl, hl, bl = struct.unpack(">HHI", buf[at:at + 8])
+                crc = v2 and (switch & 1)
+                total = fixed + cl + hl + bl + (4 if crc else 0)
+                if len(buf) < total:
+                    break
+                frame, buf = buf[:total], buf[total:]
+                if crc and zlib.crc32(frame[:-4]) != struct.unpack(">I", frame[-4:])[0]:
+                    print("bad crc", flush=True)
+                    return conn.close()
+                content = frame[fixed + cl + hl:fixed + cl + hl + bl]
+                status = 0
+                head = bytes([2, 1]) if v2 else bytes([1])
+                resp = head + bytes([0]) + struct.pack(">HBI", 2 if cmd != 0 else 0, 1, rid) + bytes([1])
+                if v2:
+                    resp += bytes([1 if crc else 0])
+                resp += struct.pack(">HHHI", status, 0, 0, len(content)) + content
+                if crc:
+                    resp += struct.pack(">I", zlib.crc32(resp))
+                conn.sendall(resp)
+
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+
 def silent(port):
     import socket
     srv = socket.socket()
@@ -97,6 +153,8 @@ def silent(port):
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "v2echo":
+        v2echo(int(sys.argv[2]))
     elif sys.argv[1] == "silent":
         silent(int(sys.argv[2]))
     else:
