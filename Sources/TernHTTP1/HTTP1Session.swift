@@ -154,8 +154,23 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
         scratch = HTTP1Scratch.of(worker)
         lastActivityMS = worker.loop.nowMS
-        if settings.idleTimeoutMS > 0 {
-            arm(&idleTimer, HTTP1Session.idleTag, at: lastActivityMS + settings.idleTimeoutMS)
+        armWaitTimer()
+    }
+
+    /// When the first byte of a request head arrived (0: none pending).
+    var headStartedMS: Int64 = 0
+
+    /// While waiting for a request: the idle deadline, or the header deadline once a head began.
+    func waitDeadline() -> Int64? {
+        if headStartedMS > 0 && settings.headerTimeoutMS > 0 { return headStartedMS + settings.headerTimeoutMS }
+        if settings.idleTimeoutMS > 0 { return lastActivityMS + settings.idleTimeoutMS }
+        return nil
+    }
+
+    func armWaitTimer() {
+        if let deadline = waitDeadline() {
+            if let t = idleTimer, t.isArmed, t.deadline <= deadline { return }
+            arm(&idleTimer, HTTP1Session.idleTag, at: deadline)
         }
     }
 
@@ -197,13 +212,15 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 }
                 switch HTTPParser.parseRequest(input.readPointer, input.readableBytes, limits: limits, head: request, scanned: &requestScanned) {
                 case .needMore:
-                    if eof { closeAll() }
+                    if eof { closeAll(); return }
+                    if headStartedMS == 0 { headStartedMS = worker.loop.nowMS; armWaitTimer() }
                     return
                 case .error(let e):
                     logger.error("http1", "listener \(settings.listenerName): \(e.status) \(e.reason); closing client connection")
                     sendLocalResponse(status: e.status, body: "tern: \(e.reason)\n", code: "bad_request", close: true)
                     return
                 case .complete:
+                    headStartedMS = 0
                     startRequest(input)
                 }
             } else if phase == .proxying {
@@ -658,6 +675,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         phase = .waitingForRequest
         lastActivityMS = worker.loop.nowMS
+        armWaitTimer()
         if downstream.readPaused {
             downstream.resumeReading()
         } else if let input = downstream.input, input.readableBytes > 0 {
@@ -759,6 +777,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             downstream.closeWhenFlushed()
         } else {
             phase = .waitingForRequest
+            armWaitTimer()
         }
     }
 
@@ -814,13 +833,15 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 fail(.connectTimeout(upstreamHostName))
             }
         default:
-            guard phase != .closed else { return }
-            let deadline = lastActivityMS + settings.idleTimeoutMS
-            if phase == .waitingForRequest && deadline <= worker.loop.nowMS {
+            guard phase == .waitingForRequest, let deadline = waitDeadline() else { return }
+            if deadline > worker.loop.nowMS {
+                arm(&idleTimer, HTTP1Session.idleTag, at: deadline)   // activity moved it on
+            } else if headStartedMS > 0 {
+                logger.error("http1", "listener \(settings.listenerName): request head not complete within \(settings.headerTimeoutMS) ms; answering 408")
+                sendLocalResponse(status: 408, body: "tern: request head not received in time\n", code: "request_header_timeout", close: true)
+            } else {
                 logger.debug("http1", "closing idle client connection")
                 closeAll()
-            } else {
-                arm(&idleTimer, HTTP1Session.idleTag, at: max(deadline, worker.loop.nowMS + 1000))
             }
         }
     }

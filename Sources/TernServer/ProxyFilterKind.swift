@@ -12,7 +12,8 @@ struct ProxyFilterPlan: NetworkFilterPlan {
 struct ProxyFilterKind: NetworkFilterKind {
     func compile(_ c: JSONObject, context: FilterContext, diagnostics: Diagnostics) -> NetworkFilterPlan? {
         c.checkKeys(known: Set(["downstream_protocol", "upstream_protocol", "router_config_name", "extend_config",
-                                "max_request_head_bytes", "max_header_count", "max_request_body_bytes", "route_timeout"])
+                                "max_request_head_bytes", "max_header_count", "max_request_body_bytes", "route_timeout",
+                                "request_header_timeout"])
                         .union(ProtocolRegistry.configKeys),
                     ignored: ["router_handler_name", "fallback_for_unknown_protocol", "validate_clusters", "concurrency_num", "name"])
         let downstream = protocolList(c, key: "downstream_protocol", diagnostics: diagnostics)
@@ -33,7 +34,8 @@ struct ProxyFilterKind: NetworkFilterKind {
         guard let protocols = downstream else { return nil }
         let settings = ProxySettings(listenerName: context.listenerName, routes: table, limits: limits,
                                      idleTimeoutMS: context.idleTimeoutMS,
-                                     defaultRouteTimeoutMS: c.duration("route_timeout") ?? ConfigCompiler.defaultRouteTimeoutMS)
+                                     defaultRouteTimeoutMS: c.duration("route_timeout") ?? ConfigCompiler.defaultRouteTimeoutMS,
+                                     headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000)
         return ProxyFilterPlan(settings: settings, protocols: protocols)
     }
 

@@ -285,6 +285,36 @@ struct ProcessBehaviourTests {
         #expect(s.waitForExit(timeout: 10) == 1)
     }
 
+    @Test func slowHeadersGet408AndIdleConnectionsClose() throws {
+        let upstream = try PythonUpstream()
+        let port = freePort()
+        let config = proxyConfig(listen: port, upstream: upstream.port, extraProxyConfig: ", \"request_header_timeout\": \"400ms\"")
+            .replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \"connection_idle_timeout\": \"1s\",")
+        let tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", "1"])
+        defer { tern.stop(); upstream.stop() }
+        // A client dripping its head byte by byte never completes it: 408 at the header timeout,
+        // although every byte counts as activity.
+        let slow = try RawClient(port: port, timeout: 5)
+        let start = Date()
+        var answer = ""
+        for byte in Array("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8) {
+            slow.send([byte])
+            var pfd = pollfd(fd: slow.fd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 50) > 0 { answer = slow.readString(); break }
+        }
+        if answer.isEmpty { answer = slow.readString() }
+        #expect(answer.hasPrefix("HTTP/1.1 408 "), "\(answer)")
+        #expect(Date().timeIntervalSince(start) < 3)
+        // An idle keep-alive connection is closed after connection_idle_timeout.
+        let idle = try RawClient(port: port, timeout: 5)
+        idle.send("GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(idle.readResponses(1).first?.status == 200)
+        let idleStart = Date()
+        #expect(idle.readAll().isEmpty)   // EOF from Tern, no bytes
+        let waited = Date().timeIntervalSince(idleStart)
+        #expect(waited > 0.8 && waited < 3, "\(waited)")
+    }
+
     @Test func versionPrints() throws {
         let (status, out) = try run(TestPaths.ternBinary, ["version"])
         #expect(status == 0)

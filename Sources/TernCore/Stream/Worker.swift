@@ -73,8 +73,12 @@ public struct ProxySettings: Sendable {
     public let limits: ProtocolLimits
     public let idleTimeoutMS: Int64
     public let defaultRouteTimeoutMS: Int64
-    public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64) {
+    /// How long a started request head may take to arrive whole (slow-header clients).
+    public let headerTimeoutMS: Int64
+    public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64,
+                headerTimeoutMS: Int64 = 60_000) {
         self.listenerName = listenerName; self.routes = routes; self.limits = limits
         self.idleTimeoutMS = idleTimeoutMS; self.defaultRouteTimeoutMS = defaultRouteTimeoutMS
+        self.headerTimeoutMS = headerTimeoutMS
     }
 }
