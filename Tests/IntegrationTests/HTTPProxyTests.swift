@@ -315,6 +315,43 @@ struct ProcessBehaviourTests {
         #expect(waited > 0.8 && waited < 3, "\(waited)")
     }
 
+    @Test func hostileInputLeavesMemoryAndDescriptorsAtBaseline() throws {
+        let upstream = try PythonUpstream()
+        let port = freePort()
+        let tern = try TernProcess(config: proxyConfig(listen: port, upstream: upstream.port, logLevel: "FATAL"), waitFor: [port], extraArguments: ["--workers", "1"])
+        defer { tern.stop(); upstream.stop() }
+        let bad = [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: " + String(repeating: "a", count: 70_000) + "\r\n\r\n",
+            "\u{16}\u{3}\u{1}garbage\r\n\r\n",
+            "POST /sha HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdefXX",
+            "POST /sha HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + String(repeating: "b", count: 30_000),
+        ]
+        func storm() throws {
+            for round in 0..<60 {
+                for (index, text) in bad.enumerated() {
+                    let c = try RawClient(port: port, timeout: 5)
+                    c.send(text)
+                    // Half read the error answer to the end; the rest, and the unfinished upload
+                    // always, hang up at once.
+                    if round % 2 == 0 && index < bad.count - 1 { _ = c.readAll() }
+                    c.close()
+                }
+            }
+        }
+        _ = try run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/warm"])
+        try storm()
+        #expect(waitUntil(timeout: 10) { try! run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/ok"]).1 == "hello from upstream /ok" })
+        let afterFirst = tern.child.rssKB, fdsAfterFirst = tern.child.openFDs
+        try storm()
+        try storm()
+        #expect(waitUntil(timeout: 10) { tern.child.openFDs <= fdsAfterFirst })
+        let afterThird = tern.child.rssKB
+        // Two more storms cost nothing lasting: no growth beyond allocator noise.
+        #expect(afterThird - afterFirst < 1024, "RSS \(afterFirst) KB -> \(afterThird) KB")
+        #expect(try run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/still"]).1 == "hello from upstream /still")
+    }
+
     @Test func versionPrints() throws {
         let (status, out) = try run(TestPaths.ternBinary, ["version"])
         #expect(status == 0)

@@ -97,6 +97,15 @@ public final class ChildProcess: @unchecked Sendable {
         livePIDs.withLock { _ = $0.remove(pid) }
     }
 
+    /// Resident memory of the child in KiB (Linux /proc).
+    public var rssKB: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
+        }
+        return -1
+    }
+
     /// Open file descriptors of the child (Linux /proc).
     public var openFDs: Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
@@ -176,7 +185,9 @@ public final class RawClient {
     public func send(_ bytes: [UInt8]) {
         var off = 0
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a peer that already closed (as Tern does after an error answer) must
+            // not kill the test process with SIGPIPE.
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { return }
             off += n
         }
