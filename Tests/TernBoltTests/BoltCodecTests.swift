@@ -111,6 +111,24 @@ struct BoltCodecTests {
         #expect(why.contains(expected), "\(why)")
     }
 
+    @Test func manyFramesInOneReadDecodeOneAfterAnother() {
+        let frames = [frame(kind: 1, cmd: 1, id: 1, timeoutOrStatus: 0, headers: headers, content: [1]),
+                      frame(v2: true, kind: 1, cmd: 1, id: 2, timeoutOrStatus: 0, content: [2, 2], crc: true),
+                      frame(kind: 2, cmd: 1, id: 3, timeoutOrStatus: 0),
+                      frame(kind: 1, cmd: 0, id: 4, timeoutOrStatus: 0)]
+        let joined = frames.flatMap { $0 }
+        var offset = 0
+        var ids: [UInt32] = []
+        joined.withUnsafeBufferPointer { b in
+            while offset < b.count, case .frame(let f) = BoltCodec.decode(b.baseAddress! + offset, b.count - offset, maxFrame: 1 << 20) {
+                ids.append(f.requestID)
+                offset += f.frameLength
+            }
+        }
+        #expect(ids == [1, 2, 3, 4])
+        #expect(offset == joined.count)
+    }
+
     @Test func framesPastTheMaximumAreRefusedBeforeTheyArrive() {
         // Only the 22-byte fixed part is present: the declared 100 MB content is refused at once.
         var head = frame(kind: 1, cmd: 1, id: 1, timeoutOrStatus: 0)
