@@ -396,3 +396,89 @@ struct ExampleTests {
         server.stop()
     }
 }
+
+/// Route features end to end: rewrites, header edits, redirects, direct responses, weights, limits.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+final class RouteFeatureTests {
+    let upstream: PythonUpstream
+    let tern: TernProcess
+    let port = freePort()
+
+    init() throws {
+        upstream = try PythonUpstream()
+        let config = """
+        { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
+            "routers": [{ "router_config_name": "r",
+               "request_headers_to_add": [{"header": {"key": "x-from-config", "value": "1"}}],
+               "virtual_hosts": [
+                 { "name": "api", "domains": ["api.example.com", "*.api.test"],
+                   "response_headers_to_add": [{"header": {"key": "x-vhost", "value": "api"}}],
+                   "routers": [
+                     { "match": {"prefix": "/old/"}, "route": {"cluster_name": "up", "prefix_rewrite": "/new/", "host_rewrite": "rewritten.internal",
+                         "request_headers_to_add": [{"header": {"key": "x-added", "value": "yes"}}],
+                         "request_headers_to_remove": ["x-secret"],
+                         "response_headers_to_remove": ["set-cookie"] } },
+                     { "match": {"path": "/moved"}, "redirect": {"response_code": 308, "host_redirect": "new.example.com", "path_redirect": "/here"} },
+                     { "match": {"prefix": "/", "headers": [{"name": "x-canary", "value": "ON", "case_sensitive": false}]},
+                       "direct_response": {"status": 299, "body": "canary"} },
+                     { "match": {"regex": "^/items/[0-9]+$"}, "route": {"cluster_name": "up"} }
+                   ] },
+                 { "name": "fallback", "domains": ["*"], "routers": [ { "match": {"prefix": "/"}, "direct_response": {"status": 503, "body": "fallback"} } ] }
+               ] }],
+            "listeners": [{ "name": "l", "address": "127.0.0.1:\(port)", "bind_port": true,
+               "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "r",
+                  "max_request_body_bytes": 1000 } }] }] }] }],
+          "cluster_manager": { "clusters": [{ "name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",
+             "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] }] } }
+        """
+        tern = try TernProcess(config: config, waitFor: [port])
+    }
+
+    deinit { tern.stop(); upstream.stop() }
+
+    func send(_ text: String) throws -> HTTPResponse? {
+        let c = try RawClient(port: port)
+        c.send(text)
+        return c.readResponses(1).first
+    }
+
+    @Test func prefixAndHostRewriteAndHeaderEdits() throws {
+        let r = try #require(try send("GET /old/thing?q=1 HTTP/1.1\r\nHost: api.example.com:8443\r\nX-Secret: s\r\n\r\n"))
+        #expect(r.bodyText == "hello from upstream /new/thing?q=1")
+        #expect(upstream.requestLog.last == "GET /new/thing?q=1")
+        #expect(r.header("x-upstream-host") == "rewritten.internal")
+        let names = r.header("x-upstream-seen-headers") ?? ""
+        #expect(names.contains("x-added") && names.contains("x-from-config"))
+        #expect(!names.contains("x-secret"))
+        #expect(r.header("x-vhost") == "api")
+        #expect(r.headers("set-cookie").isEmpty)   // removed from the response on this route
+        // Another route of the same host keeps x-secret and Host as sent, and the cookies.
+        let other = try #require(try send("GET /items/7 HTTP/1.1\r\nHost: x.api.test\r\nX-Secret: s\r\n\r\n"))
+        #expect(other.header("x-upstream-seen-headers")?.contains("x-secret") == true)
+        #expect(other.header("x-upstream-host") == "x.api.test")
+        #expect(other.headers("set-cookie") == ["a=1", "b=2"])
+    }
+
+    @Test func redirectDirectResponseRegexAndFallbackHost() throws {
+        let moved = try #require(try send("GET /moved HTTP/1.1\r\nHost: api.example.com\r\n\r\n"))
+        #expect(moved.status == 308)
+        #expect(moved.header("location") == "http://new.example.com/here")
+        let canary = try #require(try send("GET /any HTTP/1.1\r\nHost: api.example.com\r\nX-Canary: on\r\n\r\n"))
+        #expect(canary.status == 299 && canary.bodyText == "canary")
+        let noRegex = try #require(try send("GET /items/7x HTTP/1.1\r\nHost: api.example.com\r\n\r\n"))
+        #expect(noRegex.status == 404)
+        let other = try #require(try send("GET / HTTP/1.1\r\nHost: elsewhere\r\n\r\n"))
+        #expect(other.status == 503 && other.bodyText == "fallback")
+    }
+
+    @Test func bodyLimitGives413ForLengthAndForChunks() throws {
+        let big = try #require(try send("POST /items/1 HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5000\r\n\r\n"))
+        #expect(big.status == 413)
+        let chunks = "POST /items/2 HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            String(repeating: "100\r\n" + String(repeating: "z", count: 256) + "\r\n", count: 5) + "0\r\n\r\n"
+        let c = try RawClient(port: port)
+        c.send(chunks)
+        let text = c.readString()
+        #expect(text.hasPrefix("HTTP/1.1 413 "), "\(text.prefix(60))")
+    }
+}

@@ -109,7 +109,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             seen = ",".join(k.lower() for k in self.headers.keys())
             self.send(200, f"hello from upstream {self.path}".encode(),
-                      {"x-upstream-seen-headers": seen, "Set-Cookie": "a=1", "set-cookie": "b=2"})
+                      {"x-upstream-seen-headers": seen, "x-upstream-host": self.headers.get("Host", ""),
+                       "Set-Cookie": "a=1", "set-cookie": "b=2"})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_any
 
