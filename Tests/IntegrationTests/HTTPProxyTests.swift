@@ -79,7 +79,7 @@ final class HTTPProxyTests {
     }
 
     @Test func keepAliveReusesOneUpstreamConnection() throws {
-        let before = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
+        let before = try upstream.connectionCount()
         let c = try RawClient(port: port)
         for i in 0..<20 {
             c.send("GET /k\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -87,10 +87,9 @@ final class HTTPProxyTests {
             try #require(r.count == 1)
             #expect(r[0].bodyText == "hello from upstream /k\(i)")
         }
-        let after = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
-        func connections(_ s: String) -> Int { Int(s.split(separator: " ")[0].dropFirst("connections=".count)) ?? -1 }
+        let after = try upstream.connectionCount()
         // 20 requests on one client connection: at most one new upstream connection (plus the stats probe itself).
-        #expect(connections(after) - connections(before) <= 2)
+        #expect(after - before <= 2)
     }
 
     @Test func pipelinedRequestsAreAnsweredInOrder() throws {
@@ -189,10 +188,6 @@ final class HTTPProxyTests {
     }
 
     @Test func clientGoneBeforeTheResponseKeepsTheUpstreamConnection() throws {
-        func connections() throws -> Int {
-            let s = try curl(["http://127.0.0.1:\(upstream.port)/stats"])
-            return Int(s.split(separator: " ")[0].dropFirst("connections=".count)) ?? -1
-        }
         // One worker, so every client shares one pool.
         let port = freePort()
         let tern = try TernProcess(config: proxyConfig(listen: port, upstream: upstream.port, logLevel: "DEBUG"), waitFor: [port], extraArguments: ["--workers", "1"])
@@ -200,7 +195,7 @@ final class HTTPProxyTests {
         let w = try RawClient(port: port)   // one warm upstream connection in the pool
         w.send("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
         _ = w.readResponses(1)
-        let before = try connections()
+        let before = try upstream.connectionCount()
         let c = try RawClient(port: port)
         c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(waitUntil(timeout: 5) { upstream.requestLog.contains { $0.contains("/slow") } })
@@ -211,7 +206,7 @@ final class HTTPProxyTests {
         w.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(w.readResponses(1).first?.bodyText == "hello from upstream /again")
         // Only the stats probes themselves opened connections.
-        let after = try connections()
+        let after = try upstream.connectionCount()
         #expect(after - before <= 1, "before \(before) after \(after): \(tern.child.output) \(upstream.requestLog)")
     }
 

@@ -140,6 +140,13 @@ public final class PythonUpstream: @unchecked Sendable {
         ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 
+    /// How many connections the upstream has accepted so far (its /stats answer; the probe itself
+    /// is one of them).
+    public func connectionCount() throws -> Int {
+        let text = try run("/usr/bin/curl", ["-s", "--max-time", "5", "http://127.0.0.1:\(port)/stats"]).1
+        return Int(text.split(separator: " ").first?.dropFirst("connections=".count) ?? "") ?? -1
+    }
+
     public func stop() { child.stop() }
 }
 
@@ -381,20 +388,28 @@ public enum BoltTestFrame {
     /// Reads `count` v2 responses: proto ver1 type cmd(2) ver2 id(4) codec switch status(2)
     /// classLen(2) headerLen(2) contentLen(4) [crc(4) when switch bit 0].
     public static func readV2Responses(_ client: RawClient, _ count: Int) -> [(id: UInt32, status: Int, content: [UInt8], crcOK: Bool?)] {
+        readFrames(client, count, fixedLength: 22) { d in
+            let hasCRC = d[11] & 1 != 0
+            let length = 22 + u16(d, 14) + u16(d, 16) + u32(d, 18) + (hasCRC ? 4 : 0)
+            guard d.count >= length else { return nil }
+            let contentStart = 22 + u16(d, 14) + u16(d, 16), contentEnd = length - (hasCRC ? 4 : 0)
+            let crcOK: Bool? = hasCRC ? (crc32(Array(d[0..<contentEnd])) == UInt32(u32(d, contentEnd))) : nil
+            return (length, (UInt32(u32(d, 6)), u16(d, 12), Array(d[contentStart..<contentEnd]), crcOK))
+        }
+    }
+
+    static func u16(_ d: [UInt8], _ i: Int) -> Int { Int(d[i]) << 8 | Int(d[i + 1]) }
+    static func u32(_ d: [UInt8], _ i: Int) -> Int { Int(d[i]) << 24 | Int(d[i + 1]) << 16 | Int(d[i + 2]) << 8 | Int(d[i + 3]) }
+
+    /// Reads frames until `count` are decoded (fewer if the socket closes or times out);
+    /// `decode` returns a whole frame's length and value, or nil when more bytes are needed.
+    static func readFrames<T>(_ client: RawClient, _ count: Int, fixedLength: Int, _ decode: ([UInt8]) -> (Int, T)?) -> [T] {
         var data: [UInt8] = []
-        var out: [(id: UInt32, status: Int, content: [UInt8], crcOK: Bool?)] = []
+        var out: [T] = []
         var buf = [UInt8](repeating: 0, count: 65536)
-        func u16(_ i: Int) -> Int { Int(data[i]) << 8 | Int(data[i + 1]) }
-        func u32(_ i: Int) -> Int { Int(data[i]) << 24 | Int(data[i + 1]) << 16 | Int(data[i + 2]) << 8 | Int(data[i + 3]) }
         while out.count < count {
-            while data.count >= 22 {
-                let hasCRC = data[11] & 1 != 0
-                let length = 22 + u16(14) + u16(16) + u32(18) + (hasCRC ? 4 : 0)
-                guard data.count >= length else { break }
-                let contentStart = 22 + u16(14) + u16(16)
-                let contentEnd = length - (hasCRC ? 4 : 0)
-                let crcOK: Bool? = hasCRC ? (crc32(Array(data[0..<contentEnd])) == UInt32(u32(contentEnd))) : nil
-                out.append((UInt32(u32(6)), u16(12), Array(data[contentStart..<contentEnd]), crcOK))
+            while data.count >= fixedLength, let (length, value) = decode(data) {
+                out.append(value)
                 data.removeFirst(length)
             }
             if out.count >= count { break }
@@ -419,24 +434,11 @@ public enum BoltTestFrame {
     /// Reads `count` v1 responses from a blocking socket (fewer if it closes or times out).
     /// Layout: proto type cmd(2) ver id(4) codec status(2) classLen(2) headerLen(2) contentLen(4).
     public static func readResponses(_ client: RawClient, _ count: Int) -> [Response] {
-        var data: [UInt8] = []
-        var out: [Response] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        func u16(_ i: Int) -> Int { Int(data[i]) << 8 | Int(data[i + 1]) }
-        func u32(_ i: Int) -> Int { Int(data[i]) << 24 | Int(data[i + 1]) << 16 | Int(data[i + 2]) << 8 | Int(data[i + 3]) }
-        while out.count < count {
-            while data.count >= 20 {
-                let length = 20 + u16(12) + u16(14) + u32(16)
-                guard data.count >= length else { break }
-                let contentStart = 20 + u16(12) + u16(14)
-                out.append(Response(command: u16(2), id: UInt32(u32(5)), status: u16(10), content: Array(data[contentStart..<length])))
-                data.removeFirst(length)
-            }
-            if out.count >= count { break }
-            let n = buf.withUnsafeMutableBytes { read(client.fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
+        readFrames(client, count, fixedLength: 20) { d in
+            let length = 20 + u16(d, 12) + u16(d, 14) + u32(d, 16)
+            guard d.count >= length else { return nil }
+            let contentStart = 20 + u16(d, 12) + u16(d, 14)
+            return (length, Response(command: u16(d, 2), id: UInt32(u32(d, 5)), status: u16(d, 10), content: Array(d[contentStart..<length])))
         }
-        return out
     }
 }

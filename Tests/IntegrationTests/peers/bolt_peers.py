@@ -76,15 +76,22 @@ def call(port, calls, threads):
     print("ok", done[0], flush=True)
 
 
-def v2echo(port):
+def serve_tcp(port, handle):
+    """Accepts connections on 127.0.0.1:port forever, one thread per connection."""
     import socket
-    import struct
-    import zlib
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(16)
     print("listening", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def v2echo(port):
+    import struct
+    import zlib
 
     def serve_conn(conn):
         buf = b""
@@ -125,19 +132,10 @@ def v2echo(port):
                     resp += struct.pack(">I", zlib.crc32(resp))
                 conn.sendall(resp)
 
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+    serve_tcp(port, serve_conn)
 
 
 def silent(port):
-    import socket
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(16)
-    print("listening", flush=True)
-
     def drain(conn):
         while True:
             data = conn.recv(65536)
@@ -145,9 +143,7 @@ def silent(port):
                 return
             print("bytes", len(data), flush=True)
 
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=drain, args=(conn,), daemon=True).start()
+    serve_tcp(port, drain)
 
 
 if __name__ == "__main__":
