@@ -163,6 +163,29 @@ final class BoltProxyTests {
         #expect(waitUntil(timeout: 5) { tern.child.output.contains("CRC32 mismatch") })
     }
 
+    @Test func connectFailureAndEmptyClusterAnswerConnectionClosed() throws {
+        let listen = freePort(), dead = freePort()
+        let down = try TernProcess(config: boltConfig(listen: listen, upstream: dead), waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { down.stop() }
+        let c = try RawClient(port: listen, timeout: 10)
+        c.send(BoltTestFrame.request(id: 71, service: echoService, method: "echo", body: [1]))
+        c.send(BoltTestFrame.request(id: 72, service: echoService, method: "echo", body: [2]))
+        let r = BoltTestFrame.readResponses(c, 2)
+        #expect(r.map(\.id).sorted() == [71, 72] && r.allSatisfy { $0.status == 0x10 }, "\(r.map { ($0.id, $0.status) })")
+        #expect(waitUntil(timeout: 5) { down.child.output.contains("connectFailed") })
+
+        let emptyListen = freePort()
+        let empty = try TernProcess(config: boltConfig(listen: emptyListen, upstream: dead)
+                                        .replacingOccurrences(of: "\"hosts\": [{ \"address\": \"127.0.0.1:\(dead)\" }]", with: "\"hosts\": []"),
+                                    waitFor: [emptyListen], extraArguments: ["--workers", "1"])
+        defer { empty.stop() }
+        let e = try RawClient(port: emptyListen, timeout: 10)
+        e.send(BoltTestFrame.request(id: 73, service: echoService, method: "echo", body: [3]))
+        let er = BoltTestFrame.readResponses(e, 1)
+        #expect(er.first?.id == 73 && er.first?.status == 0x10)
+        #expect(empty.child.output.contains("has no host"))
+    }
+
     @Test func autoSniffsBoltAndHTTPOnOnePort() throws {
         let listen = freePort()
         let tern = try TernProcess(config: boltConfig(listen: listen, upstream: serverPort,
