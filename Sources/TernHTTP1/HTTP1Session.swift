@@ -143,6 +143,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var lastActivityMS: Int64
     // Created on first use: an idle keep-alive connection carries only the idle timer.
     var routeTimer: LoopTimer?
+    /// When the exchange in flight times out (0: none in flight).
+    var routeDeadline: Int64 = 0
     var connectTimer: LoopTimer?
     var idleTimer: LoopTimer?
     static let routeTag = 1, connectTag = 2, idleTag = 3
@@ -329,7 +331,14 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         writeUpstreamHead(connection.outputBuffer, input, route, clusterRoute, host)
         input.consume(request.headLength)
         let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
-        if timeout > 0 { arm(&routeTimer, HTTP1Session.routeTag, at: worker.loop.nowMS + timeout) }
+        if timeout > 0 {
+            // Lazy: a timer already due earlier stays where it is and moves on when it fires, so
+            // a keep-alive connection touches the timer heap about once per timeout, not per request.
+            routeDeadline = worker.loop.nowMS + timeout
+            if !(routeTimer?.isArmed ?? false) || routeTimer!.deadline > routeDeadline {
+                arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
+            }
+        }
         if request.expectContinue && !requestBodyDone {
             downstream.outputBuffer.write("HTTP/1.1 100 Continue\r\n\r\n")
             downstream.flush()
@@ -652,7 +661,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// The response is complete: give the upstream connection back (or close it) and move on to
     /// the next request.
     func finishExchange() {
-        cancel(routeTimer)
+        routeDeadline = 0
         cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         if let up = upstream {
@@ -685,7 +694,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
-        cancel(routeTimer)
+        routeDeadline = 0
         cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         cluster = nil
@@ -827,7 +836,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func timerFired(_ timer: LoopTimer) {
         switch timer.tag {
         case HTTP1Session.routeTag:
-            if phase == .proxying { fail(.requestTimeout(upstreamHostName)) }
+            guard phase == .proxying, routeDeadline > 0 else { return }
+            if routeDeadline <= worker.loop.nowMS {
+                fail(.requestTimeout(upstreamHostName))
+            } else {
+                arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
+            }
         case HTTP1Session.connectTag:
             if phase == .proxying, let up = upstream, up.state == .connecting {
                 fail(.connectTimeout(upstreamHostName))

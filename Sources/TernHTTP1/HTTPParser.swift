@@ -15,6 +15,41 @@ public struct HeaderField: Sendable {
     public var dropped: Bool
 }
 
+/// The field positions of one head: a growable array that never shrinks and never copies, so
+/// appending costs a store and a count bump (Swift's Array pays a uniqueness check per append).
+public final class FieldList: RandomAccessCollection, MutableCollection {
+    private var storage: UnsafeMutablePointer<HeaderField>
+    private var capacity: Int
+    public private(set) var endIndex = 0
+    public var startIndex: Int { 0 }
+
+    init(capacity: Int = 32) {
+        self.capacity = capacity
+        storage = UnsafeMutablePointer<HeaderField>.allocate(capacity: capacity)
+    }
+
+    deinit { storage.deallocate() }
+
+    public subscript(position: Int) -> HeaderField {
+        get { storage[position] }
+        set { storage[position] = newValue }
+    }
+
+    @inline(__always) func append(_ field: HeaderField) {
+        if endIndex == capacity {
+            let grown = UnsafeMutablePointer<HeaderField>.allocate(capacity: capacity * 2)
+            grown.moveInitialize(from: storage, count: endIndex)
+            storage.deallocate()
+            storage = grown
+            capacity *= 2
+        }
+        (storage + endIndex).initialize(to: field)
+        endIndex += 1
+    }
+
+    @inline(__always) func removeAll() { endIndex = 0 }
+}
+
 public enum BodyFraming: Equatable, Sendable {
     case none
     case contentLength(Int64)
@@ -36,7 +71,7 @@ public final class HTTPHead {
     public var status = 0
     public var reasonStart = 0, reasonLength = 0
     public var versionMinor = 1
-    public var fields: [HeaderField] = []
+    public let fields = FieldList()
     public var framing: BodyFraming = .none
     public var keepAlive = true
     public var expectContinue = false
@@ -47,10 +82,10 @@ public final class HTTPHead {
 
     public enum Method: Sendable { case get, head, post, put, delete, connect, options, other }
 
-    public init() { fields.reserveCapacity(32) }
+    public init() {}
 
     func reset() {
-        fields.removeAll(keepingCapacity: true)
+        fields.removeAll()
         framing = .none
         keepAlive = true
         expectContinue = false
@@ -244,6 +279,30 @@ public enum HTTPParser {
         return .other
     }
 
+    /// The first byte in p[from..<to] that may not appear in a field value (a CTL other than HTAB,
+    /// or DEL), or nil. Eight bytes at a time: a word with no byte below 0x20 and no 0x7F is
+    /// skipped whole; only a flagged word (most often one holding a tab) is looked at byte by byte.
+    @inline(__always)
+    static func firstInvalidValueByte(_ p: UnsafePointer<UInt8>, from: Int, to: Int) -> Int? {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var k = from
+        while k + 8 <= to {
+            let x = UnsafeRawPointer(p + k).loadUnaligned(as: UInt64.self)
+            let below20 = (x &- ones &* 0x20) & ~x & highs
+            let y = x ^ (ones &* 0x7F)
+            let isDel = (y &- ones) & ~y & highs
+            if below20 | isDel != 0 {
+                for j in k..<(k + 8) where !isFieldValueByte(p[j]) { return j }
+            }
+            k += 8
+        }
+        while k < to {
+            if !isFieldValueByte(p[k]) { return k }
+            k += 1
+        }
+        return nil
+    }
+
     /// Parses field lines between `from` and `end` (which ends with the blank line).
     static func parseFields(_ p: UnsafePointer<UInt8>, _ from: Int, _ end: Int, limits: HTTPLimits, head: HTTPHead) -> HTTPParseError? {
         var i = from
@@ -261,17 +320,15 @@ public enum HTTPParser {
             i += 1
             while p[i] == 32 || p[i] == 9 { i += 1 }
             let valueStart = i
-            var valueEnd = i
-            while true {
-                let b = p[i]
-                if b == 13 {
-                    if p[i + 1] != 10 { return HTTPParseError(400, "bare CR in header") }
-                    break
-                }
-                if !isFieldValueByte(b) { return HTTPParseError(400, b == 10 ? "bare LF in header" : "invalid byte in header value") }
-                i += 1
-                if b != 32 && b != 9 { valueEnd = i }
+            // The line ends at the next CR (the head is known to end in CRLFCRLF, so one exists).
+            let cr = p.distance(to: memchr(p + i, 13, end - i)!.assumingMemoryBound(to: UInt8.self))
+            if p[cr + 1] != 10 { return HTTPParseError(400, "bare CR in header") }
+            if let k = firstInvalidValueByte(p, from: i, to: cr) {
+                return HTTPParseError(400, p[k] == 10 ? "bare LF in header" : "invalid byte in header value")
             }
+            var valueEnd = cr
+            while valueEnd > valueStart && (p[valueEnd - 1] == 32 || p[valueEnd - 1] == 9) { valueEnd -= 1 }
+            i = cr
             if head.fields.count >= limits.maxHeaderCount {
                 return HTTPParseError(431, "more than \(limits.maxHeaderCount) header fields")
             }
@@ -343,8 +400,12 @@ public enum HTTPParser {
                 head.hostIndex = idx
             case 6 where Bytes.equalsIgnoringCase(name, nl, expect):
                 if Bytes.equalsIgnoringCase(value, vl, continueToken) { head.expectContinue = true; head.fields[idx].dropped = true }
+            case 2, 7, 10, 16:
+                // Only names of a hop-by-hop length are compared (te, trailer/upgrade, keep-alive,
+                // proxy-connection): most fields skip the comparisons entirely.
+                for h in hopByHop where h.count == nl && Bytes.equalsIgnoringCase(name, nl, h) { head.fields[idx].dropped = true }
             default:
-                for h in hopByHop where Bytes.equalsIgnoringCase(name, nl, h) { head.fields[idx].dropped = true }
+                break
             }
         }
         // Connection options: close / keep-alive, and every other token names a field to drop.

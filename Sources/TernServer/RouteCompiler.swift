@@ -126,14 +126,13 @@ struct RouteCompiler {
             }
             return nil
         }
-        var action = ClusterRoute(clusters: clusters, timeoutMS: route.duration("timeout") ?? 0)
-        if let p = route.string("prefix_rewrite") { action.prefixRewrite = Array(p.utf8) }
-        if let h = route.string("host_rewrite") { action.hostRewrite = Array(h.utf8) }
         var req = request, resp = response
         req.merge(mutations(route, add: "request_headers_to_add", remove: "request_headers_to_remove"))
         resp.merge(mutations(route, add: "response_headers_to_add", remove: "response_headers_to_remove"))
-        action.requestHeaders = req
-        action.responseHeaders = resp
+        let action = ClusterRoute(clusters: clusters, timeoutMS: route.duration("timeout") ?? 0,
+                                  prefixRewrite: route.string("prefix_rewrite").map { Array($0.utf8) },
+                                  hostRewrite: route.string("host_rewrite").map { Array($0.utf8) },
+                                  requestHeaders: req, responseHeaders: resp)
         return Route(path: path, headers: headers, action: .cluster(action))
     }
 }

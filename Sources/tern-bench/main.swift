@@ -1,4 +1,5 @@
 import CAllocCounter
+import Glibc
 import CTernShim
 import TernCore
 import TernHTTP1
@@ -68,7 +69,8 @@ let head = HTTPHead()
 let limits = HTTPLimits()
 var sink = 0
 var results: [Measurement] = []
-let n = 2_000_000
+// TERN_BENCH_N: iterations (fewer under valgrind, whose instruction counts repeat exactly).
+let n = getenv("TERN_BENCH_N").flatMap { Int(String(cString: $0)) } ?? 2_000_000
 
 results.append(measure("http1 parse request head (9 fields, \(request.count) B)", iterations: n) {
     var scanned = 0

@@ -249,6 +249,21 @@ struct SniffTests {
     }
 }
 
+struct ValueCheckTests {
+    @Test func wordAtATimeCheckAgreesWithTheByteRule() {
+        // Every byte value at every position of a 19-byte value (two words and a tail).
+        for bad in 0...255 {
+            for position in 0..<19 {
+                var value = [UInt8](repeating: UInt8(ascii: "a"), count: 19)
+                value[position] = UInt8(bad)
+                let expected = HTTPParser.isFieldValueByte(UInt8(bad)) ? nil : position
+                let got = value.withUnsafeBufferPointer { HTTPParser.firstInvalidValueByte($0.baseAddress!, from: 0, to: $0.count) }
+                #expect(got == expected, "byte \(bad) at \(position)")
+            }
+        }
+    }
+}
+
 struct TokenTableTests {
     @Test func tokenMasksMatchRFC9110() {
         let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)

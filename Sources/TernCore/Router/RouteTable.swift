@@ -98,18 +98,25 @@ public struct WeightedCluster: Sendable {
     public init(clusterIndex: Int, weight: Int) { self.clusterIndex = clusterIndex; self.weight = weight }
 }
 
-public struct ClusterRoute: Sendable {
-    public var clusters: [WeightedCluster]
-    public var totalWeight: Int
-    public var timeoutMS: Int64
-    public var prefixRewrite: [UInt8]?
-    public var hostRewrite: [UInt8]?
-    public var requestHeaders = HeaderMutations()
-    public var responseHeaders = HeaderMutations()
-    public init(clusters: [WeightedCluster], timeoutMS: Int64) {
+/// Routes and their actions are classes: the router hands out a reference per request, one
+/// retain, where a struct full of arrays would be copied (a retain per array) on every match.
+public final class ClusterRoute: Sendable {
+    public let clusters: [WeightedCluster]
+    public let totalWeight: Int
+    public let timeoutMS: Int64
+    public let prefixRewrite: [UInt8]?
+    public let hostRewrite: [UInt8]?
+    public let requestHeaders: HeaderMutations
+    public let responseHeaders: HeaderMutations
+    public init(clusters: [WeightedCluster], timeoutMS: Int64, prefixRewrite: [UInt8]? = nil, hostRewrite: [UInt8]? = nil,
+                requestHeaders: HeaderMutations = HeaderMutations(), responseHeaders: HeaderMutations = HeaderMutations()) {
         self.clusters = clusters
         totalWeight = clusters.reduce(0) { $0 + $1.weight }
         self.timeoutMS = timeoutMS
+        self.prefixRewrite = prefixRewrite
+        self.hostRewrite = hostRewrite
+        self.requestHeaders = requestHeaders
+        self.responseHeaders = responseHeaders
     }
 
     @inline(__always)
@@ -140,7 +147,7 @@ public enum RouteAction: Sendable {
     case redirect(RedirectRoute)
 }
 
-public struct Route: Sendable {
+public final class Route: Sendable {
     public let path: PathMatch
     public let headers: [HeaderMatcher]
     public let action: RouteAction
