@@ -2,7 +2,7 @@
 import PackageDescription
 
 // No package dependencies: stdlib, Foundation (config load only), Glibc, OpenSSL via a system library.
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo", "-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "Tern",
