@@ -137,7 +137,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var responseChunked = ChunkedDecoder()
     var responseToClientChunked = false
     var responseLastChunkWritten = false
-    var responseStatus = 0
 
     // timers
     var lastActivityMS: Int64
@@ -507,7 +506,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func startResponse(_ input: ByteBuffer) {
         responseStarted = true
         responseComplete = false
-        responseStatus = response.status
         upstreamKeepAlive = response.keepAlive
         cancel(connectTimer)
         let base = UnsafePointer(input.readPointer)

@@ -62,7 +62,6 @@ public enum BodyFraming: Equatable, Sendable {
 /// its field array has grown to the connection's largest head.
 public final class HTTPHead {
     public var headLength = 0
-    public var isResponse = false
     // request line
     public var methodStart = 0, methodLength = 0
     public var targetStart = 0, targetLength = 0
@@ -156,7 +155,6 @@ public enum HTTPParser {
         scanned = 0
         if end > limits.maxHeadBytes { return .error(HTTPParseError(431, "request head larger than \(limits.maxHeadBytes) bytes")) }
         head.reset()
-        head.isResponse = false
         head.headLength = end
         var i = start
         // method
@@ -206,7 +204,6 @@ public enum HTTPParser {
         scanned = 0
         if end > limits.maxHeadBytes { return .error(HTTPParseError(502, "upstream response head too large")) }
         head.reset()
-        head.isResponse = true
         head.headLength = end
         // HTTP/1.x SP 3DIGIT [SP reason] CRLF
         guard end >= 14, p[0] == 72, p[1] == 84, p[2] == 84, p[3] == 80, p[4] == 47, p[5] == 49, p[6] == 46,

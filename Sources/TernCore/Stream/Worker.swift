@@ -62,7 +62,6 @@ public struct ProtocolLimits: Sendable {
     public var maxHeadBytes = 64 * 1024
     public var maxHeaderCount = 100
     public var maxBodyBytes: Int64 = -1   // unlimited
-    public var maxFrameBytes = 16 * 1024 * 1024
     public init() {}
 }
 
