@@ -123,7 +123,11 @@ final class DrainPoller: TimerTarget {
     func check() {
         if worker.sessionCount == 0 {
             worker.closeIdleUpstreams()
-            if !reported { reported = true; onDrained() }
+            if !reported {
+                reported = true
+                worker.logStats()
+                onDrained()
+            }
             return
         }
         worker.loop.timers.arm(timer, at: worker.loop.nowMS + 10)

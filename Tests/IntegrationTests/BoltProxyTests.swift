@@ -186,6 +186,23 @@ final class BoltProxyTests {
         #expect(empty.child.output.contains("has no host"))
     }
 
+    @Test func perClusterCountersAreKeptAndReportedOnDrain() throws {
+        let listen = freePort()
+        let tern = try TernProcess(config: boltConfig(listen: listen, upstream: serverPort), waitFor: [listen], extraArguments: ["--workers", "1"])
+        let c = try RawClient(port: listen, timeout: 10)
+        for id in 1...5 { c.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "echo", body: [UInt8(id)])) }
+        c.send(BoltTestFrame.request(id: 6, service: echoService, method: "slow", body: Array("2000".utf8), timeoutMS: 200))
+        #expect(BoltTestFrame.readResponses(c, 6).count == 6)
+        c.close()
+        tern.child.signal(SIGTERM)
+        #expect(tern.child.waitForExit(timeout: 10) == 0)
+        let out = tern.child.output
+        // 6 requests; 5 answered SUCCESS (status 0), 1 TIMEOUT (status 7); nothing left in flight.
+        #expect(out.contains("cluster up: requests=6 in_flight=0"), "\(out)")
+        #expect(out.contains("by_status={0:5,7:1}"), "\(out)")
+        #expect(out.contains("timeouts=1"))
+    }
+
     @Test func autoSniffsBoltAndHTTPOnOnePort() throws {
         let listen = freePort()
         let tern = try TernProcess(config: boltConfig(listen: listen, upstream: serverPort,

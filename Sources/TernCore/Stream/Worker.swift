@@ -55,6 +55,18 @@ public final class Worker {
     }
 
     public func closeIdleUpstreams() { for c in clusters { c.pool.closeAll() } }
+
+    /// One INFO line per cluster with this worker's counters (written when the worker drains,
+    /// until the admin API exports them live).
+    public func logStats() {
+        for c in clusters where c.stats.requests > 0 || c.stats.connectionsOpened > 0 {
+            let s = c.stats
+            let statuses = s.byStatus.keys.sorted().map { "\($0):\(s.byStatus[$0]!)" }.joined(separator: ",")
+            logger.info("stats", "worker \(id) cluster \(c.config.name): requests=\(s.requests) in_flight=\(s.inFlight) "
+                + "2xx=\(s.responses2xx) 4xx=\(s.responses4xx) 5xx=\(s.responses5xx) by_status={\(statuses)} "
+                + "timeouts=\(s.timeouts) connect_failures=\(s.connectFailures) connections_opened=\(s.connectionsOpened) reused=\(s.connectionsReused)")
+        }
+    }
 }
 
 /// Limits a codec applies to one downstream connection, with config-settable defaults.
