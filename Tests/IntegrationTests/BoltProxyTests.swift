@@ -223,7 +223,8 @@ final class BoltProxyTests {
             for k in 0..<3 { c.send(BoltTestFrame.request(id: UInt32(1000 + i * 10 + k), service: echoService, method: "slow", body: Array("2000".utf8))) }
         }
         // Every request has reached the server (it prints a line per call) before it dies.
-        #expect(waitUntil(timeout: 10) { (server?.output.components(separatedBy: "call slow 2000").count ?? 0) - 1 == 12 })
+        let arrived = waitUntil(timeout: 10) { (server?.output.components(separatedBy: "call slow 2000").count ?? 0) - 1 == 12 }
+        #expect(arrived, "server: \(server?.output ?? "")\n--- server-side tern:\n\(serverTern.child.output.suffix(3000))\n--- client-side tern:\n\(clientTern.child.output.suffix(3000))")
         server?.stop()
         for (i, c) in callers.enumerated() {
             let r = BoltTestFrame.readResponses(c, 3)

@@ -16,6 +16,7 @@ import time
 
 logging.basicConfig(level=logging.ERROR)
 INTERFACE = "com.tern.test.EchoService:1.0"
+PRINT_LOCK = threading.Lock()
 
 
 class EchoService(object):
@@ -26,7 +27,11 @@ class EchoService(object):
         return b"echo:" + body
 
     def slow(self, body):
-        print("call slow", body.decode(), flush=True)   # tests wait for this line, not for time
+        # Tests wait for this line, not for time: one locked write, so lines from the server's
+        # worker threads never interleave.
+        with PRINT_LOCK:
+            sys.stdout.write("call slow %s\n" % body.decode())
+            sys.stdout.flush()
         time.sleep(int(body) / 1000.0)
         return b"slow:" + body
 
