@@ -31,7 +31,7 @@ run: release
 
 # Unit tests and integration tests (the latter start the real binary, built first).
 test: build venv
-	$(SWIFT) test; status=$$?; pkill -f '[I]ntegrationTests/peers/(upstream|bolt_peers).py' || true; exit $$status
+	$(SWIFT) test; status=$$?; pkill -f '([I]ntegrationTests/peers/(upstream|bolt_peers)|[e]xamples/http-sample/upstream).py' || true; exit $$status
 
 unit: build
 	$(SWIFT) test --skip IntegrationTests

@@ -367,6 +367,7 @@ struct ExampleTests {
     }
 
     @Test func sofarpcSampleCarriesAnthunderCallsThroughTwoTernProcesses() throws {
+        try #require(!canConnect(8080), "port 8080 is taken by another process; the example needs it")
         let app = try ChildProcess(TestPaths.root + "/.venv/bin/python", [TestPaths.peers + "/bolt_peers.py", "server", "8080"], name: "rpc")
         defer { app.stop() }
         #expect(waitUntil(timeout: 15) { canConnect(8080) })
@@ -380,6 +381,7 @@ struct ExampleTests {
     }
 
     @Test func httpSampleCrossesTwoTernProcesses() throws {
+        try #require(!canConnect(8080), "port 8080 is taken by another process; the example needs it")
         let app = try ChildProcess("/usr/bin/env", ["python3", TestPaths.root + "/examples/http-sample/upstream.py"], name: "app")
         defer { app.stop() }
         #expect(waitUntil(timeout: 10) { canConnect(8080) })
