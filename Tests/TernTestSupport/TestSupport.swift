@@ -59,40 +59,65 @@ public func canConnect(_ port: UInt16) -> Bool {
     return true
 }
 
-/// A child process with its output captured to a file.
+/// A child process with its output captured to a file. Spawned with posix_spawn and reaped with
+/// waitpid directly: Foundation's Process could leave a child unreaped and hang waitUntilExit.
 public final class ChildProcess: @unchecked Sendable {
-    public let process = Process()
+    public let pid: Int32
     public let outputPath: String
+    private let state = Mutex<(exited: Bool, status: Int32)>((false, 0))
 
-    public init(_ executable: String, _ arguments: [String], name: String) throws {
+    public init(_ executable: String, _ arguments: [String], name: String, stderrToNull: Bool = false) throws {
         outputPath = NSTemporaryDirectory() + "tern-test-\(name)-\(UUID().uuidString).log"
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
+        let out = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard out >= 0 else { throw TestError("cannot create \(outputPath)") }
+        defer { close(out) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out, 1)
+        if stderrToNull { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
+        else { posix_spawn_file_actions_adddup2(&actions, out, 2) }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
         _ = reaperInstalled
-        try process.run()
-        livePIDs.withLock { _ = $0.insert(process.processIdentifier) }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, executable, &actions, nil, argv, envp)
+        guard rc == 0 else { throw TestError("posix_spawn \(executable): \(String(cString: strerror(rc)))") }
+        pid = child
+        livePIDs.withLock { _ = $0.insert(child) }
     }
 
-    public var pid: Int32 { process.processIdentifier }
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     public func signal(_ sig: Int32) { kill(pid, sig) }
 
-    /// Waits for exit up to `timeout` seconds; nil when still running.
+    /// Whether the child still runs (reaps it, without blocking, once it has exited).
+    public var isRunning: Bool {
+        state.withLock { s in
+            if s.exited { return false }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                s.exited = true
+                // WIFEXITED / WEXITSTATUS, or 128 + signal number when killed.
+                s.status = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+                return false
+            }
+            return true
+        }
+    }
+
+    /// Waits for exit up to `timeout` seconds; the exit status, or nil when still running.
     public func waitForExit(timeout: Double) -> Int32? {
-        guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
-        return process.terminationStatus
+        guard waitUntil(timeout: timeout, { !isRunning }) else { return nil }
+        return state.withLock { $0.status }
     }
 
     public func stop() {
-        if process.isRunning {
+        if isRunning {
             kill(pid, SIGKILL)
-            process.waitUntilExit()
+            _ = waitUntil(timeout: 10) { !isRunning }
         }
         livePIDs.withLock { _ = $0.remove(pid) }
     }
@@ -161,7 +186,7 @@ public final class TernProcess: @unchecked Sendable {
         let child = try ChildProcess(TestPaths.ternBinary, ["start", "-c", configPath] + extraArguments, name: "tern")
         self.child = child
         for p in ports {
-            guard waitUntil(timeout: 10, { canConnect(p) || !child.process.isRunning }), child.process.isRunning else {
+            guard waitUntil(timeout: 10, { canConnect(p) || !child.isRunning }), child.isRunning else {
                 throw TestError("tern did not listen on \(p): \(child.output)")
             }
         }
@@ -317,20 +342,13 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// Runs a command and returns (exit status, stdout).
+/// Runs a command and returns (exit status, stdout); killed after `timeout` seconds.
 @discardableResult
 public func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    if !waitUntil(timeout: timeout, { !p.isRunning }) { p.terminate() }
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    let child = try ChildProcess(executable, arguments, name: "run", stderrToNull: true)
+    defer { child.stop(); try? FileManager.default.removeItem(atPath: child.outputPath) }
+    let status = child.waitForExit(timeout: timeout) ?? -1
+    return (status, child.output)
 }
 
 /// A simple MOSN config: one HTTP listener routing everything to one cluster.
