@@ -115,14 +115,15 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
             answerError(frame, .noProcessor, "no route matched the request's headers")
             return
         }
-        let cluster = worker.clusters[clusterRoute.pickCluster(&worker.random)]
+        let clusterIndex = clusterRoute.pickCluster(&worker.random)
+        let cluster = worker.clusters[clusterIndex]
         cluster.stats.requests += 1
         guard let host = cluster.balancer.chooseHost() else {
             cluster.stats.record(status: Int(BoltStatus.connectionClosed.rawValue))
             answerError(frame, .connectionClosed, "cluster \(cluster.config.name) has no host")
             return
         }
-        guard let upstream = pools.upstream(cluster: cluster, host: host, worker: worker) else {
+        guard let upstream = pools.upstream(clusterIndex: clusterIndex, host: host, worker: worker) else {
             cluster.stats.connectFailures += 1
             cluster.stats.record(status: Int(BoltStatus.connectionClosed.rawValue))
             answerError(frame, .connectionClosed, "connect to \(cluster.config.hosts[host].address) failed")
@@ -369,8 +370,8 @@ final class BoltPools {
         return p
     }
 
-    func upstream(cluster: ClusterRuntime, host: Int, worker: Worker) -> BoltUpstream? {
-        guard let clusterIndex = worker.clusters.firstIndex(where: { $0 === cluster }) else { return nil }
+    func upstream(clusterIndex: Int, host: Int, worker: Worker) -> BoltUpstream? {
+        let cluster = worker.clusters[clusterIndex]
         if byCluster[clusterIndex].isEmpty { byCluster[clusterIndex] = Array(repeating: [], count: cluster.config.hosts.count) }
         let list = byCluster[clusterIndex][host]
         if list.count >= settings.connectionsPerHost {

@@ -96,7 +96,8 @@ struct ConfigCompiler {
             var tables: [String: RouteTable] = [:]
             // Older MOSN configs carry router configurations as `connection_manager` network
             // filters inside a listener's chain; they are read as if listed under `routers`.
-            let legacyRouters = server.objects("listeners").flatMap { $0.objects("filter_chains") }.flatMap { $0.objects("filters") }
+            let listeners = server.objects("listeners")
+            let legacyRouters = listeners.flatMap { $0.objects("filter_chains") }.flatMap { $0.objects("filters") }
                 .filter { $0.string("type") == "connection_manager" }.compactMap { $0.object("config") }
             for r in server.objects("routers") + legacyRouters {
                 if let table = RouteCompiler(diagnostics: diagnostics, clusterIndex: clusterIndex).compile(r) {
@@ -104,7 +105,7 @@ struct ConfigCompiler {
                     tables[table.name] = table
                 }
             }
-            for l in server.objects("listeners") {
+            for l in listeners {
                 if let listener = compileListener(l, tables: tables) { plan.listeners.append(listener) }
             }
         }
