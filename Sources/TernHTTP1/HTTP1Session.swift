@@ -9,13 +9,14 @@ enum ExchangeError {
     case upstreamClosed(String)
     case upstreamMalformed(String, String)
     case requestTimeout(String)
+    case idleTimeout(String, Int64)
 
     var status: Int {
         switch self {
         case .noRoute: return 404
         case .noHealthyHost: return 503
         case .connectFailed, .upstreamClosed, .upstreamMalformed: return 502
-        case .connectTimeout, .requestTimeout: return 504
+        case .connectTimeout, .requestTimeout, .idleTimeout: return 504
         }
     }
     var code: String {
@@ -27,6 +28,7 @@ enum ExchangeError {
         case .upstreamClosed: return "upstream_reset"
         case .upstreamMalformed: return "upstream_malformed_response"
         case .requestTimeout: return "upstream_request_timeout"
+        case .idleTimeout: return "upstream_idle_timeout"
         }
     }
     var detail: String {
@@ -38,6 +40,7 @@ enum ExchangeError {
         case .upstreamClosed(let h): return "upstream \(h) closed the connection before a complete response"
         case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
         case .requestTimeout(let h): return "upstream \(h) did not answer within the route timeout"
+        case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
         }
     }
     /// Whether resending the request elsewhere could not have been seen by the upstream.
@@ -105,6 +108,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     let limits: HTTPLimits
     var phase = Phase.waitingForRequest
     var draining = false
+    /// The client sent its FIN: requests already buffered are answered, then the connection closes.
+    var clientFinished = false
+    /// Set while `processDownstream` runs, so an answer finished inside it does not re-enter it.
+    var inDownstreamLoop = false
 
     // Heads are parsed and forwarded within one call, so one pair per worker serves every session.
     let scratch: HTTP1Scratch
@@ -155,24 +162,40 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
         scratch = HTTP1Scratch.of(worker)
         lastActivityMS = worker.loop.nowMS
-        armWaitTimer()
+        armIdleTimer()
     }
 
     /// When the first byte of a request head arrived (0: none pending).
     var headStartedMS: Int64 = 0
 
-    /// While waiting for a request: the idle deadline, or the header deadline once a head began.
-    func waitDeadline() -> Int64? {
-        if headStartedMS > 0 && settings.headerTimeoutMS > 0 { return headStartedMS + settings.headerTimeoutMS }
-        if settings.idleTimeoutMS > 0 { return lastActivityMS + settings.idleTimeoutMS }
-        return nil
+    /// When the connection has been idle too long, in every phase: waiting for a request, the
+    /// idle deadline (or the header deadline once a head began); proxying, no byte moved on either
+    /// side for the idle timeout (while the upstream owes its answer and a route timeout is set,
+    /// that timeout decides); closing, the client took none of the remaining output.
+    func idleDeadline() -> Int64? {
+        let idle = settings.idleTimeoutMS
+        switch phase {
+        case .waitingForRequest:
+            if headStartedMS > 0 && settings.headerTimeoutMS > 0 { return headStartedMS + settings.headerTimeoutMS }
+            return idle > 0 ? lastActivityMS + idle : nil
+        case .proxying:
+            guard idle > 0 else { return nil }
+            var last = downstreamGone ? 0 : downstream.lastProgressMS
+            if let up = upstream { last = max(last, up.lastProgressMS) }
+            if !responseStarted && routeDeadline > 0 { return max(last + idle, routeDeadline + 1) }
+            return last + idle
+        case .closed:
+            guard idle > 0, !downstreamGone, downstream.state == .open else { return nil }
+            return downstream.lastProgressMS + idle
+        }
     }
 
-    func armWaitTimer() {
-        if let deadline = waitDeadline() {
-            if let t = idleTimer, t.isArmed, t.deadline <= deadline { return }
-            arm(&idleTimer, HTTP1Session.idleTag, at: deadline)
-        }
+    /// The idle timer is lazy: activity only moves timestamps, and the timer re-arms itself for
+    /// the remaining time when it fires early.
+    func armIdleTimer() {
+        guard let deadline = idleDeadline() else { return }
+        if let t = idleTimer, t.isArmed, t.deadline <= deadline { return }
+        arm(&idleTimer, HTTP1Session.idleTag, at: deadline)
     }
 
     deinit {
@@ -205,16 +228,27 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func processDownstream(eof: Bool) {
-        while phase != .closed {
-            if phase == .waitingForRequest {
+        if eof { clientFinished = true }
+        let outer = inDownstreamLoop
+        inDownstreamLoop = true
+        defer { inDownstreamLoop = outer }
+        while true {
+            switch phase {
+            case .closed:
+                return
+            case .waitingForRequest:
                 guard let input = downstream.input, input.readableBytes > 0 else {
-                    if eof { closeAll() }
+                    if clientFinished { closeWhenAnswered() } else { downstream.resumeReading() }
                     return
                 }
+                // Answers the client has not taken stop the reading, whoever wrote them (a client
+                // pipelining requests Tern answers itself must not grow memory); the write drain resumes.
+                if downstream.exceedsHighWatermark() { downstream.pauseReading(); return }
                 switch HTTPParser.parseRequest(input.readPointer, input.readableBytes, limits: limits, head: request, scanned: &requestScanned) {
                 case .needMore:
-                    if eof { closeAll(); return }
-                    if headStartedMS == 0 { headStartedMS = worker.loop.nowMS; armWaitTimer() }
+                    if clientFinished { closeWhenAnswered(); return }
+                    if headStartedMS == 0 { headStartedMS = worker.loop.nowMS; armIdleTimer() }
+                    downstream.resumeReading()
                     return
                 case .error(let e):
                     logger.error("http1", "listener \(settings.listenerName): \(e.status) \(e.reason); closing client connection")
@@ -224,21 +258,39 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     headStartedMS = 0
                     startRequest(input)
                 }
-            } else if phase == .proxying {
+            case .proxying:
                 if !requestBodyDone {
                     forwardRequestBody()
-                    if phase == .proxying && !requestBodyDone && eof {
-                        logger.error("http1", "client closed mid-request body")
-                        closeAll()
+                    if phase == .proxying && !requestBodyDone {
+                        if clientFinished {
+                            logger.error("http1", "client closed mid-request body")
+                            closeAll()
+                        }
+                        return
                     }
-                    return
+                    continue   // the body is whole (or the exchange ended): look at what follows it
                 }
-                // A pipelined request waits until this response is done.
-                if eof && !responseStarted { closeAll(); return }
+                // The request is whole: pipelined bytes (and a FIN) wait until this answer is out.
                 downstream.pauseReading()
                 return
             }
         }
+    }
+
+    /// After any answer, proxied or local, on a connection that stays open: serve the requests
+    /// already buffered, then read on. Every exchange ends here, so no error leaves reading paused.
+    func continueAfterAnswer() {
+        phase = .waitingForRequest
+        lastActivityMS = worker.loop.nowMS
+        armIdleTimer()
+        if !inDownstreamLoop { processDownstream(eof: false) }
+    }
+
+    /// The client finished sending: close once what it is owed has been written.
+    func closeWhenAnswered() {
+        phase = .closed
+        abandonUpstream()
+        downstream.closeWhenFlushed()
     }
 
     func startRequest(_ input: ByteBuffer) {
@@ -680,14 +732,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             if downstreamGone { orphanRetain = nil } else { downstream.closeWhenFlushed() }
             return
         }
-        phase = .waitingForRequest
-        lastActivityMS = worker.loop.nowMS
-        armWaitTimer()
-        if downstream.readPaused {
-            downstream.resumeReading()
-        } else if let input = downstream.input, input.readableBytes > 0 {
-            processDownstream(eof: false)
-        }
+        continueAfterAnswer()
     }
 
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
@@ -715,7 +760,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if let c = cluster {
             switch error {
             case .connectFailed, .connectTimeout: c.stats.connectFailures += 1
-            case .requestTimeout: c.stats.timeouts += 1
+            case .requestTimeout, .idleTimeout: c.stats.timeouts += 1
             default: break
             }
             c.stats.responses5xx += error.status >= 500 ? 1 : 0
@@ -779,12 +824,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func afterLocalResponse() {
         downstream.flush()
         if closeAfterResponse {
-            phase = .closed
-            abandonUpstream()
-            downstream.closeWhenFlushed()
+            closeWhenAnswered()
         } else {
-            phase = .waitingForRequest
-            armWaitTimer()
+            continueAfterAnswer()
         }
     }
 
@@ -798,7 +840,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func connectionWriteDrained(_ connection: Connection) {
         if connection === downstream {
-            upstream?.resumeReading()
+            if phase == .proxying { upstream?.resumeReading() }
+            else if phase == .waitingForRequest && !inDownstreamLoop { processDownstream(eof: false) }
         } else if connection === upstream {
             downstream.resumeReading()
         }
@@ -806,7 +849,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         if connection === downstream {
-            cancel(idleTimer)
             worker.remove(fd: connection.fd)
             if phase == .proxying && upstream != nil && requestBodyDone && responseRemainderIsSmall {
                 // The client left, but the upstream already has the whole request: let its
@@ -816,8 +858,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 closeAfterResponse = true
                 orphanRetain = self   // nothing else holds the session once its client is gone
                 logger.debug("http1", "client left with its request in flight; finishing the exchange to keep the upstream connection")
-                return
+                return   // the idle timer stays: an upstream that never answers is let go with it
             }
+            cancel(idleTimer)
             phase = .closed
             abandonUpstream()
         } else if connection === upstream {
@@ -845,15 +888,30 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 fail(.connectTimeout(upstreamHostName))
             }
         default:
-            guard phase == .waitingForRequest, let deadline = waitDeadline() else { return }
+            guard let deadline = idleDeadline() else { return }
             if deadline > worker.loop.nowMS {
                 arm(&idleTimer, HTTP1Session.idleTag, at: deadline)   // activity moved it on
-            } else if headStartedMS > 0 {
+                return
+            }
+            switch phase {
+            case .waitingForRequest where headStartedMS > 0:
                 logger.error("http1", "listener \(settings.listenerName): request head not complete within \(settings.headerTimeoutMS) ms; answering 408")
                 sendLocalResponse(status: 408, body: "tern: request head not received in time\n", code: "request_header_timeout", close: true)
-            } else {
+            case .waitingForRequest:
                 logger.debug("http1", "closing idle client connection")
                 closeAll()
+            case .proxying:
+                if downstreamGone {
+                    logger.error("http1", "upstream \(upstreamHostName) sent nothing for \(settings.idleTimeoutMS) ms after its client left; closing it")
+                    phase = .closed
+                    abandonUpstream()
+                    orphanRetain = nil
+                } else {
+                    fail(.idleTimeout(upstreamHostName, settings.idleTimeoutMS))
+                }
+            case .closed:
+                logger.error("http1", "listener \(settings.listenerName): client took no bytes for \(settings.idleTimeoutMS) ms; closing")
+                downstream.close()
             }
         }
     }

@@ -22,7 +22,15 @@ public enum Readiness {
 /// timers, pools) is confined to that thread; the only way in from elsewhere is `execute`.
 public final class EventLoop {
     private let epollFD: Int32
-    private var handlers: [EventHandler?] = []
+    /// Handlers by descriptor, each with the generation it was registered under. The generation
+    /// travels in the epoll event data beside the descriptor, so an event read in the same batch
+    /// as a close cannot reach a new socket that reused the descriptor number.
+    private var registrations: [Registration] = []
+    private var nextGeneration: UInt32 = 1
+    private struct Registration {
+        var handler: EventHandler?
+        var generation: UInt32 = 0
+    }
     public let timers = TimerHeap()
     private let tasks: TaskQueue
     private var events = [tern_event](repeating: tern_event(), count: 256)
@@ -47,43 +55,58 @@ public final class EventLoop {
 
     public func register(fd: Int32, handler: EventHandler, events: UInt32 = Readiness.socketInterest) {
         let index = Int(fd)
-        if index >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: index + 64 - handlers.count)) }
-        handlers[index] = handler
-        if tern_epoll_add(epollFD, fd, events, UInt64(index)) != 0 {
-            handlers[index] = nil
+        if index >= registrations.count {
+            registrations.append(contentsOf: repeatElement(Registration(), count: index + 64 - registrations.count))
+        }
+        let generation = nextGeneration
+        nextGeneration = nextGeneration == UInt32.max ? 1 : nextGeneration + 1
+        registrations[index] = Registration(handler: handler, generation: generation)
+        if tern_epoll_add(epollFD, fd, events, EventLoop.eventData(index, generation)) != 0 {
+            registrations[index] = Registration()
         }
     }
 
     public func modify(fd: Int32, events: UInt32) {
-        _ = tern_epoll_mod(epollFD, fd, events, UInt64(fd))
+        let index = Int(fd)
+        guard index < registrations.count, registrations[index].handler != nil else { return }
+        _ = tern_epoll_mod(epollFD, fd, events, EventLoop.eventData(index, registrations[index].generation))
     }
 
     public func unregister(fd: Int32) {
         let index = Int(fd)
-        if index < handlers.count { handlers[index] = nil }
+        if index < registrations.count { registrations[index] = Registration() }
         _ = tern_epoll_del(epollFD, fd)
     }
+
+    @inline(__always)
+    static func eventData(_ index: Int, _ generation: UInt32) -> UInt64 { UInt64(generation) << 32 | UInt64(UInt32(index)) }
 
     public func updateClock() { nowMS = tern_monotonic_ms() }
 
     /// Runs until `stop()` is called from this loop's thread.
     public func run() {
         running = true
-        while running {
-            let timeout = timers.millisecondsUntilNext(now: nowMS)
-            let n = events.withUnsafeMutableBufferPointer { tern_epoll_wait(epollFD, $0.baseAddress, 256, timeout) }
-            nowMS = tern_monotonic_ms()
-            if n > 0 {
-                for i in 0..<Int(n) {
-                    let index = Int(events[i].data)
-                    if index < handlers.count, let handler = handlers[index] {
-                        handler.handleEvents(events[i].events)
-                    }
-                }
+        while running { runOnce(maxWaitMS: timers.millisecondsUntilNext(now: nowMS)) }
+    }
+
+    /// One turn: waits for readiness (at most `maxWaitMS`), handles the batch, fires due timers,
+    /// flushes the output queued during the batch. Public so tests can drive a loop step by step.
+    public func runOnce(maxWaitMS: Int32) {
+        let n = events.withUnsafeMutableBufferPointer { tern_epoll_wait(epollFD, $0.baseAddress, 256, maxWaitMS) }
+        nowMS = tern_monotonic_ms()
+        if n > 0 {
+            for i in 0..<Int(n) {
+                let data = events[i].data
+                let index = Int(UInt32(truncatingIfNeeded: data))
+                guard index < registrations.count else { continue }
+                let registration = registrations[index]
+                // A stale event: its descriptor was closed (and maybe reused) earlier in this batch.
+                guard registration.generation == UInt32(truncatingIfNeeded: data >> 32), let handler = registration.handler else { continue }
+                handler.handleEvents(events[i].events)
             }
-            timers.fireDue(now: nowMS)
-            flushPending()
         }
+        timers.fireDue(now: nowMS)
+        flushPending()
     }
 
     public func stop() { running = false }

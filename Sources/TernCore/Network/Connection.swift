@@ -40,11 +40,15 @@ public final class Connection: EventHandler {
     private var writeBlocked = false
     private var aboveHighWatermark = false
     private var closeAfterFlush = false
+    private var delivering = false
     static let readBatchLimit = 64 * 1024
     public var highWatermark = 256 * 1024
     public var lowWatermark = 64 * 1024
     /// Free for the owner to use (e.g. the pool's host index).
     public var tag = 0
+    /// When a byte last moved in either direction (loop clock): the no-progress timeouts of the
+    /// sessions read it, so a peer that neither sends nor reads is let go whatever phase it is in.
+    public private(set) var lastProgressMS: Int64
     /// Set while the connection waits in its loop's end-of-batch flush list.
     public var flushScheduled = false
 
@@ -53,6 +57,7 @@ public final class Connection: EventHandler {
         self.loop = loop
         self.buffers = buffers
         self.state = connecting ? .connecting : .open
+        lastProgressMS = loop.nowMS
         loop.register(fd: fd, handler: self)
     }
 
@@ -81,17 +86,15 @@ public final class Connection: EventHandler {
                 if state != .open { return }
             } else { return }
         }
-        if events & Readiness.readHangup != 0 { peerHalfClosed = true }
-        // While reading is paused nobody would see the close: treat a hang-up as the end now.
-        if readPaused && events & (Readiness.readHangup | Readiness.hangup | Readiness.error) != 0 && !closeAfterFlush {
-            close(reason: .peerClosed)
-            return
-        }
+        // A FIN (or hang-up) while reading is paused is only remembered: the bytes before it are
+        // still in the kernel and are delivered, then the end, once the owner resumes reading.
+        if events & (Readiness.readHangup | Readiness.hangup) != 0 { peerHalfClosed = true }
         if events & (Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error) != 0 {
             readReady = true
             if !readPaused { readAvailable() }
         }
-        if state == .open && events & Readiness.writable != 0 && writeBlocked {
+        // An error or hang-up also ends a blocked write: the next write reports why.
+        if state == .open && events & (Readiness.writable | Readiness.error | Readiness.hangup) != 0 && writeBlocked {
             writeBlocked = false
             flush()
         }
@@ -108,6 +111,7 @@ public final class Connection: EventHandler {
             let n = Glibc.read(fd, buffer.writePointer, room)
             if n > 0 {
                 buffer.writerIndex += n
+                lastProgressMS = loop.nowMS
                 // A short read drains the socket unless the peer also closed (then EOF is still to read).
                 if n < room && !peerHalfClosed { readReady = false }
                 // A full read: gather the rest first (up to 64 KiB), so the delegate sees it in one
@@ -123,12 +127,21 @@ public final class Connection: EventHandler {
                 else { releaseInputIfEmpty(); close(reason: .readError(e)); return }
             }
             if input?.readableBytes ?? 0 > 0 || eof {
-                delegate?.connectionReadable(self, eof: eof)
+                deliver(eof: eof)
                 releaseInputIfEmpty()
                 if eof { return }
             }
         }
         releaseInputIfEmpty()
+    }
+
+    /// Hands the input to the delegate; while it runs, `resumeReading` only lifts the pause (the
+    /// read loop on the stack reads on when the delegate returns), so resuming is safe anywhere.
+    private func deliver(eof: Bool) {
+        let outer = delivering
+        delivering = true
+        delegate?.connectionReadable(self, eof: eof)
+        delivering = outer
     }
 
     private func releaseInputIfEmpty() {
@@ -141,9 +154,9 @@ public final class Connection: EventHandler {
     public func resumeReading() {
         guard readPaused else { return }
         readPaused = false
-        guard state == .open else { return }
+        guard state == .open, !delivering else { return }
         if let b = input, !b.isEmpty {
-            delegate?.connectionReadable(self, eof: false)
+            deliver(eof: false)
             releaseInputIfEmpty()
         }
         if readReady && !readPaused && state == .open { readAvailable() }
@@ -164,6 +177,7 @@ public final class Connection: EventHandler {
             let n = Glibc.write(fd, out.readPointer, out.readableBytes)
             if n > 0 {
                 out.consume(n)
+                lastProgressMS = loop.nowMS
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
