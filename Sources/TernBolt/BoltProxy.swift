@@ -6,6 +6,9 @@ public struct BoltSettings: Sendable {
     public var connectionsPerHost = 1
     public var heartbeatIntervalMS: Int64 = 15_000
     public var heartbeatMaxMisses = 3
+    /// Calls one client connection may have in flight; past it Tern stops reading that client
+    /// until answers go out, so a client that never reads cannot grow memory without bound.
+    public var maxInflightRequests = 1024
     public init() {}
 }
 
@@ -47,7 +50,7 @@ struct BoltRequestView: RoutableRequest {
 
 /// One client connection speaking bolt. Requests are routed one by one and sent on shared,
 /// multiplexed upstream connections; responses come back in whatever order upstreams answer.
-final class BoltSession: ConnectionDelegate, DownstreamSession {
+final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     let downstream: Connection
     let worker: Worker
     let proxy: ProxySettings
@@ -55,9 +58,12 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
     let pools: BoltPools
     var inFlight = 0
     var draining = false
+    var clientFinished = false
     var closed = false
     /// Upstreams this batch wrote to (flushed once at the end of the batch).
     var touched: [BoltUpstream] = []
+    /// No byte moved either way for the listener's idle timeout: the client is let go.
+    var idleTimer: LoopTimer?
 
     init(connection: Connection, worker: Worker, proxy: ProxySettings, settings: BoltSettings) {
         downstream = connection
@@ -65,17 +71,41 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
         self.proxy = proxy
         self.settings = settings
         pools = BoltPools.of(worker, settings: settings)
+        if proxy.idleTimeoutMS > 0 {
+            let t = LoopTimer(target: self)
+            idleTimer = t
+            worker.loop.timers.arm(t, at: worker.loop.nowMS + proxy.idleTimeoutMS)
+        }
     }
+
+    deinit { if let t = idleTimer { worker.loop.timers.cancel(t) } }
+
+    /// Lazy: fires at most once per idle period and re-arms for the time left.
+    func timerFired(_ timer: LoopTimer) {
+        guard !closed, downstream.state == .open else { return }
+        let deadline = downstream.lastProgressMS + proxy.idleTimeoutMS
+        if deadline > worker.loop.nowMS {
+            worker.loop.timers.arm(timer, at: deadline)
+            return
+        }
+        logger.error("bolt", "listener \(proxy.listenerName): no byte moved for \(proxy.idleTimeoutMS) ms (\(inFlight) call(s) in flight, \(downstream.pendingOutput) bytes unsent); closing the client connection")
+        close()
+    }
+
+    /// Reading stops while the client has too many calls in flight or leaves its answers unread.
+    var mustPauseReading: Bool { inFlight >= settings.maxInflightRequests || downstream.exceedsHighWatermark() }
 
     var logger: Logger { worker.logger }
 
     func connectionReadable(_ connection: Connection, eof: Bool) {
-        guard let input = connection.input else { if eof { close() }; return }
+        if eof { clientFinished = true }
+        guard let input = connection.input else { finishIfClientFinished(); return }
         while !closed && input.readableBytes > 0 {
             switch BoltCodec.decode(input.readPointer, input.readableBytes, maxFrame: settings.maxFrameBytes) {
             case .needMore:
-                if eof { close() }
                 flushTouched()
+                if clientFinished { input.clear() }   // a partial frame at the FIN never completes
+                finishIfClientFinished()
                 return
             case .error(let why):
                 logger.error("bolt", "listener \(proxy.listenerName): \(why); closing the client connection")
@@ -85,10 +115,18 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
                 handle(frame, UnsafePointer(input.readPointer))
                 input.consume(frame.frameLength)
             }
-            if downstream.exceedsHighWatermark() { downstream.pauseReading(); break }
+            if mustPauseReading { downstream.pauseReading(); break }
         }
         flushTouched()
-        if eof { close() }
+        finishIfClientFinished()
+    }
+
+    /// The client sent its FIN: the calls it already made are still answered (bolt clients may
+    /// half-close), then the connection closes; frames still buffered behind a pause come first.
+    func finishIfClientFinished() {
+        guard clientFinished, !closed, downstream.input?.isEmpty ?? true else { return }
+        draining = true
+        finishIfDrained()
     }
 
     func flushTouched() {
@@ -129,10 +167,11 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
             answerError(frame, .connectionClosed, "connect to \(cluster.config.hosts[host].address) failed")
             return
         }
-        let routeTimeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : proxy.defaultRouteTimeoutMS
-        var timeout = routeTimeout
-        if frame.timeoutMS > 0 { timeout = min(timeout, Int64(frame.timeoutMS)) }
-        upstream.send(frame, p, from: frame.kind == .oneway ? nil : self, deadline: worker.loop.nowMS + timeout)
+        // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
+        var timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : proxy.defaultRouteTimeoutMS
+        if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
+        let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
+        upstream.send(frame, p, from: frame.kind == .oneway ? nil : self, deadline: deadline)
         if frame.kind != .oneway { inFlight += 1; cluster.stats.inFlight += 1 }
         if !upstream.queued { upstream.queued = true; touched.append(upstream) }
         if upstream.connection.exceedsHighWatermark() {
@@ -147,8 +186,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
         inFlight -= 1
         guard !closed else { return }
         BoltCodec.copyFrame(p, frame, newID: originalID, into: downstream.outputBuffer)
-        worker.loop.flushLater(downstream)
-        finishIfDrained()
+        answered()
     }
 
     func deliverError(originalID: UInt32, protocolCode: UInt8, codec: UInt8, status: BoltStatus) {
@@ -156,8 +194,15 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
         guard !closed else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: protocolCode, command: .response,
                                 requestID: originalID, codec: codec, status: status)
+        answered()
+    }
+
+    /// An answer was queued for the client: written after the batch; reading resumes once the
+    /// client is back under its in-flight and output bounds (the write drain resumes it otherwise).
+    func answered() {
         worker.loop.flushLater(downstream)
-        finishIfDrained()
+        if draining { finishIfDrained(); return }
+        if downstream.readPaused && !mustPauseReading { downstream.resumeReading() }
     }
 
     func answerError(_ frame: BoltFrame, _ status: BoltStatus, _ why: String) {
@@ -168,7 +213,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
     }
 
     func resume() {
-        guard !closed else { return }
+        guard !closed, !mustPauseReading else { return }
         downstream.resumeReading()
     }
 
@@ -183,7 +228,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession {
     }
 
     func connectionConnected(_ connection: Connection) {}
-    func connectionWriteDrained(_ connection: Connection) { downstream.resumeReading() }
+    func connectionWriteDrained(_ connection: Connection) { resume() }
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         closed = true
         worker.remove(fd: connection.fd)

@@ -34,7 +34,8 @@ enum ProtocolRegistry {
     /// Names MOSN knows that Tern does not serve yet.
     static let later: Set<String> = ["Http2", "dubbo", "tars"]
     /// Tern's keys in the proxy config that belong to protocols.
-    static let configKeys: Set<String> = ["max_frame_bytes", "upstream_connections_per_host", "heartbeat_interval", "heartbeat_max_misses"]
+    static let configKeys: Set<String> = ["max_frame_bytes", "upstream_connections_per_host", "heartbeat_interval", "heartbeat_max_misses",
+                                           "max_inflight_requests"]
 
     static func boltSettings(_ c: JSONObject) -> BoltSettings {
         var s = BoltSettings()
@@ -42,6 +43,7 @@ enum ProtocolRegistry {
         if let v = c.int("upstream_connections_per_host", min: 1, max: 64) { s.connectionsPerHost = v }
         if let v = c.duration("heartbeat_interval") { s.heartbeatIntervalMS = max(v, 100) }
         if let v = c.int("heartbeat_max_misses", min: 1, max: 100) { s.heartbeatMaxMisses = v }
+        if let v = c.int("max_inflight_requests", min: 1, max: 1 << 20) { s.maxInflightRequests = v }
         return s
     }
 }

@@ -51,22 +51,48 @@ public final class ProxyFilter: NetworkFilter {
     }
 }
 
-/// Holds a new connection until its first bytes name a protocol.
-final class ProtocolSniffer: ConnectionDelegate, DownstreamSession {
+/// Holds a new connection until its first bytes name a protocol. A client that stays silent is
+/// let go after the idle timeout, one that started but does not finish after the header timeout.
+final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget {
     let filter: ProxyFilter
     let connection: Connection
+    private var timer: LoopTimer?
+    private var firstByteMS: Int64 = 0
 
     init(filter: ProxyFilter, connection: Connection) {
         self.filter = filter
         self.connection = connection
+        armTimer()
+    }
+
+    deinit { if let t = timer { filter.worker.loop.timers.cancel(t) } }
+
+    private var deadline: Int64? {
+        let s = filter.settings
+        if firstByteMS > 0 && s.headerTimeoutMS > 0 { return firstByteMS + s.headerTimeoutMS }
+        return s.idleTimeoutMS > 0 ? connection.lastProgressMS + s.idleTimeoutMS : nil
+    }
+
+    private func armTimer() {
+        guard let deadline else { return }
+        if timer == nil { timer = LoopTimer(target: self) }
+        filter.worker.loop.timers.arm(timer!, at: deadline)
+    }
+
+    func timerFired(_ timer: LoopTimer) {
+        guard connection.state == .open, connection.delegate === self else { return }
+        filter.worker.logger.error("proxy", "listener \(filter.settings.listenerName): no protocol recognised within \(firstByteMS > 0 ? filter.settings.headerTimeoutMS : filter.settings.idleTimeoutMS) ms; closing")
+        connection.close()
     }
 
     func connectionReadable(_ connection: Connection, eof: Bool) {
         guard let input = connection.input, input.readableBytes > 0 else { connection.close(); return }
+        if firstByteMS == 0 { firstByteMS = filter.worker.loop.nowMS; armTimer() }
         var undecided = false
         for p in filter.protocols {
             switch p.sniff(input.readPointer, input.readableBytes) {
             case .match:
+                if let t = timer { filter.worker.loop.timers.cancel(t) }
                 filter.worker.remove(fd: connection.fd)
                 p.startSession(connection: connection, worker: filter.worker, settings: filter.settings)
                 connection.delegate?.connectionReadable(connection, eof: eof)
@@ -83,6 +109,9 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession {
 
     func connectionConnected(_ connection: Connection) {}
     func connectionWriteDrained(_ connection: Connection) {}
-    func connectionClosed(_ connection: Connection, reason: CloseReason) { filter.worker.remove(fd: connection.fd) }
+    func connectionClosed(_ connection: Connection, reason: CloseReason) {
+        if let t = timer { filter.worker.loop.timers.cancel(t) }
+        filter.worker.remove(fd: connection.fd)
+    }
     func beginDrain() { connection.close() }
 }
