@@ -30,6 +30,18 @@ public struct BoltProtocol: StreamProtocol {
     }
 }
 
+extension StreamError {
+    /// The bolt response status a caller gets when this failure ends its call (MOSN's mapping:
+    /// no route is NO_PROCESSOR, a timeout TIMEOUT, anything that lost the connection CONNECTION_CLOSED).
+    var boltStatus: BoltStatus {
+        switch self {
+        case .noRoute: return .noProcessor
+        case .timeout, .idleTimeout, .connectTimeout: return .timeout
+        case .noHealthyHost, .connectFailed, .upstreamReset, .upstreamMalformed: return .connectionClosed
+        }
+    }
+}
+
 /// A bolt request seen by the router: the header map, in place. Bolt has no path or host.
 struct BoltRequestView: RoutableRequest {
     let headers: UnsafePointer<UInt8>
@@ -54,6 +66,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     let downstream: Connection
     let worker: Worker
     let proxy: ProxySettings
+    let forwarder: Forwarder
     let settings: BoltSettings
     let pools: BoltPools
     var inFlight = 0
@@ -69,6 +82,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         downstream = connection
         self.worker = worker
         self.proxy = proxy
+        forwarder = Forwarder(worker: worker, settings: proxy)
         self.settings = settings
         pools = BoltPools.of(worker, settings: settings)
         if proxy.idleTimeoutMS > 0 {
@@ -149,26 +163,19 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func forward(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>) {
         let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength)
-        guard let route = proxy.routes.route(view), case .cluster(let clusterRoute) = route.action else {
-            answerError(frame, .noProcessor, "no route matched the request's headers")
+        let target: UpstreamTarget
+        switch forwarder.decide(view) {
+        case .upstream(let t): target = t
+        case .fail(let error, let cluster): answerError(frame, error, cluster: cluster); return
+        case .routeAnswer: answerError(frame, .noRoute, cluster: nil); return   // bolt has no direct responses
+        }
+        let cluster = target.cluster
+        guard let upstream = pools.upstream(clusterIndex: target.clusterIndex, host: target.hostIndex, worker: worker) else {
+            answerError(frame, .connectFailed(host: target.host.address.description, reason: .connectFailed(0)), cluster: cluster)
             return
         }
-        let clusterIndex = clusterRoute.pickCluster(&worker.random)
-        let cluster = worker.clusters[clusterIndex]
-        cluster.stats.requests += 1
-        guard let host = cluster.balancer.chooseHost() else {
-            cluster.stats.record(status: Int(BoltStatus.connectionClosed.rawValue))
-            answerError(frame, .connectionClosed, "cluster \(cluster.config.name) has no host")
-            return
-        }
-        guard let upstream = pools.upstream(clusterIndex: clusterIndex, host: host, worker: worker) else {
-            cluster.stats.connectFailures += 1
-            cluster.stats.record(status: Int(BoltStatus.connectionClosed.rawValue))
-            answerError(frame, .connectionClosed, "connect to \(cluster.config.hosts[host].address) failed")
-            return
-        }
+        var timeout = target.timeoutMS
         // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
-        var timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : proxy.defaultRouteTimeoutMS
         if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
         let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
         upstream.send(frame, p, from: frame.kind == .oneway ? nil : self, deadline: deadline)
@@ -205,8 +212,10 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         if downstream.readPaused && !mustPauseReading { downstream.resumeReading() }
     }
 
-    func answerError(_ frame: BoltFrame, _ status: BoltStatus, _ why: String) {
-        logger.error("bolt", "listener \(proxy.listenerName): request \(frame.requestID): \(why); answering status \(status)")
+    func answerError(_ frame: BoltFrame, _ error: StreamError, cluster: ClusterRuntime?) {
+        let status = error.boltStatus
+        cluster?.stats.record(status: Int(status.rawValue))
+        forwarder.failed(error, cluster: cluster, protocolName: "bolt request \(frame.requestID):", answer: "\(status)")
         guard frame.kind != .oneway else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
                                 requestID: frame.requestID, codec: frame.codec, status: status)

@@ -1,53 +1,13 @@
 import TernCore
 
-/// Where a proxied exchange failed, for the error response, the log and retry decisions.
-enum ExchangeError {
-    case noRoute
-    case noHealthyHost(String)
-    case connectFailed(String, CloseReason)
-    case connectTimeout(String)
-    case upstreamClosed(String)
-    case upstreamMalformed(String, String)
-    case requestTimeout(String)
-    case idleTimeout(String, Int64)
-
-    var status: Int {
+extension StreamError {
+    /// The status Tern answers an HTTP client with when this failure ends its request.
+    var httpStatus: Int {
         switch self {
         case .noRoute: return 404
         case .noHealthyHost: return 503
-        case .connectFailed, .upstreamClosed, .upstreamMalformed: return 502
-        case .connectTimeout, .requestTimeout, .idleTimeout: return 504
-        }
-    }
-    var code: String {
-        switch self {
-        case .noRoute: return "no_route"
-        case .noHealthyHost: return "no_healthy_upstream"
-        case .connectFailed: return "upstream_connect_failed"
-        case .connectTimeout: return "upstream_connect_timeout"
-        case .upstreamClosed: return "upstream_reset"
-        case .upstreamMalformed: return "upstream_malformed_response"
-        case .requestTimeout: return "upstream_request_timeout"
-        case .idleTimeout: return "upstream_idle_timeout"
-        }
-    }
-    var detail: String {
-        switch self {
-        case .noRoute: return "no route matched the request"
-        case .noHealthyHost(let c): return "cluster \(c) has no host to send to"
-        case .connectFailed(let h, let r): return "connect to \(h) failed: \(r)"
-        case .connectTimeout(let h): return "connect to \(h) timed out"
-        case .upstreamClosed(let h): return "upstream \(h) closed the connection before a complete response"
-        case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
-        case .requestTimeout(let h): return "upstream \(h) did not answer within the route timeout"
-        case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
-        }
-    }
-    /// Whether resending the request elsewhere could not have been seen by the upstream.
-    var retrySafe: Bool {
-        switch self {
-        case .noHealthyHost, .connectFailed, .connectTimeout: return true
-        default: return false
+        case .connectFailed, .upstreamReset, .upstreamMalformed: return 502
+        case .connectTimeout, .timeout, .idleTimeout: return 504
         }
     }
 }
@@ -105,6 +65,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     let downstream: Connection
     let worker: Worker
     let settings: ProxySettings
+    let forwarder: Forwarder
     let limits: HTTPLimits
     var phase = Phase.waitingForRequest
     var draining = false
@@ -159,6 +120,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         downstream = connection
         self.worker = worker
         self.settings = settings
+        forwarder = Forwarder(worker: worker, settings: settings)
         limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
         scratch = HTTP1Scratch.of(worker)
         lastActivityMS = worker.loop.nowMS
@@ -312,10 +274,19 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .untilClose: requestBodyDone = true
         }
         let view = RequestView(base: UnsafePointer(input.readPointer), head: request)
-        guard let route = settings.routes.route(view) else {
-            fail(.noRoute)
-            return
+        switch forwarder.decide(view) {
+        case .upstream(let target):
+            dispatch(target, input)
+        case .fail(let error, let failedCluster):
+            cluster = failedCluster
+            fail(error)
+            cluster = nil
+        case .routeAnswer(let route):
+            answerFromRoute(route, view, input)
         }
+    }
+
+    func answerFromRoute(_ route: Route, _ view: RequestView, _ input: ByteBuffer) {
         switch route.action {
         case .direct(let status, let body, let headers):
             input.consume(request.headLength)
@@ -328,8 +299,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             out.write("location: "); out.write(string: location); out.write("\r\ncontent-length: 0\r\n")
             finishLocalHead(out)
             afterLocalResponse()
-        case .cluster(let clusterRoute):
-            dispatch(route: route, clusterRoute, input)
+        case .cluster:
+            break   // the forwarder sends these upstream
         }
     }
 
@@ -343,16 +314,13 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         return "\(scheme)://\(host)\(path)"
     }
 
-    func dispatch(route: Route, _ clusterRoute: ClusterRoute, _ input: ByteBuffer) {
-        let runtime = worker.clusters[clusterRoute.pickCluster(&worker.random)]
-        guard let hostIndex = runtime.balancer.chooseHost() else {
-            fail(.noHealthyHost(runtime.config.name))
-            return
-        }
-        let host = runtime.config.hosts[hostIndex]
+    func dispatch(_ target: UpstreamTarget, _ input: ByteBuffer) {
+        let runtime = target.cluster
+        let hostIndex = target.hostIndex
+        let host = target.host
+        let clusterRoute = target.clusterRoute
         cluster = runtime
         upstreamHostName = host.address.description
-        runtime.stats.requests += 1
         runtime.stats.inFlight += 1
         let connection: Connection
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
@@ -362,7 +330,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             runtime.stats.connectionsReused += 1
         } else {
             guard let fresh = runtime.pool.connect(host: hostIndex) else {
-                fail(.connectFailed(upstreamHostName, .connectFailed(0)))
+                fail(.connectFailed(host: upstreamHostName, reason: .connectFailed(0)))
                 return
             }
             connection = fresh
@@ -379,9 +347,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         responseStarted = false
         responseScanned = 0
         phase = .proxying
-        writeUpstreamHead(connection.outputBuffer, input, route, clusterRoute, host)
+        writeUpstreamHead(connection.outputBuffer, input, target.route, clusterRoute, host)
         input.consume(request.headLength)
-        let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
+        let timeout = target.timeoutMS
         if timeout > 0 {
             // Lazy: a timer already due earlier stays where it is and moves on when it fires, so
             // a keep-alive connection touches the timer heap about once per timeout, not per request.
@@ -530,15 +498,15 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         while phase == .proxying && upstream === up {
             if !responseStarted {
                 guard let input = up.input, input.readableBytes > 0 else {
-                    if eof { fail(.upstreamClosed(upstreamHostName)) }
+                    if eof { fail(.upstreamReset(host: upstreamHostName)) }
                     return
                 }
                 switch HTTPParser.parseResponse(input.readPointer, input.readableBytes, limits: limits, head: response, requestMethod: requestMethod, scanned: &responseScanned) {
                 case .needMore:
-                    if eof { fail(.upstreamClosed(upstreamHostName)) }
+                    if eof { fail(.upstreamReset(host: upstreamHostName)) }
                     return
                 case .error(let e):
-                    fail(.upstreamMalformed(upstreamHostName, e.reason))
+                    fail(.upstreamMalformed(host: upstreamHostName, why: e.reason))
                     return
                 case .complete:
                     if response.status < 200 {
@@ -604,14 +572,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         out.write("\r\n")
         input.consume(response.headLength)
-        if let c = cluster {
-            switch response.status {
-            case 200..<300: c.stats.responses2xx += 1
-            case 400..<500: c.stats.responses4xx += 1
-            case 500..<600: c.stats.responses5xx += 1
-            default: break
-            }
-        }
+        cluster?.stats.recordResponse(httpStatus: response.status)
         if case .none = response.framing { responseComplete = true }
         if case .contentLength(0) = response.framing { responseComplete = true }
         if responseComplete {
@@ -750,30 +711,23 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     // MARK: failures and local responses
 
-    func fail(_ error: ExchangeError) {
+    func fail(_ error: StreamError) {
         if downstreamGone {
             phase = .closed
             abandonUpstream()
             orphanRetain = nil
             return
         }
-        if let c = cluster {
-            switch error {
-            case .connectFailed, .connectTimeout: c.stats.connectFailures += 1
-            case .requestTimeout, .idleTimeout: c.stats.timeouts += 1
-            default: break
-            }
-            c.stats.responses5xx += error.status >= 500 ? 1 : 0
-        }
-        let level: LogLevel = error.status == 404 ? .info : .error
-        logger.log(level, "proxy", "listener \(settings.listenerName): \(error.status) \(error.code): \(error.detail) (retry safe: \(error.retrySafe))")
+        let status = error.httpStatus
+        forwarder.failed(error, cluster: cluster, protocolName: "http1", answer: String(status))
+        cluster?.stats.recordResponse(httpStatus: status)
         if responseStarted {
             closeAll()
             return
         }
         abandonUpstream()
         let close = !requestBodyDone || closeAfterResponse
-        sendLocalResponse(status: error.status, body: "tern: \(error.detail)\n", code: error.code, close: close)
+        sendLocalResponse(status: status, body: "tern: \(error.detail)\n", code: error.code, close: close)
     }
 
     func writeStatusLine(_ out: ByteBuffer, _ status: Int) {
@@ -866,10 +820,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         } else if connection === upstream {
             switch reason {
             case .connectFailed, .connectTimeout:
-                fail(.connectFailed(upstreamHostName, reason))
+                fail(.connectFailed(host: upstreamHostName, reason: reason))
             default:
                 upstream = nil
-                fail(.upstreamClosed(upstreamHostName))
+                fail(.upstreamReset(host: upstreamHostName))
             }
         }
     }
@@ -879,13 +833,13 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case HTTP1Session.routeTag:
             guard phase == .proxying, routeDeadline > 0 else { return }
             if routeDeadline <= worker.loop.nowMS {
-                fail(.requestTimeout(upstreamHostName))
+                fail(.timeout(host: upstreamHostName))
             } else {
                 arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
             }
         case HTTP1Session.connectTag:
             if phase == .proxying, let up = upstream, up.state == .connecting {
-                fail(.connectTimeout(upstreamHostName))
+                fail(.connectTimeout(host: upstreamHostName))
             }
         default:
             guard let deadline = idleDeadline() else { return }
@@ -907,7 +861,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     abandonUpstream()
                     orphanRetain = nil
                 } else {
-                    fail(.idleTimeout(upstreamHostName, settings.idleTimeoutMS))
+                    fail(.idleTimeout(host: upstreamHostName, ms: settings.idleTimeoutMS))
                 }
             case .closed:
                 logger.error("http1", "listener \(settings.listenerName): client took no bytes for \(settings.idleTimeoutMS) ms; closing")

@@ -1,0 +1,79 @@
+/// Why a proxied request failed, protocol-neutral: each protocol maps it to its own answer (an
+/// HTTP status, a bolt response status), and every failure is counted and logged the same way.
+public enum StreamError: Sendable {
+    case noRoute
+    case noHealthyHost(cluster: String)
+    case connectFailed(host: String, reason: CloseReason)
+    case connectTimeout(host: String)
+    case upstreamReset(host: String)
+    case upstreamMalformed(host: String, why: String)
+    case timeout(host: String)
+    case idleTimeout(host: String, ms: Int64)
+
+    /// Which side the failure came from (for logs, and for retry and outlier decisions later).
+    public enum Source: Sendable { case local, upstream }
+
+    public var source: Source {
+        switch self {
+        case .noRoute, .noHealthyHost: return .local
+        default: return .upstream
+        }
+    }
+
+    /// Whether the upstream cannot have seen the request, so sending it elsewhere is safe.
+    public var retrySafe: Bool {
+        switch self {
+        case .noHealthyHost, .connectFailed, .connectTimeout: return true
+        default: return false
+        }
+    }
+
+    /// A stable machine-readable name (HTTP answers carry it as `x-tern-error`).
+    public var code: String {
+        switch self {
+        case .noRoute: return "no_route"
+        case .noHealthyHost: return "no_healthy_upstream"
+        case .connectFailed: return "upstream_connect_failed"
+        case .connectTimeout: return "upstream_connect_timeout"
+        case .upstreamReset: return "upstream_reset"
+        case .upstreamMalformed: return "upstream_malformed_response"
+        case .timeout: return "upstream_request_timeout"
+        case .idleTimeout: return "upstream_idle_timeout"
+        }
+    }
+
+    /// A sentence for the log and for the body of a local answer.
+    public var detail: String {
+        switch self {
+        case .noRoute: return "no route matched the request"
+        case .noHealthyHost(let c): return "cluster \(c) has no host to send to"
+        case .connectFailed(let h, let r): return "connect to \(h) failed: \(r)"
+        case .connectTimeout(let h): return "connect to \(h) timed out"
+        case .upstreamReset(let h): return "upstream \(h) closed the connection before a complete response"
+        case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
+        case .timeout(let h): return "upstream \(h) did not answer within the route timeout"
+        case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
+        }
+    }
+}
+
+extension ClusterStats {
+    /// Counts a failure against the cluster it happened in.
+    public mutating func record(_ error: StreamError) {
+        switch error {
+        case .connectFailed, .connectTimeout: connectFailures += 1
+        case .timeout, .idleTimeout: timeouts += 1
+        default: break
+        }
+    }
+
+    /// Counts a response by its HTTP-style status class.
+    public mutating func recordResponse(httpStatus: Int) {
+        switch httpStatus {
+        case 200..<300: responses2xx += 1
+        case 400..<500: responses4xx += 1
+        case 500..<600: responses5xx += 1
+        default: break
+        }
+    }
+}
