@@ -9,6 +9,8 @@ public struct BoltSettings: Sendable {
     /// Calls one client connection may have in flight; past it Tern stops reading that client
     /// until answers go out, so a client that never reads cannot grow memory without bound.
     public var maxInflightRequests = 1024
+    /// Calls one upstream connection carries at once (past it on every connection: SERVER_THREADPOOL_BUSY).
+    public var upstreamMaxConcurrentRequests = 16 * 1024
     public init() {}
 }
 
@@ -38,6 +40,7 @@ extension StreamError {
         case .noRoute: return .noProcessor
         case .timeout, .idleTimeout, .connectTimeout: return .timeout
         case .noHealthyHost, .connectFailed, .upstreamReset, .upstreamMalformed: return .connectionClosed
+        case .overloaded: return .serverThreadpoolBusy
         }
     }
 }
@@ -68,13 +71,13 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     let proxy: ProxySettings
     let forwarder: Forwarder
     let settings: BoltSettings
-    let pools: BoltPools
+    let pool: MultiplexPool<BoltMultiplex>
     var inFlight = 0
     var draining = false
     var clientFinished = false
     var closed = false
     /// Upstreams this batch wrote to (flushed once at the end of the batch).
-    var touched: [BoltUpstream] = []
+    var touched: [MultiplexConnection<BoltMultiplex>] = []
     /// No byte moved either way for the listener's idle timeout: the client is let go.
     var idleTimer: LoopTimer?
 
@@ -84,7 +87,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         self.proxy = proxy
         forwarder = Forwarder(worker: worker, settings: proxy)
         self.settings = settings
-        pools = BoltPools.of(worker, settings: settings)
+        pool = BoltMultiplex.pool(of: worker, settings: settings)
         if proxy.idleTimeoutMS > 0 {
             let t = LoopTimer(target: self)
             idleTimer = t
@@ -170,15 +173,19 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .routeAnswer: answerError(frame, .noRoute, cluster: nil); return   // bolt has no direct responses
         }
         let cluster = target.cluster
-        guard let upstream = pools.upstream(clusterIndex: target.clusterIndex, host: target.hostIndex, worker: worker) else {
-            answerError(frame, .connectFailed(host: target.host.address.description, reason: .connectFailed(0)), cluster: cluster)
-            return
+        let upstream: MultiplexConnection<BoltMultiplex>
+        switch pool.connection(clusterIndex: target.clusterIndex, host: target.hostIndex) {
+        case .connection(let c): upstream = c
+        case .failed(let error): answerError(frame, error, cluster: cluster); return
         }
         var timeout = target.timeoutMS
         // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
         if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
         let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
-        upstream.send(frame, p, from: frame.kind == .oneway ? nil : self, deadline: deadline)
+        let id = upstream.register(caller: frame.kind == .oneway ? nil : self, originalID: frame.requestID,
+                                   context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec),
+                                   deadline: deadline)
+        BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
         if frame.kind != .oneway { inFlight += 1; cluster.stats.inFlight += 1 }
         if !upstream.queued { upstream.queued = true; touched.append(upstream) }
         if upstream.connection.exceedsHighWatermark() {
@@ -249,201 +256,60 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 }
 
-/// A request waiting for its response on one upstream connection.
-struct PendingBoltRequest {
-    weak var session: BoltSession?
-    let originalID: UInt32
-    let deadline: Int64
-    let protocolCode: UInt8
-    let codec: UInt8
-    unowned let cluster: ClusterRuntime
-}
-
-/// One multiplexed upstream connection: every request gets a fresh id on it; the response is
-/// mapped back to the caller's id. Idle connections are probed with heartbeats.
-final class BoltUpstream: ConnectionDelegate, TimerTarget {
-    let connection: Connection
-    unowned let pools: BoltPools
-    let hostIndex: Int
-    let clusterIndex: Int
-    let settings: BoltSettings
-    unowned let worker: Worker
-    var nextID: UInt32 = 1
-    var pending: [UInt32: PendingBoltRequest] = [:]
-    var queued = false
-    var waiting: [BoltSession] = []
-    var sweepTimer: LoopTimer?
-    var lastHeard: Int64
-    var missedHeartbeats = 0
-    var heartbeatOutstanding = false
-    var protocolCode: UInt8 = 1
-    static let sweepMS: Int64 = 50
-
-    init(connection: Connection, pools: BoltPools, clusterIndex: Int, hostIndex: Int, worker: Worker, settings: BoltSettings) {
-        self.connection = connection
-        self.pools = pools
-        self.clusterIndex = clusterIndex
-        self.hostIndex = hostIndex
-        self.worker = worker
-        self.settings = settings
-        lastHeard = worker.loop.nowMS
-        sweepTimer = LoopTimer(target: self)
-        armSweep()
+/// Bolt as a multiplexed protocol: how the shared pool reads upstream frames, probes idle
+/// connections and hands answers and failures back to the bolt session that made the call.
+enum BoltMultiplex: MultiplexProtocol {
+    typealias Frame = BoltFrame
+    typealias Caller = BoltSession
+    struct CallContext {
+        let protocolCode: UInt8
+        let codec: UInt8
     }
 
-    deinit { if let t = sweepTimer { worker.loop.timers.cancel(t) } }
-
-    func armSweep() {
-        guard let t = sweepTimer else { return }
-        let next = pending.isEmpty ? max(settings.heartbeatIntervalMS, 100) : BoltUpstream.sweepMS
-        worker.loop.timers.arm(t, at: worker.loop.nowMS + next)
-    }
-
-    func takeID() -> UInt32 {
-        var id = nextID
-        nextID = nextID == UInt32.max ? 1 : nextID + 1
-        while pending[id] != nil { id = nextID; nextID = nextID == UInt32.max ? 1 : nextID + 1 }
-        return id
-    }
-
-    func send(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>, from session: BoltSession?, deadline: Int64) {
-        protocolCode = frame.protocolCode
-        let id = takeID()
-        if let session {
-            let wasEmpty = pending.isEmpty
-            pending[id] = PendingBoltRequest(session: session, originalID: frame.requestID, deadline: deadline,
-                                             protocolCode: frame.protocolCode, codec: frame.codec,
-                                             cluster: worker.clusters[clusterIndex])
-            if wasEmpty { armSweep() }
+    static func decode(_ p: UnsafePointer<UInt8>, _ count: Int, maxFrame: Int) -> MultiplexDecode<BoltFrame> {
+        switch BoltCodec.decode(p, count, maxFrame: maxFrame) {
+        case .needMore: return .needMore
+        case .frame(let f): return .frame(f)
+        case .error(let why): return .error(why)
         }
-        BoltCodec.copyFrame(p, frame, newID: id, into: connection.outputBuffer)
     }
 
-    func connectionConnected(_ connection: Connection) {
-        lastHeard = worker.loop.nowMS
-        connection.flush()
+    static func length(of frame: BoltFrame) -> Int { frame.frameLength }
+
+    static func role(of frame: BoltFrame) -> MultiplexFrameRole {
+        if frame.command == .heartbeat { return .heartbeatAnswer }
+        if frame.kind == .response { return .response(id: frame.requestID, status: Int(frame.status)) }
+        return .other
     }
 
-    func connectionReadable(_ connection: Connection, eof: Bool) {
-        guard let input = connection.input else { if eof { connection.close(reason: .peerClosed) }; return }
-        lastHeard = worker.loop.nowMS
-        missedHeartbeats = 0
-        while input.readableBytes > 0 {
-            switch BoltCodec.decode(input.readPointer, input.readableBytes, maxFrame: settings.maxFrameBytes) {
-            case .needMore:
-                if eof { connection.close(reason: .peerClosed) }
-                return
-            case .error(let why):
-                worker.logger.error("bolt", "upstream \(worker.clusters[clusterIndex].config.hosts[hostIndex].address): \(why); closing the upstream connection")
-                connection.close(reason: .readError(0))
-                return
-            case .frame(let frame):
-                if frame.kind == .response, let entry = pending.removeValue(forKey: frame.requestID) {
-                    entry.cluster.stats.inFlight -= 1
-                    entry.cluster.stats.record(status: Int(frame.status))
-                    entry.session?.deliver(UnsafePointer(input.readPointer), frame, originalID: entry.originalID)
-                } else if frame.command == .heartbeat {
-                    heartbeatOutstanding = false
-                }
-                input.consume(frame.frameLength)
-            }
-        }
-        if eof { connection.close(reason: .peerClosed) }
+    static func writeHeartbeat(_ out: ByteBuffer, id: UInt32, like context: CallContext?) {
+        BoltCodec.writeHeartbeat(out, protocolCode: context?.protocolCode ?? 1, requestID: id)
     }
 
-    func connectionWriteDrained(_ connection: Connection) {
-        let sessions = waiting
-        waiting.removeAll(keepingCapacity: true)
-        for s in sessions { s.resume() }
+    static func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, of call: PendingCall<BoltMultiplex>, to caller: BoltSession) {
+        caller.deliver(p, frame, originalID: call.originalID)
     }
 
-    /// Every request still waiting gets CONNECTION_CLOSED with its own id.
-    func connectionClosed(_ connection: Connection, reason: CloseReason) {
-        pools.remove(self)
-        if let t = sweepTimer { worker.loop.timers.cancel(t) }
-        let failed = pending
-        pending.removeAll()
-        if !failed.isEmpty {
-            worker.logger.error("bolt", "upstream connection closed (\(reason)) with \(failed.count) request(s) in flight; answering CONNECTION_CLOSED")
-        }
-        for (_, entry) in failed {
-            entry.cluster.stats.inFlight -= 1
-            entry.cluster.stats.record(status: Int(BoltStatus.connectionClosed.rawValue))
-            if case .connectFailed = reason { entry.cluster.stats.connectFailures += 1 }
-            entry.session?.deliverError(originalID: entry.originalID, protocolCode: entry.protocolCode, codec: entry.codec, status: .connectionClosed)
-        }
-        for s in waiting { s.resume() }
-        waiting.removeAll()
+    static func status(for error: StreamError) -> Int { Int(error.boltStatus.rawValue) }
+
+    static func fail(_ call: PendingCall<BoltMultiplex>, _ error: StreamError, to caller: BoltSession) {
+        caller.deliverError(originalID: call.originalID, protocolCode: call.context.protocolCode, codec: call.context.codec,
+                            status: error.boltStatus)
     }
 
-    func timerFired(_ timer: LoopTimer) {
-        let now = worker.loop.nowMS
-        if !pending.isEmpty {
-            var expired: [UInt32] = []
-            for (id, entry) in pending where entry.deadline <= now { expired.append(id) }
-            for id in expired {
-                guard let entry = pending.removeValue(forKey: id) else { continue }
-                entry.cluster.stats.inFlight -= 1
-                entry.cluster.stats.timeouts += 1
-                entry.cluster.stats.record(status: Int(BoltStatus.timeout.rawValue))
-                worker.logger.error("bolt", "request \(entry.originalID) timed out upstream; answering TIMEOUT")
-                entry.session?.deliverError(originalID: entry.originalID, protocolCode: entry.protocolCode, codec: entry.codec, status: .timeout)
-            }
-        }
-        if connection.state == .open && now - lastHeard >= settings.heartbeatIntervalMS {
-            if heartbeatOutstanding { missedHeartbeats += 1 }
-            if missedHeartbeats >= settings.heartbeatMaxMisses {
-                worker.logger.error("bolt", "upstream missed \(missedHeartbeats) heartbeats; closing it")
-                connection.close(reason: .readError(0))
-                return
-            }
-            heartbeatOutstanding = true
-            BoltCodec.writeHeartbeat(connection.outputBuffer, protocolCode: protocolCode, requestID: takeID())
-            connection.flush()
-            lastHeard = now
-        }
-        if connection.state != .closed { armSweep() }
-    }
-}
+    static func resume(_ caller: BoltSession) { caller.resume() }
 
-/// Per-worker multiplexed upstream connections, by cluster and host.
-final class BoltPools {
-    let settings: BoltSettings
-    var byCluster: [[[BoltUpstream]]] = []
-    var nextPick = 0
-
-    init(settings: BoltSettings, clusters: Int) {
-        self.settings = settings
-        byCluster = Array(repeating: [], count: clusters)
-    }
-
-    static func of(_ worker: Worker, settings: BoltSettings) -> BoltPools {
-        if let p = worker.protocolScratch["bolt"] as? BoltPools { return p }
-        let p = BoltPools(settings: settings, clusters: worker.clusters.count)
+    /// The worker's bolt pool (the settings of the first bolt listener that needs it apply).
+    static func pool(of worker: Worker, settings: BoltSettings) -> MultiplexPool<BoltMultiplex> {
+        if let p = worker.protocolScratch["bolt"] as? MultiplexPool<BoltMultiplex> { return p }
+        var m = MultiplexSettings()
+        m.maxFrameBytes = settings.maxFrameBytes
+        m.connectionsPerHost = settings.connectionsPerHost
+        m.heartbeatIntervalMS = settings.heartbeatIntervalMS
+        m.heartbeatMaxMisses = settings.heartbeatMaxMisses
+        m.maxConcurrentPerConnection = settings.upstreamMaxConcurrentRequests
+        let p = MultiplexPool<BoltMultiplex>(settings: m, worker: worker)
         worker.protocolScratch["bolt"] = p
         return p
-    }
-
-    func upstream(clusterIndex: Int, host: Int, worker: Worker) -> BoltUpstream? {
-        let cluster = worker.clusters[clusterIndex]
-        if byCluster[clusterIndex].isEmpty { byCluster[clusterIndex] = Array(repeating: [], count: cluster.config.hosts.count) }
-        let list = byCluster[clusterIndex][host]
-        if list.count >= settings.connectionsPerHost {
-            nextPick &+= 1
-            return list[nextPick % list.count]
-        }
-        guard let c = Connection.connect(to: cluster.config.hosts[host].address, loop: worker.loop, buffers: worker.buffers) else { return nil }
-        c.highWatermark = max(cluster.config.connectionBufferLimit, 256 * 1024)
-        c.lowWatermark = c.highWatermark / 4
-        cluster.stats.connectionsOpened += 1
-        let u = BoltUpstream(connection: c, pools: self, clusterIndex: clusterIndex, hostIndex: host, worker: worker, settings: settings)
-        c.delegate = u
-        byCluster[clusterIndex][host].append(u)
-        return u
-    }
-
-    func remove(_ u: BoltUpstream) {
-        guard u.clusterIndex < byCluster.count, u.hostIndex < byCluster[u.clusterIndex].count else { return }
-        byCluster[u.clusterIndex][u.hostIndex].removeAll { $0 === u }
     }
 }

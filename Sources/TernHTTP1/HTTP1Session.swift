@@ -5,7 +5,7 @@ extension StreamError {
     var httpStatus: Int {
         switch self {
         case .noRoute: return 404
-        case .noHealthyHost: return 503
+        case .noHealthyHost, .overloaded: return 503
         case .connectFailed, .upstreamReset, .upstreamMalformed: return 502
         case .connectTimeout, .timeout, .idleTimeout: return 504
         }
@@ -112,9 +112,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var routeTimer: LoopTimer?
     /// When the exchange in flight times out (0: none in flight).
     var routeDeadline: Int64 = 0
-    var connectTimer: LoopTimer?
     var idleTimer: LoopTimer?
-    static let routeTag = 1, connectTag = 2, idleTag = 3
+    static let routeTag = 1, idleTag = 3
 
     init(connection: Connection, worker: Worker, settings: ProxySettings) {
         downstream = connection
@@ -163,7 +162,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     deinit {
         // Timers hold their target unowned: none may outlive the session.
         cancel(routeTimer)
-        cancel(connectTimer)
         cancel(idleTimer)
     }
 
@@ -337,9 +335,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             upstreamServed = 0
             logger.debug("http1", "new upstream connection to \(host.address)")
             runtime.stats.connectionsOpened += 1
-            if runtime.config.connectTimeoutMS > 0 {
-                arm(&connectTimer, HTTP1Session.connectTag, at: worker.loop.nowMS + runtime.config.connectTimeoutMS)
-            }
         }
         connection.delegate = self
         upstream = connection
@@ -489,7 +484,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func connectionConnected(_ connection: Connection) {
         guard connection === upstream else { return }
-        cancel(connectTimer)
         connection.flush()
     }
 
@@ -527,7 +521,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         responseStarted = true
         responseComplete = false
         upstreamKeepAlive = response.keepAlive
-        cancel(connectTimer)
         let base = UnsafePointer(input.readPointer)
         let out = responseOutput
         responseFraming = response.framing
@@ -673,7 +666,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
-        cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         if let up = upstream {
             upstream = nil
@@ -699,7 +691,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
         routeDeadline = 0
-        cancel(connectTimer)
         if let c = cluster { c.stats.inFlight -= 1 }
         cluster = nil
         if let up = upstream {
@@ -819,7 +810,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             abandonUpstream()
         } else if connection === upstream {
             switch reason {
-            case .connectFailed, .connectTimeout:
+            case .connectTimeout:
+                fail(.connectTimeout(host: upstreamHostName))
+            case .connectFailed:
                 fail(.connectFailed(host: upstreamHostName, reason: reason))
             default:
                 upstream = nil
@@ -836,10 +829,6 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 fail(.timeout(host: upstreamHostName))
             } else {
                 arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
-            }
-        case HTTP1Session.connectTag:
-            if phase == .proxying, let up = upstream, up.state == .connecting {
-                fail(.connectTimeout(host: upstreamHostName))
             }
         default:
             guard let deadline = idleDeadline() else { return }

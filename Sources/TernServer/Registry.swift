@@ -35,7 +35,7 @@ enum ProtocolRegistry {
     static let later: Set<String> = ["Http2", "dubbo", "tars"]
     /// Tern's keys in the proxy config that belong to protocols.
     static let configKeys: Set<String> = ["max_frame_bytes", "upstream_connections_per_host", "heartbeat_interval", "heartbeat_max_misses",
-                                           "max_inflight_requests"]
+                                           "max_inflight_requests", "upstream_max_concurrent_requests"]
 
     static func boltSettings(_ c: JSONObject) -> BoltSettings {
         var s = BoltSettings()
@@ -44,6 +44,7 @@ enum ProtocolRegistry {
         if let v = c.duration("heartbeat_interval") { s.heartbeatIntervalMS = max(v, 100) }
         if let v = c.int("heartbeat_max_misses", min: 1, max: 100) { s.heartbeatMaxMisses = v }
         if let v = c.int("max_inflight_requests", min: 1, max: 1 << 20) { s.maxInflightRequests = v }
+        if let v = c.int("upstream_max_concurrent_requests", min: 1, max: 1 << 20) { s.upstreamMaxConcurrentRequests = v }
         return s
     }
 }

@@ -24,7 +24,7 @@ public protocol ConnectionDelegate: AnyObject {
 /// A non-blocking TCP socket registered once, edge-triggered, with its loop. Input and output
 /// buffers come from the worker's pool only while data is in flight, so an idle connection holds
 /// only this object.
-public final class Connection: EventHandler {
+public final class Connection: EventHandler, TimerTarget {
     public enum State { case connecting, open, closed }
 
     public let fd: Int32
@@ -61,8 +61,9 @@ public final class Connection: EventHandler {
         loop.register(fd: fd, handler: self)
     }
 
-    /// Starts a non-blocking connect; completion arrives as `connectionConnected` or `connectionClosed`.
-    public static func connect(to address: SocketAddress, loop: EventLoop, buffers: BufferPool) -> Connection? {
+    /// Starts a non-blocking connect; completion arrives as `connectionConnected` or
+    /// `connectionClosed` (`.connectFailed`, or `.connectTimeout` after `timeoutMS` when positive).
+    public static func connect(to address: SocketAddress, loop: EventLoop, buffers: BufferPool, timeoutMS: Int64 = 0) -> Connection? {
         let fd = tern_socket_tcp(address.family)
         guard fd >= 0 else { return nil }
         _ = tern_set_nodelay(fd)
@@ -71,7 +72,25 @@ public final class Connection: EventHandler {
             Glibc.close(fd)
             return nil
         }
-        return Connection(fd: fd, loop: loop, buffers: buffers, connecting: true)
+        let c = Connection(fd: fd, loop: loop, buffers: buffers, connecting: true)
+        if timeoutMS > 0 {
+            let t = LoopTimer(target: c)
+            c.connectTimer = t
+            loop.timers.arm(t, at: loop.nowMS + timeoutMS)
+        }
+        return c
+    }
+
+    /// Only while connecting: every pool and protocol gets the same connect timeout this way.
+    private var connectTimer: LoopTimer?
+
+    public func timerFired(_ timer: LoopTimer) {
+        connectTimer = nil
+        if state == .connecting { close(reason: .connectTimeout) }
+    }
+
+    private func stopConnectTimer() {
+        if let t = connectTimer { loop.timers.cancel(t); connectTimer = nil }
     }
 
     public var pendingOutput: Int { output?.readableBytes ?? 0 }
@@ -81,6 +100,7 @@ public final class Connection: EventHandler {
             if events & (Readiness.writable | Readiness.error | Readiness.hangup) != 0 {
                 let err = tern_socket_error(fd)
                 if err != 0 { close(reason: .connectFailed(err)); return }
+                stopConnectTimer()
                 state = .open
                 delegate?.connectionConnected(self)
                 if state != .open { return }
@@ -215,6 +235,7 @@ public final class Connection: EventHandler {
     public func close(reason: CloseReason = .localClose) {
         guard state != .closed else { return }
         state = .closed
+        stopConnectTimer()
         loop.unregister(fd: fd)
         Glibc.close(fd)
         if let b = input { input = nil; buffers.give(b) }

@@ -37,7 +37,7 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
 
     /// Starts a new connection to `host`; the caller becomes its delegate.
     public func connect(host: Int) -> Connection? {
-        guard let c = Connection.connect(to: config.hosts[host].address, loop: loop, buffers: buffers) else { return nil }
+        guard let c = Connection.connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else { return nil }
         c.tag = host
         // conn_buffer_limit_bytes (MOSN: per-connection buffer limit) is the point where writes
         // toward this upstream push back on the client; Tern never goes below 64 KiB of headroom.

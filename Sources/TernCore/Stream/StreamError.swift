@@ -9,6 +9,8 @@ public enum StreamError: Sendable {
     case upstreamMalformed(host: String, why: String)
     case timeout(host: String)
     case idleTimeout(host: String, ms: Int64)
+    /// Every connection to the host already carries as many calls as it may.
+    case overloaded(host: String)
 
     /// Which side the failure came from (for logs, and for retry and outlier decisions later).
     public enum Source: Sendable { case local, upstream }
@@ -23,7 +25,7 @@ public enum StreamError: Sendable {
     /// Whether the upstream cannot have seen the request, so sending it elsewhere is safe.
     public var retrySafe: Bool {
         switch self {
-        case .noHealthyHost, .connectFailed, .connectTimeout: return true
+        case .noHealthyHost, .connectFailed, .connectTimeout, .overloaded: return true
         default: return false
         }
     }
@@ -39,6 +41,7 @@ public enum StreamError: Sendable {
         case .upstreamMalformed: return "upstream_malformed_response"
         case .timeout: return "upstream_request_timeout"
         case .idleTimeout: return "upstream_idle_timeout"
+        case .overloaded: return "upstream_overloaded"
         }
     }
 
@@ -53,6 +56,7 @@ public enum StreamError: Sendable {
         case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
         case .timeout(let h): return "upstream \(h) did not answer within the route timeout"
         case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
+        case .overloaded(let h): return "every connection to \(h) has as many calls in flight as it may carry"
         }
     }
 }

@@ -1,0 +1,290 @@
+/// What a multiplexed pool needs from a protocol whose upstream connections carry many calls at
+/// once, told apart by an id (bolt today; Dubbo or HTTP/2 later). Everything is static and the
+/// pool is generic over it, so each protocol gets a specialised pool with no dynamic dispatch.
+public protocol MultiplexProtocol {
+    /// One decoded upstream frame (offsets into the bytes it was decoded from).
+    associatedtype Frame
+    /// The downstream session that made a call and receives its answer.
+    associatedtype Caller: AnyObject
+    /// What is kept per call to answer it if it fails (bolt: protocol version and codec).
+    associatedtype CallContext
+
+    static func decode(_ p: UnsafePointer<UInt8>, _ count: Int, maxFrame: Int) -> MultiplexDecode<Frame>
+    /// The bytes the frame takes in the input.
+    static func length(of frame: Frame) -> Int
+    /// A response to a call (its id) or to a heartbeat; anything else is skipped.
+    static func role(of frame: Frame) -> MultiplexFrameRole
+    /// A heartbeat request with `id`, shaped like the calls this connection carries.
+    static func writeHeartbeat(_ out: ByteBuffer, id: UInt32, like context: CallContext?)
+    /// The answer to a call arrived: hand it to its caller (who restores `call.originalID`).
+    static func deliver(_ p: UnsafePointer<UInt8>, _ frame: Frame, of call: PendingCall<Self>, to caller: Caller)
+    /// The protocol status a failed call is answered (and counted) with.
+    static func status(for error: StreamError) -> Int
+    /// The call failed (connection lost, timeout): the caller answers with the protocol's error.
+    static func fail(_ call: PendingCall<Self>, _ error: StreamError, to caller: Caller)
+    /// A slow upstream drained: a caller that stopped reading because of it may read again.
+    static func resume(_ caller: Caller)
+}
+
+public enum MultiplexDecode<Frame> {
+    case needMore
+    case frame(Frame)
+    case error(String)
+}
+
+public enum MultiplexFrameRole {
+    case response(id: UInt32, status: Int)
+    case heartbeatAnswer
+    case other
+}
+
+/// Settings of a multiplexed pool (per worker; the first listener that creates it sets them).
+public struct MultiplexSettings: Sendable {
+    public var maxFrameBytes = 16 * 1024 * 1024
+    public var connectionsPerHost = 1
+    /// Calls one upstream connection carries at once; past it on every connection of a host the
+    /// call is refused at once (`overloaded`) instead of queueing without bound.
+    public var maxConcurrentPerConnection = 16 * 1024
+    public var heartbeatIntervalMS: Int64 = 15_000
+    public var heartbeatMaxMisses = 3
+    public init() {}
+}
+
+/// A call waiting for its answer on one upstream connection.
+public struct PendingCall<P: MultiplexProtocol> {
+    public weak var caller: P.Caller?
+    public let originalID: UInt32
+    public let deadline: Int64
+    public let context: P.CallContext
+    public unowned let cluster: ClusterRuntime
+
+    @inlinable
+    public init(caller: P.Caller?, originalID: UInt32, deadline: Int64, context: P.CallContext, cluster: ClusterRuntime) {
+        self.caller = caller; self.originalID = originalID; self.deadline = deadline; self.context = context; self.cluster = cluster
+    }
+}
+
+/// One multiplexed upstream connection: every call gets a fresh id on it and is mapped back to
+/// its caller when the answer comes. Deadlines are swept (50 ms) only while calls are pending;
+/// an idle connection is probed with heartbeats and closed after too many go unanswered.
+public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate, TimerTarget {
+    public let connection: Connection
+    @usableFromInline unowned let pool: MultiplexPool<P>
+    public let clusterIndex: Int
+    public let hostIndex: Int
+    @usableFromInline var nextID: UInt32 = 1
+    @usableFromInline var pending: [UInt32: PendingCall<P>] = [:]
+    /// Set while the connection waits in a caller's end-of-batch flush list.
+    public var queued = false
+    /// Callers that stopped reading because this connection's output was above its watermark.
+    public var waiting: [P.Caller] = []
+    @usableFromInline var sweepTimer: LoopTimer?
+    @usableFromInline var lastHeard: Int64
+    @usableFromInline var missedHeartbeats = 0
+    @usableFromInline var heartbeatOutstanding = false
+    @usableFromInline var lastContext: P.CallContext?
+    static var sweepMS: Int64 { 50 }
+
+    init(connection: Connection, pool: MultiplexPool<P>, clusterIndex: Int, hostIndex: Int) {
+        self.connection = connection
+        self.pool = pool
+        self.clusterIndex = clusterIndex
+        self.hostIndex = hostIndex
+        lastHeard = pool.worker.loop.nowMS
+        sweepTimer = LoopTimer(target: self)
+        armSweep()
+    }
+
+    deinit { if let t = sweepTimer { pool.worker.loop.timers.cancel(t) } }
+
+    public var inFlight: Int { pending.count }
+    @usableFromInline var cluster: ClusterRuntime { pool.worker.clusters[clusterIndex] }
+    @usableFromInline var hostName: String { cluster.config.hosts[hostIndex].address.description }
+
+    @usableFromInline
+    func armSweep() {
+        guard let t = sweepTimer else { return }
+        let next = pending.isEmpty ? max(pool.settings.heartbeatIntervalMS, 100) : MultiplexConnection.sweepMS
+        pool.worker.loop.timers.arm(t, at: pool.worker.loop.nowMS + next)
+    }
+
+    @usableFromInline
+    func takeID() -> UInt32 {
+        var id = nextID
+        nextID = nextID == UInt32.max ? 1 : nextID + 1
+        while pending[id] != nil { id = nextID; nextID = nextID == UInt32.max ? 1 : nextID + 1 }
+        return id
+    }
+
+    /// Registers a call and returns the id to send it under; `caller` nil: one-way, nothing kept.
+    /// The caller then writes its frame into `connection.outputBuffer`.
+    @inlinable
+    public func register(caller: P.Caller?, originalID: UInt32, context: P.CallContext, deadline: Int64) -> UInt32 {
+        lastContext = context
+        let id = takeID()
+        if let caller {
+            let wasEmpty = pending.isEmpty
+            pending[id] = PendingCall(caller: caller, originalID: originalID, deadline: deadline, context: context,
+                                      cluster: pool.worker.clusters[clusterIndex])
+            if wasEmpty { armSweep() }
+        }
+        return id
+    }
+
+    public func connectionConnected(_ connection: Connection) {
+        lastHeard = pool.worker.loop.nowMS
+        connection.flush()
+    }
+
+    @inlinable
+    public func connectionReadable(_ connection: Connection, eof: Bool) {
+        guard let input = connection.input else { if eof { connection.close(reason: .peerClosed) }; return }
+        lastHeard = pool.worker.loop.nowMS
+        missedHeartbeats = 0
+        while input.readableBytes > 0 {
+            switch P.decode(input.readPointer, input.readableBytes, maxFrame: pool.settings.maxFrameBytes) {
+            case .needMore:
+                if eof { connection.close(reason: .peerClosed) }
+                return
+            case .error(let why):
+                pool.worker.logger.error("pool", "upstream \(hostName): \(why); closing the upstream connection")
+                connection.close(reason: .readError(0))
+                return
+            case .frame(let frame):
+                switch P.role(of: frame) {
+                case .response(let id, let status):
+                    if let call = pending.removeValue(forKey: id) {
+                        call.cluster.stats.inFlight -= 1
+                        call.cluster.stats.record(status: status)
+                        if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
+                    }
+                case .heartbeatAnswer:
+                    heartbeatOutstanding = false
+                case .other:
+                    break
+                }
+                input.consume(P.length(of: frame))
+            }
+        }
+        if eof { connection.close(reason: .peerClosed) }
+    }
+
+    public func connectionWriteDrained(_ connection: Connection) {
+        let callers = waiting
+        waiting.removeAll(keepingCapacity: true)
+        for c in callers { P.resume(c) }
+    }
+
+    /// Every call still waiting fails with its own id; the connection leaves the pool.
+    public func connectionClosed(_ connection: Connection, reason: CloseReason) {
+        pool.remove(self)
+        if let t = sweepTimer { pool.worker.loop.timers.cancel(t) }
+        let failed = pending
+        pending.removeAll()
+        let error: StreamError
+        switch reason {
+        case .connectFailed: error = .connectFailed(host: hostName, reason: reason)
+        case .connectTimeout: error = .connectTimeout(host: hostName)
+        default: error = .upstreamReset(host: hostName)
+        }
+        if !failed.isEmpty {
+            pool.worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
+        }
+        for (_, call) in failed {
+            call.cluster.stats.inFlight -= 1
+            call.cluster.stats.record(error)
+            call.cluster.stats.record(status: P.status(for: error))
+            if let caller = call.caller { P.fail(call, error, to: caller) }
+        }
+        for c in waiting { P.resume(c) }
+        waiting.removeAll()
+    }
+
+    public func timerFired(_ timer: LoopTimer) {
+        let now = pool.worker.loop.nowMS
+        if !pending.isEmpty {
+            var expired: [UInt32] = []
+            for (id, call) in pending where call.deadline <= now { expired.append(id) }
+            for id in expired {
+                guard let call = pending.removeValue(forKey: id) else { continue }
+                call.cluster.stats.inFlight -= 1
+                let error = StreamError.timeout(host: hostName)
+                call.cluster.stats.record(error)
+                call.cluster.stats.record(status: P.status(for: error))
+                pool.worker.logger.error("pool", "call \(call.originalID) to \(hostName) timed out")
+                if let caller = call.caller { P.fail(call, error, to: caller) }
+            }
+        }
+        if connection.state == .open && now - lastHeard >= pool.settings.heartbeatIntervalMS {
+            if heartbeatOutstanding { missedHeartbeats += 1 }
+            if missedHeartbeats >= pool.settings.heartbeatMaxMisses {
+                pool.worker.logger.error("pool", "upstream \(hostName) missed \(missedHeartbeats) heartbeats; closing it")
+                connection.close(reason: .readError(0))
+                return
+            }
+            heartbeatOutstanding = true
+            P.writeHeartbeat(connection.outputBuffer, id: takeID(), like: lastContext)
+            connection.flush()
+            lastHeard = now
+        }
+        if connection.state != .closed { armSweep() }
+    }
+}
+
+/// Per-worker multiplexed upstream connections of one protocol, by cluster and host.
+public final class MultiplexPool<P: MultiplexProtocol> {
+    public let settings: MultiplexSettings
+    @usableFromInline unowned let worker: Worker
+    @usableFromInline var byCluster: [[[MultiplexConnection<P>]]]
+    @usableFromInline var nextPick = 0
+
+    public init(settings: MultiplexSettings, worker: Worker) {
+        self.settings = settings
+        self.worker = worker
+        byCluster = Array(repeating: [], count: worker.clusters.count)
+    }
+
+    public enum Pick {
+        case connection(MultiplexConnection<P>)
+        case failed(StreamError)
+    }
+
+    /// A connection to `host` with room for one more call: an existing one in turn, or a new one
+    /// while the host has fewer than `connectionsPerHost`.
+    @inlinable
+    public func connection(clusterIndex: Int, host: Int) -> Pick {
+        let cluster = worker.clusters[clusterIndex]
+        if byCluster[clusterIndex].isEmpty { byCluster[clusterIndex] = Array(repeating: [], count: cluster.config.hosts.count) }
+        let list = byCluster[clusterIndex][host]
+        if list.count >= settings.connectionsPerHost {
+            for _ in 0..<list.count {
+                nextPick &+= 1
+                let c = list[nextPick % list.count]
+                if c.inFlight < settings.maxConcurrentPerConnection { return .connection(c) }
+            }
+            return .failed(.overloaded(host: cluster.config.hosts[host].address.description))
+        }
+        return openConnection(clusterIndex: clusterIndex, host: host)
+    }
+
+    @usableFromInline
+    func openConnection(clusterIndex: Int, host: Int) -> Pick {
+        let cluster = worker.clusters[clusterIndex]
+        let address = cluster.config.hosts[host].address
+        guard let c = Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS) else {
+            return .failed(.connectFailed(host: address.description, reason: .connectFailed(0)))
+        }
+        c.highWatermark = max(cluster.config.connectionBufferLimit, 256 * 1024)
+        c.lowWatermark = c.highWatermark / 4
+        cluster.stats.connectionsOpened += 1
+        let m = MultiplexConnection(connection: c, pool: self, clusterIndex: clusterIndex, hostIndex: host)
+        c.delegate = m
+        byCluster[clusterIndex][host].append(m)
+        return .connection(m)
+    }
+
+    func remove(_ m: MultiplexConnection<P>) {
+        guard m.clusterIndex < byCluster.count, m.hostIndex < byCluster[m.clusterIndex].count else { return }
+        byCluster[m.clusterIndex][m.hostIndex].removeAll { $0 === m }
+    }
+}
