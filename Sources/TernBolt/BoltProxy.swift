@@ -38,8 +38,8 @@ extension StreamError {
     var boltStatus: BoltStatus {
         switch self {
         case .noRoute: return .noProcessor
-        case .timeout, .idleTimeout, .connectTimeout: return .timeout
-        case .noHealthyHost, .connectFailed, .upstreamReset, .upstreamMalformed: return .connectionClosed
+        case .timeout, .idleTimeout: return .timeout
+        case .noHealthyHost, .connectFailed, .connectTimeout, .upstreamReset, .upstreamMalformed: return .connectionClosed
         case .overloaded: return .serverThreadpoolBusy
         }
     }
