@@ -130,18 +130,38 @@ struct HTTPRequestParserTests {
     }
 }
 
+/// Parses `text` (a response head) whole, and fed growing by one byte at a time with the scan
+/// position carried over, as the proxy feeds it: every strict prefix must ask for more bytes (or
+/// fail as the whole does), and the last step must give the whole message's result and framing.
 func parseResponse(_ text: String, method: HTTPHead.Method = .get) -> (HeadParseResult, HTTPHead) {
     let bytes = Array(text.utf8)
     let head = HTTPHead()
+    var wholeScanned = 0
+    let whole = bytes.withUnsafeBufferPointer { HTTPParser.parseResponse($0.baseAddress!, $0.count, limits: HTTPLimits(), head: head, requestMethod: method, scanned: &wholeScanned) }
+    let partHead = HTTPHead()
     var scanned = 0
-    for k in 1..<bytes.count {
-        let r = bytes.withUnsafeBufferPointer { HTTPParser.parseResponse($0.baseAddress!, k, limits: HTTPLimits(), head: HTTPHead(), requestMethod: method, scanned: &scanned) }
-        if case .complete = r { break }
-        if case .error = r { break }
+    for k in 1...bytes.count {
+        let r = bytes.withUnsafeBufferPointer { HTTPParser.parseResponse($0.baseAddress!, k, limits: HTTPLimits(), head: partHead, requestMethod: method, scanned: &scanned) }
+        if k == bytes.count {
+            #expect(r == whole, "fed byte by byte: \(r), whole: \(whole) for \(text.debugDescription)")
+            if case .complete = r {
+                #expect(partHead.framing == head.framing && partHead.status == head.status && partHead.keepAlive == head.keepAlive,
+                        "fed byte by byte, the head differs for \(text.debugDescription)")
+            }
+            break
+        }
+        switch r {
+        case .needMore: continue
+        case .complete:
+            Issue.record("a prefix of \(k) of \(bytes.count) bytes parsed as a complete head: \(text.debugDescription)")
+        case .error(let e):
+            // Failing early is right only for a message that fails whole, with the same status.
+            if case .error(let w) = whole { #expect(e.status == w.status) }
+            else { Issue.record("a prefix of \(k) bytes failed (\(e.reason)) but the whole parses: \(text.debugDescription)") }
+        }
+        break
     }
-    var s2 = 0
-    let r = bytes.withUnsafeBufferPointer { HTTPParser.parseResponse($0.baseAddress!, $0.count, limits: HTTPLimits(), head: head, requestMethod: method, scanned: &s2) }
-    return (r, head)
+    return (whole, head)
 }
 
 struct HTTPResponseParserTests {
