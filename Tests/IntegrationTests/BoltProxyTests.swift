@@ -102,12 +102,22 @@ final class BoltProxyTests {
     }
 
     @Test func theBoltTimeoutFieldBoundsTheWait() throws {
-        let c = try RawClient(port: clientSide, timeout: 10)
+        // The upstream reads and never answers, the route timeout is 3 s and heartbeats are 15 s
+        // apart: a TIMEOUT well under a second can only come from Tern honouring the 300 ms field.
+        let silentPort = freePort(), listen = freePort()
+        let silent = try ChildProcess(venvPython, [boltPeers, "silent", String(silentPort)], name: "silent")
+        defer { silent.stop() }
+        #expect(waitUntil(timeout: 10) { canConnect(silentPort) })
+        let tern = try TernProcess(config: boltConfig(listen: listen, upstream: silentPort), waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        let c = try RawClient(port: listen, timeout: 10)
         let start = Date()
-        c.send(BoltTestFrame.request(id: 31, service: echoService, method: "slow", body: Array("2000".utf8), timeoutMS: 300))
+        c.send(BoltTestFrame.request(id: 31, service: echoService, method: "echo", body: [1], timeoutMS: 300))
         let r = BoltTestFrame.readResponses(c, 1)
-        #expect(r.first?.id == 31 && r.first?.status == 0x07)   // TIMEOUT
-        #expect(Date().timeIntervalSince(start) < 1.5)
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(r.first?.id == 31 && r.first?.status == 0x07, "\(r.map { ($0.id, $0.status) })")   // TIMEOUT
+        #expect(elapsed >= 0.28 && elapsed < 1.0, "answered after \(elapsed) s")
+        #expect(silent.output.contains("bytes"))   // the request did reach the upstream
     }
 
     @Test func onewayRequestsAreForwardedWithoutAnswer() throws {
