@@ -199,8 +199,11 @@ public final class TernProcess: @unchecked Sendable {
 public final class RawClient {
     public let fd: Int32
 
-    public init(port: UInt16, timeout: Double = 5) throws {
+    /// `receiveBuffer` (SO_RCVBUF, set before connecting) makes a client that reads slowly hold
+    /// little in its kernel buffer, so the proxy has to hold or pause the rest.
+    public init(port: UInt16, timeout: Double = 5, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -262,6 +265,27 @@ public final class RawClient {
     }
 
     public func readString() -> String { String(decoding: readAll(), as: UTF8.self) }
+
+    /// Shuts down the write side (the peer reads EOF) and keeps reading open.
+    public func halfClose() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads whatever arrives until the peer closes or `timeout` seconds pass: the bytes, whether
+    /// the peer closed (EOF or reset), and when.
+    public func readUntilClosed(timeout: Double) -> (bytes: [UInt8], closed: Bool, elapsed: Double) {
+        let start = Date()
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let left = timeout - Date().timeIntervalSince(start)
+            if left <= 0 { return (out, false, Date().timeIntervalSince(start)) }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, Int32(left * 1000) + 1) <= 0 { continue }
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { out.append(contentsOf: buf[0..<n]); continue }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+            return (out, true, Date().timeIntervalSince(start))
+        }
+    }
 
     private var closed = false
     public func close() { if !closed { closed = true; Glibc.close(fd) } }
@@ -353,13 +377,15 @@ public func run(_ executable: String, _ arguments: [String], timeout: Double = 3
 
 /// A simple MOSN config: one HTTP listener routing everything to one cluster.
 public func proxyConfig(listen: UInt16, upstream: UInt16, protocolName: String = "Http1", routeTimeout: String? = nil,
-                        extraProxyConfig: String = "", logLevel: String = "INFO", logPath: String = "stderr") -> String {
+                        extraProxyConfig: String = "", logLevel: String = "INFO", logPath: String = "stderr",
+                        idleTimeout: String? = nil) -> String {
     let timeout = routeTimeout.map { ", \"timeout\": \"\($0)\"" } ?? ""
+    let idle = idleTimeout.map { " \"connection_idle_timeout\": \"\($0)\"," } ?? ""
     return """
     { "servers": [{ "default_log_path": "\(logPath)", "default_log_level": "\(logLevel)", "graceful_timeout": "10s",
         "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up"\(timeout)} }] }] }],
-        "listeners": [{ "name": "l", "address": "127.0.0.1:\(listen)", "bind_port": true,
+        "listeners": [{ "name": "l", "address": "127.0.0.1:\(listen)", "bind_port": true,\(idle)
            "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "\(protocolName)",
               "upstream_protocol": "Http1", "router_config_name": "r"\(extraProxyConfig) } }] }] }] }],
       "cluster_manager": { "clusters": [{ "name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",

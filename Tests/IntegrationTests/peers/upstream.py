@@ -7,7 +7,9 @@ never forwarded. Endpoints:
   /sha            -> sha256 and length of the request body (Content-Length or chunked)
   /big?n=N[&chunked=1]  -> N bytes of a repeating pattern, Content-Length or chunked
   /slow?ms=N      -> waits N ms, then answers
-  /close          -> a close-delimited body (no Content-Length)
+  /close[?n=N]    -> a close-delimited body (no Content-Length): a short text, or N pattern bytes
+  /reset          -> reads the request, then closes the connection without answering
+  /malformed      -> a response with two different Content-Length fields, then close
   /stats          -> "connections=N requests=M"
   anything else   -> "hello from upstream <path>" and an x-upstream-seen-headers header
 """
@@ -101,7 +103,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(b"close-delimited body")
+            if "n" in q:
+                n, sent = int(q["n"]), 0
+                while sent < n:
+                    piece = PATTERN[: min(len(PATTERN), n - sent)]
+                    self.wfile.write(piece)
+                    sent += len(piece)
+            else:
+                self.wfile.write(b"close-delimited body")
+            self.close_connection = True
+        elif url.path == "/reset":
+            self.close_connection = True
+        elif url.path == "/malformed":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
             self.close_connection = True
         elif url.path == "/stats":
             with lock:
