@@ -137,8 +137,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         let idle = settings.idleTimeoutMS
         switch phase {
         case .waitingForRequest:
-            if headStartedMS > 0 && settings.headerTimeoutMS > 0 { return headStartedMS + settings.headerTimeoutMS }
-            return idle > 0 ? lastActivityMS + idle : nil
+            // A head that started must finish within the header timeout, and may not pause for
+            // longer than the idle timeout either.
+            let idleDeadline: Int64? = idle > 0 ? lastActivityMS + idle : nil
+            guard headStartedMS > 0 && settings.headerTimeoutMS > 0 else { return idleDeadline }
+            return min(headStartedMS + settings.headerTimeoutMS, idleDeadline ?? Int64.max)
         case .proxying:
             guard idle > 0 else { return nil }
             var last = downstreamGone ? 0 : downstream.lastProgressMS
@@ -254,6 +257,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func startRequest(_ input: ByteBuffer) {
+        // Nothing of the previous exchange's response may decide how this request fails.
+        responseStarted = false
+        responseComplete = false
         requestMethod = request.method
         clientMinorVersion = request.versionMinor
         closeAfterResponse = !request.keepAlive || draining
@@ -838,7 +844,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             }
             switch phase {
             case .waitingForRequest where headStartedMS > 0:
-                logger.error("http1", "listener \(settings.listenerName): request head not complete within \(settings.headerTimeoutMS) ms; answering 408")
+                logger.error("http1", "listener \(settings.listenerName): request head not complete in time (header timeout \(settings.headerTimeoutMS) ms, idle timeout \(settings.idleTimeoutMS) ms); answering 408")
                 sendLocalResponse(status: 408, body: "tern: request head not received in time\n", code: "request_header_timeout", close: true)
             case .waitingForRequest:
                 logger.debug("http1", "closing idle client connection")

@@ -69,8 +69,9 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
 
     private var deadline: Int64? {
         let s = filter.settings
-        if firstByteMS > 0 && s.headerTimeoutMS > 0 { return firstByteMS + s.headerTimeoutMS }
-        return s.idleTimeoutMS > 0 ? connection.lastProgressMS + s.idleTimeoutMS : nil
+        let idle: Int64? = s.idleTimeoutMS > 0 ? connection.lastProgressMS + s.idleTimeoutMS : nil
+        guard firstByteMS > 0 && s.headerTimeoutMS > 0 else { return idle }
+        return min(firstByteMS + s.headerTimeoutMS, idle ?? Int64.max)
     }
 
     private func armTimer() {
@@ -81,7 +82,8 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
 
     func timerFired(_ timer: LoopTimer) {
         guard connection.state == .open, connection.delegate === self else { return }
-        filter.worker.logger.error("proxy", "listener \(filter.settings.listenerName): no protocol recognised within \(firstByteMS > 0 ? filter.settings.headerTimeoutMS : filter.settings.idleTimeoutMS) ms; closing")
+        guard let deadline, deadline <= filter.worker.loop.nowMS else { armTimer(); return }
+        filter.worker.logger.error("proxy", "listener \(filter.settings.listenerName): no protocol recognised in time (\(connection.input?.readableBytes ?? 0) byte(s) received); closing")
         connection.close()
     }
 
