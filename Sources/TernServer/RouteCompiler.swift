@@ -54,8 +54,8 @@ struct RouteCompiler {
         return m
     }
 
-    func regex(_ pattern: String, at path: String) -> SharedRegex? {
-        do { return try SharedRegex(pattern) } catch {
+    func regex(_ pattern: String, at path: String) -> RouteRegex? {
+        do { return try RouteRegex(pattern) } catch {
             diagnostics.error(path, "invalid regular expression \"\(pattern)\": \(error)")
             return nil
         }
@@ -78,7 +78,7 @@ struct RouteCompiler {
             guard let name = h.requiredString("name") else { continue }
             let value = h.string("value") ?? ""
             let isRegex = h.bool("regex") ?? false
-            var compiled: SharedRegex?
+            var compiled: RouteRegex?
             if isRegex { compiled = regex(value, at: h.sub("value")); if compiled == nil { continue } }
             headers.append(HeaderMatcher(name: name, value: value, regex: compiled, caseSensitive: h.bool("case_sensitive") ?? true))
         }

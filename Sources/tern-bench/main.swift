@@ -100,6 +100,18 @@ results.append(measure("router: exact host, 8th route with header match (200 rou
 results.append(measure("router: wildcard host, 4th route", iterations: n) {
     if table.route(wildcard) != nil { sink &+= 1 }
 })
+// Route regexes as MOSN configs write them: an anchored path pattern and an unanchored SOFA
+// service pattern (Go's MatchString semantics: a search).
+let pathRegex = try! RouteRegex("^/api/v[0-9]+/users/[0-9]+/profile$")
+let pathInput = Array("/api/v1/users/12345/profile".utf8)
+let serviceRegex = try! RouteRegex("com\\.alipay\\..*Service:1\\.0")
+let serviceInput = Array("com.alipay.sofa.rpc.EchoService:1.0".utf8)
+results.append(measure("regex: ^/api/v[0-9]+/users/[0-9]+/profile$ (27 B, match)", iterations: n) {
+    if pathInput.withUnsafeBufferPointer({ pathRegex.matches($0) }) { sink &+= 1 }
+})
+results.append(measure("regex: com\\.alipay\\..*Service:1\\.0 search (35 B, match)", iterations: n) {
+    if serviceInput.withUnsafeBufferPointer({ serviceRegex.matches($0) }) { sink &+= 1 }
+})
 
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
 func oneDecimal(_ v: Double) -> String {

@@ -35,12 +35,12 @@ struct RouterTests {
         let suffixHost = VirtualHost(name: "suffix", routes: [Route(path: .any, headers: [], action: direct(202))])
         let longerSuffix = VirtualHost(name: "suffix2", routes: [Route(path: .any, headers: [], action: direct(207))])
         let prefixHost = VirtualHost(name: "prefix", routes: [Route(path: .any, headers: [], action: direct(203))])
-        let regex = try! SharedRegex("^/items/[0-9]+$")
+        let regex = try! RouteRegex("^/items/[0-9]+$")
         let defaultHost = VirtualHost(name: "default", routes: [
             Route(path: .exact(Array("/exact".utf8)), headers: [], action: direct(210)),
             Route(path: .regex(regex), headers: [], action: direct(211)),
             Route(path: .prefix(Array("/api".utf8)), headers: [HeaderMatcher(name: "X-Version", value: "V2", regex: nil, caseSensitive: false)], action: direct(212)),
-            Route(path: .prefix(Array("/api".utf8)), headers: [HeaderMatcher(name: "service", value: "com\\.a\\..*:1\\.0", regex: try! SharedRegex("com\\.a\\..*:1\\.0"), caseSensitive: true)], action: direct(213)),
+            Route(path: .prefix(Array("/api".utf8)), headers: [HeaderMatcher(name: "service", value: "com\\.a\\..*:1\\.0", regex: try! RouteRegex("com\\.a\\..*:1\\.0"), caseSensitive: true)], action: direct(213)),
             Route(path: .prefix(Array("/api".utf8)), headers: [], action: direct(214)),
         ])
         return RouteTable(name: "t", virtualHosts: [exactHost, suffixHost, longerSuffix, prefixHost, defaultHost],
@@ -69,10 +69,10 @@ struct RouterTests {
     }
 
     @Test func regexesSearchLikeGoUnlessAnchored() {
-        let r = try! SharedRegex("[0-9]+")
+        let r = try! RouteRegex("[0-9]+")
         let b = Array("/a/42/b".utf8)
         #expect(b.withUnsafeBufferPointer { r.matches($0.baseAddress!, $0.count) })
-        let anchored = try! SharedRegex("^[0-9]+$")
+        let anchored = try! RouteRegex("^[0-9]+$")
         #expect(!b.withUnsafeBufferPointer { anchored.matches($0.baseAddress!, $0.count) })
     }
 

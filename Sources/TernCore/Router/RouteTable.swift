@@ -8,33 +8,17 @@ public protocol RoutableRequest {
     func withHeader<R>(lowercasedName: [UInt8], _ body: (UnsafePointer<UInt8>, Int) -> R) -> R?
 }
 
-/// A compiled regular expression shared read-only between workers.
-public final class SharedRegex: @unchecked Sendable {
-    public let pattern: String
-    private let regex: Regex<AnyRegexOutput>
-    public init(_ pattern: String) throws {
-        self.pattern = pattern
-        regex = try Regex(pattern)
-    }
-    /// True when the pattern matches somewhere in `bytes`: MOSN matches route regexes with Go's
-    /// `MatchString`, a search, so `^…$` anchors a full match.
-    public func matches(_ p: UnsafePointer<UInt8>, _ count: Int) -> Bool {
-        let s = Bytes.string(p, count)
-        return (try? regex.firstMatch(in: s)) != nil
-    }
-}
-
 public struct HeaderMatcher: Sendable {
     public let lowercasedName: [UInt8]
     public let value: [UInt8]
-    public let regex: SharedRegex?
+    public let regex: RouteRegex?
     public let caseSensitive: Bool
 
     /// MOSN's SOFA rule: a plain (non-regex) `service` matcher whose value is ".*" matches any
     /// value of the header, as MOSN's sofarpc samples rely on.
     public let anyValue: Bool
 
-    public init(name: String, value: String, regex: SharedRegex?, caseSensitive: Bool) {
+    public init(name: String, value: String, regex: RouteRegex?, caseSensitive: Bool) {
         anyValue = regex == nil && value == ".*" && name.lowercased() == "service"
         lowercasedName = Bytes.lowercased(name)
         self.value = caseSensitive ? Array(value.utf8) : Bytes.lowercased(value)
@@ -56,7 +40,7 @@ public enum PathMatch: Sendable {
     case any
     case prefix([UInt8])
     case exact([UInt8])
-    case regex(SharedRegex)
+    case regex(RouteRegex)
 }
 
 public struct HeaderToAdd: Sendable {
