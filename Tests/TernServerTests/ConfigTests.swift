@@ -72,6 +72,26 @@ struct ConfigTests {
         #expect(r.diagnostics.errors.contains { $0.contains(path) }, "errors: \(r.diagnostics.errors)")
     }
 
+    @Test func refusedRegexesAreErrorsWithTheirJSONPathAndReason() {
+        func withMatch(_ match: String) -> String {
+            config().replacingOccurrences(of: "\"match\": {\"prefix\": \"/\"}", with: "\"match\": \(match)")
+        }
+        let cases = [
+            (withMatch("{\"regex\": \"^/a(?=b)\"}"), "virtual_hosts[0].routers[0].match.regex", "lookaround"),
+            (withMatch("{\"regex\": \"(a)\\\\1\"}"), "virtual_hosts[0].routers[0].match.regex", "backreferences"),
+            (withMatch("{\"regex\": \"a{1001}\"}"), "virtual_hosts[0].routers[0].match.regex", "invalid repeat count"),
+            (withMatch("{\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"value\": \"\\\\pL\", \"regex\": true}]}"),
+             "routers[0].match.headers[0].value", "Unicode character classes"),
+        ]
+        for (json, path, reason) in cases {
+            let r = load(json)
+            #expect(r.plan == nil)
+            #expect(r.diagnostics.errors.contains { $0.contains(path) && $0.contains(reason) }, "errors: \(r.diagnostics.errors)")
+        }
+        let fine = load(withMatch("{\"regex\": \"^/r/(a+)+$\", \"headers\": [{\"name\": \"service\", \"value\": \"com\\\\.a\\\\..*\", \"regex\": true}]}"))
+        #expect(fine.plan != nil, "\(fine.diagnostics.errors)")
+    }
+
     @Test func unsupportedKeysAreWarningsWithTheirJSONPath() {
         let r = load(config(extra: ", \"admin\": {}, \"tracing\": {\"enable\": true}"))
         #expect(r.plan != nil)

@@ -139,6 +139,8 @@ private struct PikeMachine {
     private func addThread(to list: inout ThreadList, _ pc: UInt16, at position: Int) -> Bool {
         if list.contains(pc) { return false }
         list.insert(pc)
+        let op = instructions[Int(pc)].op
+        if op == .range || op == .set { return false }   // the common step: straight to the next character test
         stack[0] = pc
         var top = 1   // each instruction enters the list, and so the stack, at most once
         @inline(__always) func push(_ target: UInt16) {
