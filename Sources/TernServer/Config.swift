@@ -68,6 +68,7 @@ struct ConfigCompiler {
         var clusterIndex: [String: Int] = [:]
         if let cm = root.object("cluster_manager") {
             cm.checkKeys(known: ["clusters"], ignored: ["clusters_configs", "tls_context", "auto_discovery", "registry_use_health_check"])
+            if cm.enablesTLS("tls_context") { cm.refuse("tls_context", what: "upstream TLS (status: true)") }
             for c in cm.objects("clusters") {
                 guard let cluster = compileCluster(c) else { continue }
                 if clusterIndex[cluster.name] != nil {
@@ -79,7 +80,13 @@ struct ConfigCompiler {
             }
         }
         let servers = root.objects("servers")
-        if servers.isEmpty && !root.has("servers") { diagnostics.error("$.servers", "required") }
+        if servers.isEmpty && !root.has("servers") {
+            if root.has("dynamic_resources") || root.has("static_resources") {
+                diagnostics.error("$.servers", "required: Tern reads static configs; xDS (dynamic_resources/static_resources) is not supported yet")
+            } else {
+                diagnostics.error("$.servers", "required")
+            }
+        }
         for (i, server) in servers.enumerated() {
             server.checkKeys(known: ["default_log_path", "default_log_level", "listeners", "routers", "mosn_server_name",
                                      "graceful_timeout", "processor"],
@@ -90,8 +97,9 @@ struct ConfigCompiler {
                     if let l = LogLevel.parse(level) { plan.logLevel = l }
                     else { diagnostics.error(server.sub("default_log_level"), "unknown level \"\(level)\" (FATAL, ERROR, WARN, INFO, DEBUG, TRACE)") }
                 }
-                if let t = server.duration("graceful_timeout") { plan.drainTimeoutMS = t }
-                if let p = server.int("processor", min: 0, max: 1024), p > 0 { plan.workers = p }
+                // 0 keeps the default, as in MOSN.
+                if let t = server.duration("graceful_timeout"), t > 0 { plan.drainTimeoutMS = t }
+                plan.workers = processorCount(server)
             }
             var tables: [String: RouteTable] = [:]
             // Older MOSN configs carry router configurations as `connection_manager` network
@@ -105,9 +113,15 @@ struct ConfigCompiler {
                     tables[table.name] = table
                 }
             }
+            if listeners.isEmpty && i == servers.count - 1 && plan.listeners.isEmpty {
+                diagnostics.error(server.sub("listeners"), "at least one listener is required")
+            }
             for l in listeners {
                 if let listener = compileListener(l, tables: tables) { plan.listeners.append(listener) }
             }
+        }
+        if !plan.listeners.isEmpty && !plan.listeners.contains(where: \.bindPort) {
+            diagnostics.error("$.servers", "no listener to open: every listener has bind_port: false")
         }
         var seen: [String: String] = [:]
         for l in plan.listeners where l.bindPort {
@@ -123,13 +137,15 @@ struct ConfigCompiler {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout"],
                     ignored: ["use_original_dst", "listener_filters", "access_logs", "stream_filters", "inspector",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
-                              "option", "transparent", "default_read_buffer_size"])
+                              "option", "transparent", "default_read_buffer_size", "reuseport", "tls_context", "tls_context_set"])
+        // Keys that change who may connect or what a request goes through: refused until honoured.
+        if l.isNonEmpty("use_original_dst") { l.refuse("use_original_dst", what: "original destination (transparent proxying)") }
+        if l.isNonEmpty("listener_filters") { l.refuse("listener_filters", what: "listener filters") }
+        if l.isNonEmpty("stream_filters") { l.refuse("stream_filters", what: "stream filters") }
+        if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector (inspector: true)") }
+        for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS (status: true)") }
         let name = l.string("name") ?? l.path
-        guard let addressText = l.requiredString("address") else { return nil }
-        guard let address = SocketAddress.parse(addressText) else {
-            diagnostics.error(l.sub("address"), "invalid address \"\(addressText)\" (expected ip:port)")
-            return nil
-        }
+        guard let address = l.address("address", allowPortZero: true) else { return nil }
         if let network = l.string("network"), network.lowercased() != "tcp" {
             diagnostics.error(l.sub("network"), "only tcp listeners are supported, got \"\(network)\"")
         }
@@ -139,9 +155,11 @@ struct ConfigCompiler {
         var filters: [NetworkFilterPlan] = []
         let chains = l.objects("filter_chains")
         if chains.isEmpty { diagnostics.error(l.sub("filter_chains"), "at least one filter chain is required") }
-        if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used (chain matching comes with TLS)") }
+        // MOSN itself uses only the first chain; more would mean chain matching, which neither does.
+        if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
         if let chain = chains.first {
             chain.checkKeys(known: ["filters"], ignored: ["match", "tls_context", "tls_context_set"])
+            for key in ["tls_context", "tls_context_set"] where chain.enablesTLS(key) { chain.refuse(key, what: "TLS (status: true)") }
             let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables)
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])
@@ -149,7 +167,8 @@ struct ConfigCompiler {
                 if type == "connection_manager" { continue }   // read with the routers above
                 guard let kind = NetworkFilterRegistry.kinds[type] else {
                     let known = NetworkFilterRegistry.kinds.keys.sorted().joined(separator: ", ")
-                    diagnostics.error(f.sub("type"), "network filter \"\(type)\" is not supported (supported: \(known))")
+                    let status = NetworkFilterRegistry.later.contains(type) ? "is not supported by Tern yet" : "is unknown"
+                    diagnostics.error(f.sub("type"), "network filter \"\(type)\" \(status) (supported: \(known))")
                     continue
                 }
                 let config = f.object("config") ?? JSONObject(.object([:]), path: f.sub("config"), diagnostics: diagnostics)!
@@ -165,13 +184,17 @@ struct ConfigCompiler {
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host"],
                     ignored: ["circuit_breakers", "health_check", "lb_subset_config", "spec", "tls_context", "original_dst_lb_config",
                               "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "cluster_manager_tls",
-                              "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "lbconfig", "cluster_pool_enable"])
+                              "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "lbconfig", "cluster_pool_enable",
+                              "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
+        if c.enablesTLS("tls_context") { c.refuse("tls_context", what: "upstream TLS (status: true)") }
+        if c.bool("cluster_manager_tls") == true { c.refuse("cluster_manager_tls", what: "upstream TLS (cluster_manager_tls: true)") }
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
         if !["SIMPLE", "STATIC"].contains(type) {
             diagnostics.error(c.sub("type"), "cluster type \"\(type)\" is not supported yet (SIMPLE, STATIC)")
         }
-        let lbType = c.string("lb_type") ?? "LB_RANDOM"
+        // MOSN falls back to round robin when lb_type is absent.
+        let lbType = c.string("lb_type") ?? "LB_ROUNDROBIN"
         if !LoadBalancerRegistry.isKnown(lbType) {
             let known = LoadBalancerRegistry.kinds.keys.sorted().joined(separator: ", ")
             diagnostics.error(c.sub("lb_type"), "load balancer \"\(lbType)\" is not supported yet (\(known))")
@@ -179,24 +202,55 @@ struct ConfigCompiler {
         var hosts: [HostConfig] = []
         for h in c.objects("hosts") {
             h.checkKeys(known: ["address", "hostname", "weight", "metadata"], ignored: ["tls_disable"])
-            guard let text = h.requiredString("address") else { continue }
-            guard let address = SocketAddress.parse(text) else {
-                diagnostics.error(h.sub("address"), "invalid address \"\(text)\" (expected ip:port)")
-                continue
-            }
+            guard let address = h.address("address", allowPortZero: false) else { continue }
             var metadata: [String: String] = [:]
             if let m = h.object("metadata"), let fm = m.object("filter_metadata"), let lb = fm.stringMap("mosn.lb") { metadata = lb }
-            hosts.append(HostConfig(address: address, hostname: h.string("hostname") ?? "",
-                                    weight: h.int("weight", min: 0, max: 128) ?? 1, metadata: metadata))
+            hosts.append(HostConfig(address: address, hostname: h.string("hostname") ?? "", weight: hostWeight(h), metadata: metadata))
         }
         return ClusterConfig(name: name, lbType: lbType, hosts: hosts,
-                             connectTimeoutMS: c.duration("connect_timeout") ?? 3_000,
+                             // 0 means the default, as in MOSN; a connect never waits unbounded.
+                             connectTimeoutMS: c.duration("connect_timeout", max: 3_600_000).flatMap { $0 > 0 ? $0 : nil } ?? 3_000,
                              idleTimeoutMS: c.duration("idle_timeout") ?? 90_000,
                              maxRequestsPerConnection: c.int("max_request_per_conn", min: 0, max: Int(UInt32.max)).map { $0 == 0 ? 1024 : $0 } ?? 1024,
                              connectionBufferLimit: c.int("conn_buffer_limit_bytes", min: 0, max: Int(UInt32.max)) ?? 16384,
                              maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024)
     }
 }
+
+extension ConfigCompiler {
+    /// `servers[0].processor` as MOSN reads it: a number, a numeric string, or "auto" (any case);
+    /// zero, negative or "auto" mean one worker per CPU of the affinity mask (nil).
+    func processorCount(_ server: JSONObject) -> Int? {
+        let key = "processor"
+        let limit = 1024
+        switch server.present(key) {
+        case nil:
+            return nil
+        case .string(let text)?:
+            if text.lowercased() == "auto" { return nil }
+            guard let n = Int(text) else {
+                diagnostics.warn(server.sub(key), "\"\(text)\" is neither a number nor \"auto\"; one worker per CPU, as MOSN does")
+                return nil
+            }
+            if n > limit { diagnostics.error(server.sub(key), "must be at most \(limit), got \(n)"); return nil }
+            return n > 0 ? n : nil
+        default:
+            guard let n = server.int(key, max: limit) else { return nil }
+            return n > 0 ? n : nil
+        }
+    }
+
+    /// A host's `weight`: MOSN's range is 1-128 and it reads 0 (Go's value when the key is absent)
+    /// as 1. Outside the range is an error here, where MOSN clamps silently.
+    func hostWeight(_ h: JSONObject) -> Int {
+        guard let w = h.int("weight", min: 0, max: maxHostWeight) else { return 1 }
+        if w == 0 { diagnostics.warn(h.sub("weight"), "0 is read as 1, as MOSN does (no host is weighted out)") }
+        return max(w, 1)
+    }
+}
+
+/// MOSN's largest host weight (`MaxHostWeight`).
+let maxHostWeight = 128
 
 /// What a network filter's compiler gets besides its own config.
 struct FilterContext {

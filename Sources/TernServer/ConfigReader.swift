@@ -1,12 +1,23 @@
+import TernCore
+
 /// Problems found while reading a config: errors stop the process before it listens, warnings name
 /// keys Tern accepts but does not act on. Each names its JSON path.
+/// A problem found twice (a key read by two compilers, a listener shared by two chains) is kept
+/// once, so each line reaches the user once.
 public final class Diagnostics {
     public private(set) var errors: [String] = []
     public private(set) var warnings: [String] = []
+    private var seen: Set<String> = []
     public init() {}
-    func error(_ path: String, _ message: String) { errors.append("\(path): \(message)") }
-    func warn(_ path: String, _ message: String) { warnings.append("\(path): \(message)") }
+    func error(_ path: String, _ message: String) { record("\(path): \(message)", in: &errors) }
+    func warn(_ path: String, _ message: String) { record("\(path): \(message)", in: &warnings) }
+    private func record(_ line: String, in list: inout [String]) {
+        if seen.insert(line).inserted { list.append(line) }
+    }
 }
+
+/// Longest duration any key takes: larger values are typos (or overflow bait), never intent.
+let maxDurationMS: Int64 = 24 * 3_600_000
 
 /// A JSON object at a known path. Readers report wrong types as errors at the key's path and
 /// unknown keys as warnings, so every problem names where it is.
@@ -29,11 +40,48 @@ struct JSONObject {
     func sub(_ key: String) -> String { path + "." + key }
 
     /// Warns for every key that is neither read (`known`) nor explicitly accepted-and-ignored.
-    /// Keys compare case-insensitively, as Go's encoding/json matches them for MOSN.
+    /// Keys compare case-insensitively, as Go's encoding/json matches them for MOSN. Every level
+    /// that calls this lists all the keys MOSN has there, so an unknown key that is a near miss of
+    /// one of them is a typo whose setting would silently not apply: that is an error.
     func checkKeys(known: Set<String>, ignored: Set<String> = [], note: String = "not supported by Tern yet; ignored") {
         for key in dict.keys.sorted() where !known.contains(key.lowercased()) {
-            if ignored.contains(key.lowercased()) { diagnostics.warn(sub(key), note) }
-            else { diagnostics.warn(sub(key), "unknown key; ignored") }
+            if ignored.contains(key.lowercased()) { diagnostics.warn(sub(key), note); continue }
+            if let intended = nearestKey(to: key, among: known.union(ignored)) {
+                diagnostics.error(sub(key), "unknown key; did you mean `\(intended)`?")
+            } else {
+                diagnostics.warn(sub(key), "unknown key; ignored")
+            }
+        }
+    }
+
+    /// Refuses a key whose meaning is security or routing while Tern cannot honour it: accepting
+    /// it with a warning would run the config weaker than written.
+    func refuse(_ key: String, what: String) {
+        diagnostics.error(sub(key), "\(what) is not supported by Tern yet; remove it or run MOSN")
+    }
+
+    /// Whether `key` holds a non-empty array (or any other non-null, non-empty value).
+    func isNonEmpty(_ key: String) -> Bool {
+        switch present(key) {
+        case nil: return false
+        case .array(let a)?: return !a.isEmpty
+        case .object(let o)?: return !o.isEmpty
+        case .string(let s)?: return !s.isEmpty
+        case .bool(let b)?: return b
+        default: return true
+        }
+    }
+
+    /// Whether `key` holds a TLS context (or, for a list, any context) with `status: true`.
+    func enablesTLS(_ key: String) -> Bool {
+        func on(_ v: JSONValue) -> Bool {
+            guard case .object(let o) = v else { return false }
+            return o.first(where: { $0.key.lowercased() == "status" })?.value == .bool(true)
+        }
+        switch present(key) {
+        case .array(let a)?: return a.contains(where: on)
+        case let v?: return on(v)
+        case nil: return false
         }
     }
 
@@ -75,11 +123,35 @@ struct JSONObject {
         return i
     }
 
-    /// A Go duration string ("1s", "250ms", "1m30s"), in milliseconds.
-    func duration(_ key: String) -> Int64? {
+    /// An `ip:port` address; `allowPortZero` for listeners (the OS picks a port).
+    func address(_ key: String, allowPortZero: Bool) -> SocketAddress? {
+        guard let text = requiredString(key) else { return nil }
+        if text.hasPrefix("/") || text.hasPrefix("unix:") || text.hasPrefix("@") {
+            diagnostics.error(sub(key), "unix domain socket addresses are not supported by Tern yet, got \"\(text)\"")
+            return nil
+        }
+        guard let address = SocketAddress.parse(text) else {
+            diagnostics.error(sub(key), "invalid address \"\(text)\" (expected ip:port, port 0-65535)")
+            return nil
+        }
+        if address.port == 0 && !allowPortZero {
+            diagnostics.error(sub(key), "port 0 in \"\(text)\": an upstream needs a real port")
+            return nil
+        }
+        return address
+    }
+
+    /// A Go duration string ("1s", "250ms", "1m30s"), in milliseconds, between `min` and `max`.
+    func duration(_ key: String, min: Int64 = 0, max: Int64 = maxDurationMS) -> Int64? {
         guard let v = present(key) else { return nil }
+        // MOSN strips the quotes and hands the text to Go's ParseDuration, so a bare 0 is valid.
+        if case .number(0, _) = v { return 0 }
         guard case .string(let s) = v else { diagnostics.error(sub(key), "expected a duration string such as \"1s\""); return nil }
         guard let ms = parseGoDuration(s) else { diagnostics.error(sub(key), "invalid duration \"\(s)\""); return nil }
+        if ms < min || ms > max {
+            diagnostics.error(sub(key), "must be between \(formatDuration(min)) and \(formatDuration(max)), got \"\(s)\"")
+            return nil
+        }
         return ms
     }
 
@@ -145,4 +217,47 @@ func parseGoDuration(_ text: String) -> Int64? {
     }
     let ms = Int64((totalNS / 1e6).rounded(.up))
     return ms
+}
+
+/// Milliseconds as a Go duration string, for messages.
+func formatDuration(_ ms: Int64) -> String {
+    if ms % 3_600_000 == 0 && ms > 0 { return "\(ms / 3_600_000)h" }
+    if ms % 1000 == 0 && ms > 0 { return "\(ms / 1000)s" }
+    return "\(ms)ms"
+}
+
+/// The known key `key` is most likely a misspelling of: the same letters ignoring case and
+/// underscores, or within two edits (one for keys of four or five letters and none for shorter
+/// ones, where more edits reach unrelated words: `path` and `name`, `id` and `pid`).
+func nearestKey(to key: String, among known: Set<String>) -> String? {
+    let folded = Array(key.lowercased().utf8.filter { $0 != UInt8(ascii: "_") && $0 != UInt8(ascii: "-") })
+    var best: (key: String, distance: Int)?
+    for candidate in known.sorted() {
+        let target = Array(candidate.utf8.filter { $0 != UInt8(ascii: "_") })
+        let limit = target.count <= 3 ? 0 : target.count <= 5 ? 1 : 2
+        let d = editDistance(folded, target, limit: limit)
+        if d <= limit && (best == nil || d < best!.distance) { best = (candidate, d) }
+    }
+    return best?.key
+}
+
+/// Optimal string alignment distance (a swap of neighbours counts one edit), giving up past `limit`.
+func editDistance(_ a: [UInt8], _ b: [UInt8], limit: Int) -> Int {
+    if abs(a.count - b.count) > limit { return limit + 1 }
+    if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+    var previous2 = [Int](repeating: 0, count: b.count + 1)
+    var previous = Array(0...b.count)
+    var current = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = min(current[j], previous2[j - 2] + 1)
+            }
+        }
+        (previous2, previous, current) = (previous, current, previous2)
+    }
+    return previous[b.count]
 }

@@ -17,6 +17,8 @@ enum NetworkFilterRegistry {
     static let kinds: [String: NetworkFilterKind] = [
         "proxy": ProxyFilterKind(),
     ]
+    /// MOSN's network filters Tern does not have yet.
+    static let later: Set<String> = ["tcp_proxy", "udp_proxy", "fault_inject", "tunnel", "rpc_proxy", "dubbo_proxy"]
 }
 
 /// Stream protocols by MOSN's names, each built from the proxy filter's config: a new codec is
@@ -41,7 +43,7 @@ enum ProtocolRegistry {
         var s = BoltSettings()
         if let v = c.int("max_frame_bytes", min: 1024, max: 1 << 30) { s.maxFrameBytes = v }
         if let v = c.int("upstream_connections_per_host", min: 1, max: 64) { s.connectionsPerHost = v }
-        if let v = c.duration("heartbeat_interval") { s.heartbeatIntervalMS = max(v, 100) }
+        if let v = c.duration("heartbeat_interval", min: 100, max: 3_600_000) { s.heartbeatIntervalMS = v }
         if let v = c.int("heartbeat_max_misses", min: 1, max: 100) { s.heartbeatMaxMisses = v }
         if let v = c.int("max_inflight_requests", min: 1, max: 1 << 20) { s.maxInflightRequests = v }
         if let v = c.int("upstream_max_concurrent_requests", min: 1, max: 1 << 20) { s.upstreamMaxConcurrentRequests = v }

@@ -64,8 +64,13 @@ struct RouteCompiler {
     func compileRoute(_ router: JSONObject, request: HeaderMutations, response: HeaderMutations) -> Route? {
         router.checkKeys(known: ["match", "route", "direct_response", "redirect"],
                          ignored: ["metadata", "request_mirror_policies", "per_filter_config"])
-        guard let match = router.object("match") else { diagnostics.error(router.sub("match"), "required"); return nil }
+        // MOSN builds a router entry without `match` (or with an empty one) as a header rule with
+        // no headers, which matches every request, HTTP or bolt: its RPC samples rely on it.
+        let match = router.object("match") ?? JSONObject(.object([:]), path: router.sub("match"), diagnostics: diagnostics)!
         match.checkKeys(known: ["prefix", "path", "regex", "headers"], ignored: ["variables", "dsl_expressions"])
+        // Ignoring a match condition would widen the route to requests it was written to exclude.
+        if match.isNonEmpty("variables") { match.refuse("variables", what: "matching on variables") }
+        if match.isNonEmpty("dsl_expressions") { match.refuse("dsl_expressions", what: "matching on DSL expressions") }
         var path = PathMatch.any
         let kinds = ["prefix", "path", "regex"].filter { match.has($0) }
         if kinds.count > 1 { diagnostics.error(match.path, "only one of prefix, path and regex may be set") }
@@ -107,6 +112,12 @@ struct RouteCompiler {
                                 "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"],
                         ignored: ["cluster_header", "cluster_variable", "upstream_protocol", "hash_policy", "metadata_match", "retry_policy",
                                   "regex_rewrite", "auto_host_rewrite", "auto_host_rewrite_header", "mirror_policy", "metadata"])
+        // These pick the cluster or the hosts a request goes to; ignored, requests would reach
+        // clusters or hosts the config keeps them from.
+        for (key, what) in [("cluster_header", "choosing the cluster from a header"), ("cluster_variable", "choosing the cluster from a variable"),
+                            ("metadata_match", "subset routing (metadata_match)")] where route.isNonEmpty(key) {
+            route.refuse(key, what: what)
+        }
         var clusters: [WeightedCluster] = []
         if let name = route.string("cluster_name") {
             if let i = clusterIndex[name] { clusters.append(WeightedCluster(clusterIndex: i, weight: 1)) }
@@ -116,6 +127,7 @@ struct RouteCompiler {
             w.checkKeys(known: ["cluster"])
             guard let c = w.object("cluster") else { diagnostics.error(w.sub("cluster"), "required"); continue }
             c.checkKeys(known: ["name", "weight"], ignored: ["metadata_match"])
+            if c.isNonEmpty("metadata_match") { c.refuse("metadata_match", what: "subset routing (metadata_match)") }
             guard let name = c.requiredString("name") else { continue }
             guard let i = clusterIndex[name] else { diagnostics.error(c.sub("name"), "unknown cluster \"\(name)\""); continue }
             clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1))

@@ -6,18 +6,32 @@ import TernServer
 
 func printError(_ text: String) { let line = text + "\n"; _ = line.withCString { write(2, $0, strlen($0)) } }
 
-func usage() -> Never {
-    let text = """
-    usage: tern start -c CONFIG [--workers N] [-l LEVEL]
-           tern validate -c CONFIG
+let usageText = """
+    usage: tern start -c CONFIG [--workers N] [-l LEVEL]   run a MOSN-format JSON config
+           tern validate -c CONFIG                         check a config; errors name their JSON path
            tern version
+           tern help                                       this text (also -h, --help)
+
+    options:
+      -c, --config FILE          the config (MOSN's JSON format)
+      --workers N                worker threads (default: servers[0].processor, else one per CPU)
+      -l, --log-level LEVEL      FATAL, ERROR, WARN, INFO, DEBUG or TRACE (overrides default_log_level)
+
+    exit status: 0 ok, 1 invalid config or a listener that cannot open, 2 bad command line
     """
-    printError(text)
+
+/// A bad command line: the usage on stderr, exit 2.
+func usage() -> Never {
+    printError(usageText)
     exit(2)
 }
 
 var args = Array(CommandLine.arguments.dropFirst())
 guard let command = args.first else { usage() }
+if ["help", "-h", "--help"].contains(command) {
+    print(usageText)
+    exit(0)
+}
 args.removeFirst()
 var configPath: String?
 var workers: Int?
@@ -31,9 +45,10 @@ while i < args.count {
         return args[i]
     }
     switch a {
+    case "-h", "--help": print(usageText); exit(0)
     case "-c", "--config": configPath = value()
     case let s where s.hasPrefix("--config="): configPath = String(s.dropFirst(9))
-    case "--workers", "--concurrency": guard let n = Int(value()), n > 0 else { usage() }; workers = n
+    case "--workers", "--concurrency": guard let n = Int(value()), n > 0, n <= 1024 else { usage() }; workers = n
     case "-l", "--log-level": guard let l = LogLevel.parse(value()) else { usage() }; logLevel = l
     // MOSN flags that take a value and do not apply to Tern yet.
     case "-s", "--service-cluster", "-n", "--service-node", "--service-type", "--service-meta", "--feature-gates",
@@ -66,13 +81,16 @@ case "validate", "start":
         printError("error: cannot open log file \(plan.logPath ?? "")")
         exit(1)
     }
-    for w in result.diagnostics.warnings { logger.warn("config", w) }
+    // The warnings are on stderr already; a log that is stderr too must not repeat them.
+    if !logger.writesToStandardError {
+        for w in result.diagnostics.warnings { logger.warn("config", w) }
+    }
     let server = Server(plan: plan, logger: logger, workers: workers)
     let failures = server.start()
     if !failures.isEmpty {
         for f in failures {
             logger.error("server", f)
-            printError("error: \(f)")
+            if !logger.writesToStandardError || !logger.enabled(.error) { printError("error: \(f)") }
         }
         exit(1)
     }

@@ -2,12 +2,54 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// Every child a test starts, killed when the test process exits, whatever the test did.
-private let livePIDs = Mutex<Set<Int32>>([])
+/// Every child a test starts, killed by PID when the test process ends, however it ends: at exit,
+/// or from a handler for the signals that end a process (a trap in a test, Ctrl-C, a CI timeout's
+/// SIGTERM). Only SIGKILL of the test process itself leaves them running. The PIDs sit in a fixed
+/// table of plain integers because a signal handler may only read memory and call kill(2).
+private let pidSlotCount = 512
+nonisolated(unsafe) private let pidSlots: UnsafeMutablePointer<Int32> = {
+    let p = UnsafeMutablePointer<Int32>.allocate(capacity: pidSlotCount)
+    p.initialize(repeating: 0, count: pidSlotCount)
+    return p
+}()
+private let slotLock = Mutex<Void>(())
+private let fatalSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE]
+/// The handlers that were there before (the Swift runtime's backtracer), restored before re-raising.
+nonisolated(unsafe) private let previousActions: UnsafeMutablePointer<sigaction> = {
+    let p = UnsafeMutablePointer<sigaction>.allocate(capacity: 65)
+    p.initialize(repeating: sigaction(), count: 65)
+    return p
+}()
+
+private func killLiveChildren() {
+    for i in 0..<pidSlotCount where pidSlots[i] > 0 { kill(pidSlots[i], SIGKILL) }
+}
+
 private let reaperInstalled: Bool = {
-    atexit { for pid in livePIDs.withLock({ $0 }) { kill(pid, SIGKILL) } }
+    atexit { killLiveChildren() }
+    for sig in fatalSignals {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { sig in
+            killLiveChildren()
+            sigaction(sig, previousActions + Int(sig), nil)
+            raise(sig)
+        }
+        sigemptyset(&action.sa_mask)
+        sigaction(sig, &action, previousActions + Int(sig))
+    }
     return true
 }()
+
+private func track(_ pid: Int32) {
+    slotLock.withLock { _ in
+        for i in 0..<pidSlotCount where pidSlots[i] == 0 { pidSlots[i] = pid; return }
+        fatalError("more than \(pidSlotCount) live test children")
+    }
+}
+
+private func untrack(_ pid: Int32) {
+    slotLock.withLock { _ in for i in 0..<pidSlotCount where pidSlots[i] == pid { pidSlots[i] = 0 } }
+}
 
 /// Helpers shared by the test targets: paths, free ports, child processes, raw sockets.
 public enum TestPaths {
@@ -86,7 +128,7 @@ public final class ChildProcess: @unchecked Sendable {
         let rc = posix_spawn(&child, executable, &actions, nil, argv, envp)
         guard rc == 0 else { throw TestError("posix_spawn \(executable): \(String(cString: strerror(rc)))") }
         pid = child
-        livePIDs.withLock { _ = $0.insert(child) }
+        track(child)
     }
 
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
@@ -100,6 +142,7 @@ public final class ChildProcess: @unchecked Sendable {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 s.exited = true
+                untrack(pid)   // reaped: its PID may be reused by an unrelated process from now on
                 // WIFEXITED / WEXITSTATUS, or 128 + signal number when killed.
                 s.status = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
                 return false
@@ -119,7 +162,7 @@ public final class ChildProcess: @unchecked Sendable {
             kill(pid, SIGKILL)
             _ = waitUntil(timeout: 10) { !isRunning }
         }
-        livePIDs.withLock { _ = $0.remove(pid) }
+        untrack(pid)
     }
 
     /// Resident memory of the child in KiB (Linux /proc).

@@ -48,6 +48,9 @@ public final class Logger: Sendable {
         }
     }
 
+    /// Whether lines go to standard error, where the CLI prints its own messages too.
+    public var writesToStandardError: Bool { fd == 2 }
+
     @inline(__always) public func enabled(_ l: LogLevel) -> Bool { l <= level }
 
     public func log(_ l: LogLevel, _ scope: StaticString, _ message: @autoclosure () -> String) {
