@@ -22,11 +22,11 @@ let package = Package(
                           linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
         .target(name: "CAllocCounter"),
         .executableTarget(name: "tern-bench", dependencies: ["TernCore", "TernHTTP1", "CAllocCounter", "CTernShim"], swiftSettings: optimize),
-        .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
+        .target(name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport"),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
         .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),
         .testTarget(name: "TernBoltTests", dependencies: ["TernBolt", "TernCore", "TernTestSupport"]),
-        .testTarget(name: "TernServerTests", dependencies: ["TernServer", "TernCore", "TernTestSupport"]),
+        .testTarget(name: "TernServerTests", dependencies: ["TernServer", "TernCore", "TernTestSupport"], exclude: ["configs"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TernTestSupport"], exclude: ["peers"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,26 +1,6 @@
 import Testing
 @testable import TernCore
-
-/// A request for router tests: path, host and headers as plain strings.
-struct FakeRequest: RoutableRequest {
-    var path: String
-    var host: String = ""
-    var headers: [(String, String)] = []
-
-    func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
-        let b = Array(path.utf8) + [0]
-        return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count - 1) }
-    }
-    func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
-        let b = Array(host.utf8) + [0]
-        return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count - 1) }
-    }
-    func withHeader<R>(lowercasedName: [UInt8], _ body: (UnsafePointer<UInt8>, Int) -> R) -> R? {
-        guard let v = headers.first(where: { Bytes.lowercased($0.0) == lowercasedName })?.1 else { return nil }
-        let b = Array(v.utf8) + [0]
-        return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count - 1) }
-    }
-}
+import TernTestSupport
 
 func direct(_ status: Int) -> RouteAction { .direct(status: status, body: [], headers: HeaderMutations()) }
 
@@ -98,32 +78,6 @@ struct RouterTests {
         var counts = [0, 0]
         for _ in 0..<10_000 { counts[route.pickCluster(&random)] += 1 }
         #expect(counts[0] > 8_500 && counts[0] < 9_500)
-    }
-}
-
-struct LoadBalancerTests {
-    func cluster(_ lb: String, hosts: Int) -> ClusterConfig {
-        ClusterConfig(name: "c", lbType: lb, hosts: (0..<hosts).map { HostConfig(address: SocketAddress.parse("127.0.0.1:\(1000 + $0)")!, hostname: "", weight: 1, metadata: [:]) },
-                      connectTimeoutMS: 1000, idleTimeoutMS: 1000, maxRequestsPerConnection: 10, connectionBufferLimit: 1, maxIdlePerHost: 1)
-    }
-
-    @Test func roundRobinCyclesThroughEveryHost() {
-        let lb = LoadBalancerRegistry.kinds["LB_ROUNDROBIN"]!(cluster("LB_ROUNDROBIN", hosts: 3))
-        let picks = (0..<6).map { _ in lb.chooseHost()! }
-        #expect(Set(picks[0..<3]) == [0, 1, 2])
-        #expect(Array(picks[0..<3]) == Array(picks[3..<6]))
-    }
-
-    @Test func randomStaysInRangeAndCoversHosts() {
-        let lb = LoadBalancerRegistry.kinds["LB_RANDOM"]!(cluster("LB_RANDOM", hosts: 4))
-        var seen = Set<Int>()
-        for _ in 0..<1000 { let h = lb.chooseHost()!; #expect(h >= 0 && h < 4); seen.insert(h) }
-        #expect(seen.count == 4)
-    }
-
-    @Test func emptyClusterHasNoHost() {
-        #expect(LoadBalancerRegistry.kinds["LB_RANDOM"]!(cluster("LB_RANDOM", hosts: 0)).chooseHost() == nil)
-        #expect(LoadBalancerRegistry.kinds["LB_ROUNDROBIN"]!(cluster("LB_ROUNDROBIN", hosts: 0)).chooseHost() == nil)
     }
 }
 
