@@ -34,7 +34,7 @@ struct ProxyFilterKind: NetworkFilterKind {
         guard let protocols = downstream else { return nil }
         let settings = ProxySettings(listenerName: context.listenerName, routes: table, limits: limits,
                                      idleTimeoutMS: context.idleTimeoutMS,
-                                     defaultRouteTimeoutMS: c.duration("route_timeout", min: 1) ?? ConfigCompiler.defaultRouteTimeoutMS,
+                                     defaultRouteTimeoutMS: c.duration("route_timeout") ?? ConfigCompiler.defaultRouteTimeoutMS,
                                      headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000)
         return ProxyFilterPlan(settings: settings, protocols: protocols)
     }

@@ -83,7 +83,7 @@ struct ConfigFidelityTests {
         #expect(hasError(load(config(cluster: cluster + ", \"max_request_per_conn\": -5")), at: "$.cluster_manager.clusters[0].max_request_per_conn"))
         #expect(hasError(load(config(route: "{\"cluster_name\": \"c\", \"timeout\": \"100000h\"}")), at: "$.servers[0].routers[0].virtual_hosts[0].routers[0].route.timeout"))
         let proxy = "\"downstream_protocol\": \"Http1\", \"router_config_name\": \"r\""
-        #expect(hasError(load(config(proxy: proxy + ", \"route_timeout\": \"0s\"")), at: "$.servers[0].listeners[0].filter_chains[0].filters[0].config.route_timeout"))
+        #expect(hasError(load(config(proxy: proxy + ", \"route_timeout\": \"25h\"")), at: "$.servers[0].listeners[0].filter_chains[0].filters[0].config.route_timeout"))
         #expect(hasError(load(config(proxy: proxy + ", \"max_header_count\": 0")), at: "$.servers[0].listeners[0].filter_chains[0].filters[0].config.max_header_count"))
         let bolt = "\"downstream_protocol\": \"bolt\", \"router_config_name\": \"r\""
         #expect(hasError(load(config(proxy: bolt + ", \"heartbeat_interval\": \"1ms\"")), at: "$.servers[0].listeners[0].filter_chains[0].filters[0].config.heartbeat_interval", saying: "100ms"))
