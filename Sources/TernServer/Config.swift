@@ -68,7 +68,7 @@ struct ConfigCompiler {
         var clusterIndex: [String: Int] = [:]
         if let cm = root.object("cluster_manager") {
             cm.checkKeys(known: ["clusters"], ignored: ["clusters_configs", "tls_context", "auto_discovery", "registry_use_health_check"])
-            if cm.enablesTLS("tls_context") { cm.refuse("tls_context", what: "upstream TLS (status: true)") }
+            if cm.enablesTLS("tls_context") { cm.refuse("tls_context", what: "upstream TLS with status: true") }
             for c in cm.objects("clusters") {
                 guard let cluster = compileCluster(c) else { continue }
                 if clusterIndex[cluster.name] != nil {
@@ -139,11 +139,11 @@ struct ConfigCompiler {
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
                               "option", "transparent", "default_read_buffer_size", "reuseport", "tls_context", "tls_context_set"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
-        if l.isNonEmpty("use_original_dst") { l.refuse("use_original_dst", what: "original destination (transparent proxying)") }
+        if l.isNonEmpty("use_original_dst") { l.refuse("use_original_dst", what: "original destination, for transparent proxying") }
         if l.isNonEmpty("listener_filters") { l.refuse("listener_filters", what: "listener filters") }
         if l.isNonEmpty("stream_filters") { l.refuse("stream_filters", what: "stream filters") }
-        if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector (inspector: true)") }
-        for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS (status: true)") }
+        if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
+        for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS with status: true") }
         let name = l.string("name") ?? l.path
         guard let address = l.address("address", allowPortZero: true) else { return nil }
         if let network = l.string("network"), network.lowercased() != "tcp" {
@@ -159,7 +159,7 @@ struct ConfigCompiler {
         if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
         if let chain = chains.first {
             chain.checkKeys(known: ["filters"], ignored: ["match", "tls_context", "tls_context_set"])
-            for key in ["tls_context", "tls_context_set"] where chain.enablesTLS(key) { chain.refuse(key, what: "TLS (status: true)") }
+            for key in ["tls_context", "tls_context_set"] where chain.enablesTLS(key) { chain.refuse(key, what: "TLS with status: true") }
             let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables)
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])
@@ -186,8 +186,8 @@ struct ConfigCompiler {
                               "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "cluster_manager_tls",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "lbconfig", "cluster_pool_enable",
                               "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
-        if c.enablesTLS("tls_context") { c.refuse("tls_context", what: "upstream TLS (status: true)") }
-        if c.bool("cluster_manager_tls") == true { c.refuse("cluster_manager_tls", what: "upstream TLS (cluster_manager_tls: true)") }
+        if c.enablesTLS("tls_context") { c.refuse("tls_context", what: "upstream TLS with status: true") }
+        if c.bool("cluster_manager_tls") == true { c.refuse("cluster_manager_tls", what: "upstream TLS through cluster_manager_tls") }
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
         if !["SIMPLE", "STATIC"].contains(type) {

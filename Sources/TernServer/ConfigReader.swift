@@ -57,7 +57,7 @@ struct JSONObject {
     /// Refuses a key whose meaning is security or routing while Tern cannot honour it: accepting
     /// it with a warning would run the config weaker than written.
     func refuse(_ key: String, what: String) {
-        diagnostics.error(sub(key), "\(what) is not supported by Tern yet; remove it or run MOSN")
+        diagnostics.error(sub(key), "not supported by Tern yet (\(what)); remove it or run MOSN")
     }
 
     /// Whether `key` holds a non-empty array (or any other non-null, non-empty value).

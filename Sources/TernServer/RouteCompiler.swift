@@ -115,7 +115,7 @@ struct RouteCompiler {
         // These pick the cluster or the hosts a request goes to; ignored, requests would reach
         // clusters or hosts the config keeps them from.
         for (key, what) in [("cluster_header", "choosing the cluster from a header"), ("cluster_variable", "choosing the cluster from a variable"),
-                            ("metadata_match", "subset routing (metadata_match)")] where route.isNonEmpty(key) {
+                            ("metadata_match", "subset routing by metadata")] where route.isNonEmpty(key) {
             route.refuse(key, what: what)
         }
         var clusters: [WeightedCluster] = []
@@ -127,7 +127,7 @@ struct RouteCompiler {
             w.checkKeys(known: ["cluster"])
             guard let c = w.object("cluster") else { diagnostics.error(w.sub("cluster"), "required"); continue }
             c.checkKeys(known: ["name", "weight"], ignored: ["metadata_match"])
-            if c.isNonEmpty("metadata_match") { c.refuse("metadata_match", what: "subset routing (metadata_match)") }
+            if c.isNonEmpty("metadata_match") { c.refuse("metadata_match", what: "subset routing by metadata") }
             guard let name = c.requiredString("name") else { continue }
             guard let i = clusterIndex[name] else { diagnostics.error(c.sub("name"), "unknown cluster \"\(name)\""); continue }
             clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1))
