@@ -141,7 +141,7 @@ struct ConfigCompiler {
         // Keys that change who may connect or what a request goes through: refused until honoured.
         if l.isNonEmpty("use_original_dst") { l.refuse("use_original_dst", what: "original destination, for transparent proxying") }
         if l.isNonEmpty("listener_filters") { l.refuse("listener_filters", what: "listener filters") }
-        if l.isNonEmpty("stream_filters") { l.refuse("stream_filters", what: "stream filters") }
+        checkStreamFilters(l)
         if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
         for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS with status: true") }
         let name = l.string("name") ?? l.path
@@ -238,6 +238,19 @@ extension ConfigCompiler {
             guard let n = server.int(key, max: limit) else { return nil }
             return n > 0 ? n : nil
         }
+    }
+
+    /// Stream filters can authenticate, deny or rewrite requests, so any Tern does not run is an
+    /// error. The exception is MOSN's bolt `healthcheck` filter of its RPC samples (answer caller
+    /// heartbeats at the proxy; current MOSN no longer registers it), which Tern always does.
+    func checkStreamFilters(_ l: JSONObject) {
+        let filters = l.objects("stream_filters")
+        if filters.isEmpty { return }
+        if filters.allSatisfy({ $0.string("type") == "healthcheck" && ($0.object("config")?.bool("passthrough") ?? false) == false }) {
+            diagnostics.warn(l.sub("stream_filters"), "healthcheck: Tern answers bolt heartbeats itself; ignored")
+            return
+        }
+        l.refuse("stream_filters", what: "stream filters")
     }
 
     /// A host's `weight`: MOSN's range is 1-128 and it reads 0 (Go's value when the key is absent)

@@ -138,6 +138,16 @@ struct ConfigFidelityTests {
         #expect(hasError(r, at: path, saying: "not supported by Tern yet"), "\(r.diagnostics.errors)")
     }
 
+    @Test func theBoltHeartbeatStreamFilterOfMOSNsRPCSamplesIsAcceptedAlone() {
+        let healthcheck = "\"stream_filters\": [{\"type\": \"healthcheck\", \"config\": {}}]"
+        let alone = load(config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(healthcheck),"))
+        #expect(alone.diagnostics.errors.isEmpty, "\(alone.diagnostics.errors)")
+        #expect(alone.diagnostics.warnings.contains { $0.hasPrefix("$.servers[0].listeners[0].stream_filters:") })
+        let withAnother = "\"stream_filters\": [{\"type\": \"healthcheck\"}, {\"type\": \"ipaccess\"}]"
+        #expect(hasError(load(config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(withAnother),")),
+                         at: "$.servers[0].listeners[0].stream_filters", saying: "not supported by Tern yet"))
+    }
+
     @Test func disabledOrEmptySecurityKeysStayAccepted() {
         let json = config().replacingOccurrences(of: "\"bind_port\": true,", with:
             "\"bind_port\": true, \"use_original_dst\": false, \"inspector\": false, \"stream_filters\": [], \"listener_filters\": [], \"tls_context\": {\"status\": false},")
