@@ -251,3 +251,22 @@ final class BoltProxyTests {
         #expect(r.first.map { String(decoding: $0.content, as: UTF8.self) } == "echo:back")
     }
 }
+
+/// MOSN's RPC samples route with router entries that have no `match`: every call goes through.
+@Suite(.timeLimit(.minutes(3)))
+struct BoltRoutesWithoutMatchTests {
+    @Test func anthunderCallsPassARouterEntryWithoutMatchOnAnAutoListener() throws {
+        let serverPort = freePort(), listen = freePort()
+        let server = try startBoltServer(port: serverPort)
+        defer { server.stop() }
+        let config = boltConfig(listen: listen, upstream: serverPort,
+                                protocolSpelling: "\"downstream_protocol\": \"Auto\", \"upstream_protocol\": \"Auto\"")
+            .replacingOccurrences(of: #""match": \{"headers": \[.*?\]\},\s*"#, with: "", options: .regularExpression)
+        #expect(!config.contains("\"match\""))
+        let tern = try TernProcess(config: config, waitFor: [listen])
+        defer { tern.stop() }
+        let client = try ChildProcess(venvPython, [boltPeers, "client", String(listen), "10", "2"], name: "nomatch-client")
+        #expect(client.waitForExit(timeout: 60) == 0, "\(client.output)\n--- tern:\n\(tern.child.output.suffix(2000))")
+        #expect(client.output.contains("ok 20"))
+    }
+}
