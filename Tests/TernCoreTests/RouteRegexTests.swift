@@ -1,4 +1,5 @@
 import Testing
+import TernTestSupport
 @testable import TernCore
 
 func regexMatches(_ regex: RouteRegex, _ bytes: [UInt8]) -> Bool {
