@@ -60,6 +60,17 @@ struct RequestView: RoutableRequest {
 /// Requests are handled one at a time; pipelined requests wait in the input buffer, so responses
 /// go back in order. Bodies stream in both directions with watermark back-pressure.
 final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
+    /// The connection's phase. Transitions (each in one function):
+    /// - waitingForRequest → proxying: a head parsed and routed to a host (`dispatch`).
+    /// - waitingForRequest → waitingForRequest: a local answer on a kept connection
+    ///   (`afterLocalResponse` → `continueAfterAnswer`, which serves buffered requests next).
+    /// - proxying → waitingForRequest: the response is complete and the request body sent
+    ///   (`finishExchange` → `continueAfterAnswer`), or a failure answered locally (`fail`).
+    /// - any → closed: `closeWhenAnswered` (the last answer is flushed, then the socket closes;
+    ///   the idle timer lets go of a client that takes none of it) or `closeAll` (at once).
+    /// - proxying with the client gone (`downstreamGone`): the exchange finishes into a sink so
+    ///   the upstream connection stays warm, bounded by the route and idle timeouts.
+    /// Within proxying, `responseProgress` and the request body fields say how far each side is.
     enum Phase { case waitingForRequest, proxying, closed }
 
     let downstream: Connection
@@ -99,7 +110,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var responseMutations = HeaderMutations()
     var responseScanned = 0
     var upstreamKeepAlive = false
-    var responseStarted = false
+    /// How far the upstream's answer to the request in flight has come.
+    var responseProgress = ResponseProgress.awaitingHead
+    enum ResponseProgress { case awaitingHead, streaming, complete }
     var responseFraming = BodyFraming.none
     var responseBodyRemaining: Int64 = 0
     var responseChunked = ChunkedDecoder()
@@ -146,7 +159,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             guard idle > 0 else { return nil }
             var last = downstreamGone ? 0 : downstream.lastProgressMS
             if let up = upstream { last = max(last, up.lastProgressMS) }
-            if !responseStarted && routeDeadline > 0 { return max(last + idle, routeDeadline + 1) }
+            if responseProgress == .awaitingHead && routeDeadline > 0 { return max(last + idle, routeDeadline + 1) }
             return last + idle
         case .closed:
             guard idle > 0, !downstreamGone, downstream.state == .open else { return nil }
@@ -258,8 +271,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func startRequest(_ input: ByteBuffer) {
         // Nothing of the previous exchange's response may decide how this request fails.
-        responseStarted = false
-        responseComplete = false
+        responseProgress = .awaitingHead
         requestMethod = request.method
         clientMinorVersion = request.versionMinor
         closeAfterResponse = !request.keepAlive || draining
@@ -345,7 +357,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         connection.delegate = self
         upstream = connection
         responseMutations = clusterRoute.responseHeaders
-        responseStarted = false
+        responseProgress = .awaitingHead
         responseScanned = 0
         phase = .proxying
         writeUpstreamHead(connection.outputBuffer, input, target.route, clusterRoute, host)
@@ -451,7 +463,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     requestBodyDone = true
                 case .error(let why):
                     logger.error("http1", "malformed chunked request body: \(why)")
-                    if responseStarted { closeAll(); return }
+                    if responseProgress != .awaitingHead { closeAll(); return }
                     abandonUpstream()
                     sendLocalResponse(status: 400, body: "tern: \(why)\n", code: "bad_request", close: true)
                     return
@@ -463,11 +475,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if phase == .proxying && up.state != .closed && up.exceedsHighWatermark() { downstream.pauseReading() }
         if requestBodyDone && phase == .proxying {
             // A response already complete before the body ended (early answer) finishes now.
-            if responseStarted && responseComplete { finishExchange() }
+            if responseProgress == .complete { finishExchange() }
         }
     }
 
-    var responseComplete = false
     /// The client closed while its request was in flight; the response is read and dropped.
     var downstreamGone = false
     /// Keeps an orphaned session alive until its exchange ends (released in `endOrphan`).
@@ -475,7 +486,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Whether draining the rest of the response is cheaper than a new upstream connection.
     var responseRemainderIsSmall: Bool {
-        if !responseStarted { return true }
+        if responseProgress == .awaitingHead { return true }
         if case .contentLength = responseFraming { return responseBodyRemaining <= 64 * 1024 }
         return false
     }
@@ -496,7 +507,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func processUpstream(eof: Bool) {
         guard let up = upstream else { return }
         while phase == .proxying && upstream === up {
-            if !responseStarted {
+            if responseProgress == .awaitingHead {
                 guard let input = up.input, input.readableBytes > 0 else {
                     if eof { fail(.upstreamReset(host: upstreamHostName)) }
                     return
@@ -524,8 +535,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func startResponse(_ input: ByteBuffer) {
-        responseStarted = true
-        responseComplete = false
+        responseProgress = .streaming
         upstreamKeepAlive = response.keepAlive
         let base = UnsafePointer(input.readPointer)
         let out = responseOutput
@@ -572,9 +582,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
-        if case .none = response.framing { responseComplete = true }
-        if case .contentLength(0) = response.framing { responseComplete = true }
-        if responseComplete {
+        if case .none = response.framing { responseProgress = .complete }
+        if case .contentLength(0) = response.framing { responseProgress = .complete }
+        if responseProgress == .complete {
             downstream.flush()
             maybeFinish()
         } else {
@@ -587,7 +597,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         guard let up = upstream else { return }
         let out = responseOutput
         if let input = up.input {
-            while !responseComplete && input.readableBytes > 0 {
+            while responseProgress != .complete && input.readableBytes > 0 {
                 switch responseFraming {
                 case .contentLength:
                     if downstreamGone { out.clear() }
@@ -595,7 +605,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     out.write(input.readPointer, count: take)
                     input.consume(take)
                     responseBodyRemaining -= Int64(take)
-                    if responseBodyRemaining == 0 { responseComplete = true }
+                    if responseBodyRemaining == 0 { responseProgress = .complete }
                 case .untilClose:
                     if downstreamGone { out.clear() }
                     let n = input.readableBytes
@@ -626,7 +636,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                             if !responseLastChunkWritten { out.write("0\r\n"); responseLastChunkWritten = true }
                             out.write("\r\n")
                         }
-                        responseComplete = true
+                        responseProgress = .complete
                     case .error(let why):
                         logger.error("http1", "upstream \(upstreamHostName) sent a malformed chunked body: \(why); closing both sides")
                         closeAll()
@@ -634,14 +644,14 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     }
                     input.consume(consumed)
                 case .none:
-                    responseComplete = true
+                    responseProgress = .complete
                 }
             }
         }
-        if !responseComplete && eof {
+        if responseProgress != .complete && eof {
             if case .untilClose = responseFraming {
                 if responseToClientChunked { out.write("0\r\n\r\n") }
-                responseComplete = true
+                responseProgress = .complete
             } else {
                 truncatedResponse()
                 return
@@ -649,7 +659,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         downstream.flush()
         if phase == .closed { return }
-        if responseComplete {
+        if responseProgress == .complete {
             maybeFinish()
         } else if downstream.exceedsHighWatermark() {
             up.pauseReading()
@@ -718,7 +728,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         let status = error.httpStatus
         forwarder.failed(error, cluster: cluster, protocolName: "http1", answer: String(status))
         cluster?.stats.recordResponse(httpStatus: status)
-        if responseStarted {
+        if responseProgress != .awaitingHead {
             closeAll()
             return
         }
