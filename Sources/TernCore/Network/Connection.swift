@@ -11,6 +11,16 @@ public enum CloseReason: Sendable, Equatable {
     case connectTimeout
 }
 
+/// How a connection moves bytes over its socket when that is more than read(2)/write(2): TLS
+/// (TernTLS) implements it. Plain TCP connections have none and call the socket directly, so the
+/// common path pays one nil check. Both calls follow the syscalls' contract: a count of bytes,
+/// 0 for the end of the stream (read), or -1 with `errno` set (EAGAIN when the socket must
+/// become ready first; the connection is registered for both directions, edge-triggered).
+public protocol Transport: AnyObject {
+    func read(fd: Int32, into buffer: UnsafeMutablePointer<UInt8>, count: Int) -> Int
+    func write(fd: Int32, from buffer: UnsafePointer<UInt8>, count: Int) -> Int
+}
+
 public protocol ConnectionDelegate: AnyObject {
     /// New bytes are in `connection.input` (and/or the peer closed its side when `eof`).
     func connectionReadable(_ connection: Connection, eof: Bool)
@@ -31,6 +41,8 @@ public final class Connection: EventHandler, TimerTarget {
     public unowned let loop: EventLoop
     public unowned let buffers: BufferPool
     public weak var delegate: ConnectionDelegate?
+    /// nil: plain TCP. Set before the first byte moves (a TLS handshake owns the bytes from then).
+    public var transport: Transport?
     public private(set) var state: State
     public private(set) var input: ByteBuffer?
     private var output: ByteBuffer?
@@ -128,7 +140,7 @@ public final class Connection: EventHandler, TimerTarget {
             if let b = input { buffer = b } else { buffer = buffers.take(); input = buffer }
             buffer.reserve(4096)
             let room = buffer.writableBytes
-            let n = Glibc.read(fd, buffer.writePointer, room)
+            let n = transport?.read(fd: fd, into: buffer.writePointer, count: room) ?? Glibc.read(fd, buffer.writePointer, room)
             if n > 0 {
                 buffer.writerIndex += n
                 lastProgressMS = loop.nowMS
@@ -194,7 +206,7 @@ public final class Connection: EventHandler, TimerTarget {
     public func flush() {
         guard state == .open, let out = output else { return }
         while out.readableBytes > 0 {
-            let n = Glibc.write(fd, out.readPointer, out.readableBytes)
+            let n = transport?.write(fd: fd, from: out.readPointer, count: out.readableBytes) ?? Glibc.write(fd, out.readPointer, out.readableBytes)
             if n > 0 {
                 out.consume(n)
                 lastProgressMS = loop.nowMS

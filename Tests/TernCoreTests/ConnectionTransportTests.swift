@@ -1,0 +1,119 @@
+import Glibc
+import Testing
+@testable import TernCore
+
+/// A stand-in for TLS: flips every byte on the way in and out.
+private final class FlipTransport: Transport {
+    var reads = 0, writes = 0
+    func read(fd: Int32, into buffer: UnsafeMutablePointer<UInt8>, count: Int) -> Int {
+        reads += 1
+        let n = Glibc.read(fd, buffer, count)
+        if n > 0 { for i in 0..<n { buffer[i] ^= 0xFF } }
+        return n
+    }
+    func write(fd: Int32, from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
+        writes += 1
+        let flipped = (0..<count).map { buffer[$0] ^ 0xFF }
+        return flipped.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, count) }
+    }
+}
+
+private final class Collector: ConnectionDelegate {
+    var bytes: [UInt8] = []
+    var eofs = 0
+    var closed: CloseReason?
+    func connectionReadable(_ connection: Connection, eof: Bool) {
+        if let input = connection.input {
+            bytes += Array(UnsafeBufferPointer(start: input.readPointer, count: input.readableBytes))
+            input.consume(input.readableBytes)
+        }
+        if eof { eofs += 1 }
+    }
+    func connectionConnected(_ connection: Connection) {}
+    func connectionWriteDrained(_ connection: Connection) {}
+    func connectionClosed(_ connection: Connection, reason: CloseReason) { closed = reason }
+}
+
+private func pair() -> (Int32, Int32) {
+    var fds: [Int32] = [0, 0]
+    precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
+    return (fds[0], fds[1])
+}
+
+private func turn(_ loop: EventLoop, times: Int = 3) { for _ in 0..<times { loop.runOnce(maxWaitMS: 20) } }
+
+@Suite struct ConnectionTransportTests {
+    @Test func aTransportSeesEveryByteBothWays() {
+        let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
+        let (mine, peer) = pair()
+        defer { close(peer) }
+        let c = Connection(fd: mine, loop: loop, buffers: buffers)
+        let transport = FlipTransport()
+        c.transport = transport
+        let d = Collector()
+        c.delegate = d
+        c.outputBuffer.write("hello")
+        c.flush()
+        var got = [UInt8](repeating: 0, count: 16)
+        let n = Glibc.read(peer, &got, 16)
+        #expect(n == 5 && Array(got[0..<5]) == Array("hello".utf8).map { $0 ^ 0xFF })
+        let incoming = Array("world".utf8).map { $0 ^ 0xFF }
+        _ = incoming.withUnsafeBufferPointer { Glibc.write(peer, $0.baseAddress, $0.count) }
+        turn(loop)
+        #expect(d.bytes == Array("world".utf8))
+        #expect(transport.reads > 0 && transport.writes == 1)
+        c.close()
+    }
+
+    @Test func aFinWhileReadingIsPausedComesAfterTheBytesBeforeIt() {
+        let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
+        let (mine, peer) = pair()
+        defer { close(peer) }
+        let c = Connection(fd: mine, loop: loop, buffers: buffers)
+        let d = Collector()
+        c.delegate = d
+        c.pauseReading()
+        _ = Glibc.write(peer, "abc", 3)
+        shutdown(peer, Int32(SHUT_WR))
+        turn(loop)
+        #expect(d.bytes.isEmpty && d.eofs == 0 && d.closed == nil, "paused: nothing delivered, nothing closed")
+        #expect(c.state == .open)
+        c.resumeReading()
+        turn(loop)
+        #expect(d.bytes == Array("abc".utf8))
+        #expect(d.eofs == 1)
+        c.close()
+    }
+
+    @Test func aConnectThatNeverCompletesTimesOut() throws {
+        let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
+        // A listener with a full backlog never completes the handshake: connects hang until the timeout.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(listener, 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        let target = try #require(SocketAddress.parse("127.0.0.1:\(UInt16(bigEndian: addr.sin_port))"))
+        // Fill the backlog so later connects stay in SYN_SENT.
+        var fillers: [Connection] = []
+        var timedOut: Connection?
+        var d = Collector()
+        for _ in 0..<8 {
+            guard let c = Connection.connect(to: target, loop: loop, buffers: buffers, timeoutMS: 200) else { continue }
+            let collector = Collector()
+            c.delegate = collector
+            fillers.append(c)
+            timedOut = c
+            d = collector
+        }
+        let start = loop.nowMS
+        while d.closed == nil && loop.nowMS - start < 3000 { loop.runOnce(maxWaitMS: 50) }
+        // At least the last connect could not complete and was closed by its timer.
+        #expect(d.closed == .connectTimeout, "the last connect ended with \(String(describing: d.closed)), state \(String(describing: timedOut?.state))")
+        for c in fillers { c.close() }
+    }
+}
