@@ -25,8 +25,9 @@ public struct BoltProtocol: StreamProtocol {
 
     public func sniff(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> SniffResult { BoltCodec.sniff(bytes, count) }
 
-    public func startSession(connection: Connection, worker: Worker, settings proxy: ProxySettings) {
-        let session = BoltSession(connection: connection, worker: worker, proxy: proxy, settings: settings)
+    public func startSession(connection: Connection, forwarder: Forwarder) {
+        let worker = forwarder.worker
+        let session = BoltSession(connection: connection, forwarder: forwarder, settings: settings)
         connection.delegate = session
         worker.add(session, fd: connection.fd)
     }
@@ -68,8 +69,8 @@ struct BoltRequestView: RoutableRequest {
 final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     let downstream: Connection
     let worker: Worker
-    let proxy: ProxySettings
     let forwarder: Forwarder
+    var proxy: ProxySettings { _read { yield forwarder.settings } }
     let settings: BoltSettings
     let pool: MultiplexPool<BoltMultiplex>
     var inFlight = 0
@@ -81,11 +82,12 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// No byte moved either way for the listener's idle timeout: the client is let go.
     var idleTimer: LoopTimer?
 
-    init(connection: Connection, worker: Worker, proxy: ProxySettings, settings: BoltSettings) {
+    init(connection: Connection, forwarder: Forwarder, settings: BoltSettings) {
         downstream = connection
+        let worker = forwarder.worker
         self.worker = worker
-        self.proxy = proxy
-        forwarder = Forwarder(worker: worker, settings: proxy)
+        self.forwarder = forwarder
+        let proxy = forwarder.settings
         self.settings = settings
         pool = BoltMultiplex.pool(of: worker, settings: settings)
         if proxy.idleTimeoutMS > 0 {

@@ -20,8 +20,9 @@ public struct HTTP1Protocol: StreamProtocol {
         return i - start >= 16 ? .noMatch : .needMoreBytes
     }
 
-    public func startSession(connection: Connection, worker: Worker, settings: ProxySettings) {
-        let session = HTTP1Session(connection: connection, worker: worker, settings: settings)
+    public func startSession(connection: Connection, forwarder: Forwarder) {
+        let worker = forwarder.worker
+        let session = HTTP1Session(connection: connection, forwarder: forwarder)
         connection.delegate = session
         worker.add(session, fd: connection.fd)
     }

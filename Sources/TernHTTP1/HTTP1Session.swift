@@ -75,8 +75,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     let downstream: Connection
     let worker: Worker
-    let settings: ProxySettings
     let forwarder: Forwarder
+    var settings: ProxySettings { _read { yield forwarder.settings } }
     let limits: HTTPLimits
     var phase = Phase.waitingForRequest
     var draining = false
@@ -128,11 +128,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var idleTimer: LoopTimer?
     static let routeTag = 1, idleTag = 3
 
-    init(connection: Connection, worker: Worker, settings: ProxySettings) {
+    init(connection: Connection, forwarder: Forwarder) {
         downstream = connection
+        let worker = forwarder.worker
         self.worker = worker
-        self.settings = settings
-        forwarder = Forwarder(worker: worker, settings: settings)
+        self.forwarder = forwarder
+        let settings = forwarder.settings
         limits = HTTPLimits(maxHeadBytes: settings.limits.maxHeadBytes, maxHeaderCount: settings.limits.maxHeaderCount)
         scratch = HTTP1Scratch.of(worker)
         lastActivityMS = worker.loop.nowMS

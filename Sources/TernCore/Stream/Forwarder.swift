@@ -22,8 +22,10 @@ public enum ForwardDecision {
 
 /// The protocol-neutral part of proxying one request: the routing decision, the per-cluster
 /// counters and the one log line for a failure. HTTP/1 and bolt sessions both go through it, so
-/// a new protocol only decodes, encodes and maps `StreamError` to its own answer.
-public struct Forwarder {
+/// a new protocol only decodes, encodes and maps `StreamError` to its own answer. One per
+/// listener and worker (the proxy filter's), shared by its sessions: a session holds a reference,
+/// not a copy of the listener's settings.
+public final class Forwarder {
     public unowned let worker: Worker
     public let settings: ProxySettings
 

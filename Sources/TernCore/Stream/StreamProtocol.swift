@@ -7,7 +7,7 @@ public protocol StreamProtocol: Sendable {
     var name: String { get }
     func sniff(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> SniffResult
     /// Takes over `connection` (becomes its delegate); bytes already read stay in its input.
-    func startSession(connection: Connection, worker: Worker, settings: ProxySettings)
+    func startSession(connection: Connection, forwarder: Forwarder)
 }
 
 /// A network filter: sees each accepted connection in chain order. A terminal filter (proxy,
@@ -30,18 +30,19 @@ public final class NetworkFilterChain: AcceptHandler {
 /// first bytes among several (`Auto`).
 public final class ProxyFilter: NetworkFilter {
     let worker: Worker
-    let settings: ProxySettings
+    let forwarder: Forwarder
     let protocols: [StreamProtocol]
+    var settings: ProxySettings { _read { yield forwarder.settings } }
 
     public init(worker: Worker, settings: ProxySettings, protocols: [StreamProtocol]) {
         self.worker = worker
-        self.settings = settings
+        forwarder = Forwarder(worker: worker, settings: settings)
         self.protocols = protocols
     }
 
     public func onAccept(_ connection: Connection) -> Bool {
         if protocols.count == 1 {
-            protocols[0].startSession(connection: connection, worker: worker, settings: settings)
+            protocols[0].startSession(connection: connection, forwarder: forwarder)
         } else {
             let sniffer = ProtocolSniffer(filter: self, connection: connection)
             connection.delegate = sniffer
@@ -96,7 +97,7 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
             case .match:
                 if let t = timer { filter.worker.loop.timers.cancel(t) }
                 filter.worker.remove(fd: connection.fd)
-                p.startSession(connection: connection, worker: filter.worker, settings: filter.settings)
+                p.startSession(connection: connection, forwarder: filter.forwarder)
                 connection.delegate?.connectionReadable(connection, eof: eof)
                 return
             case .needMoreBytes: undecided = true
