@@ -14,12 +14,6 @@ private final class Recorder: EventHandler {
     }
 }
 
-private func socketPair() -> (Int32, Int32) {
-    var fds: [Int32] = [0, 0]
-    #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
-    return (fds[0], fds[1])
-}
-
 @Suite struct EventLoopGenerationTests {
     @Test func aDescriptorReusedWithinOneBatchGetsNoStaleEvent() {
         let loop = EventLoop()
