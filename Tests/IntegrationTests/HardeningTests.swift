@@ -133,6 +133,18 @@ final class HardeningAfterLocalAnswerTests {
         if r.count == 2 { #expect(r[1].bodyText == "hello from upstream /after") }
     }
 
+    /// A keep-alive client whose proxied request is followed by requests Tern answers itself.
+    @Test(arguments: [("/nothing-routes-here", 404), ("/direct", 200), ("/moved", 301)])
+    func hardeningLocalAnswerAfterAProxiedExchange(target: String, status: Int) throws {
+        let c = try RawClient(port: port, timeout: 8)
+        for (i, next) in ["/up/first", target, "/up/second", target].enumerated() {
+            c.send(get(next))
+            let r = c.readResponses(1)
+            #expect(r.first?.status == (next.hasPrefix("/up/") ? 200 : status), "request \(i + 1) (\(next)): \(r.map(\.status)) within 8 s")
+            if r.isEmpty { return }
+        }
+    }
+
     @Test(arguments: [("/nothing-routes-here", 404), ("/direct", 200), ("/moved", 301)])
     func hardeningPipelinedRequestAfterLocalAnswer(target: String, status: Int) throws {
         let c = try RawClient(port: port, timeout: 8)
@@ -208,7 +220,8 @@ final class HardeningSlowClientTests {
         withExtendedLifetime(c) {}
     }
 
-    /// 5. A client of an Auto listener that sends nothing, or one byte, is timed out like any idle client.
+    /// 5. A client of an Auto listener that sends nothing, or one byte and then nothing (its
+    /// protocol still unknown), is timed out after the idle timeout, long before the 60 s header timeout.
     @Test(arguments: ["", "G"])
     func hardeningSilentClientOnAutoIsTimedOut(firstBytes: String) throws {
         let (tern, port) = try startTern(protocolName: "Auto", idleTimeout: "1s")
