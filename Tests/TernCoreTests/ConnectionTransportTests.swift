@@ -34,18 +34,12 @@ private final class Collector: ConnectionDelegate {
     func connectionClosed(_ connection: Connection, reason: CloseReason) { closed = reason }
 }
 
-private func pair() -> (Int32, Int32) {
-    var fds: [Int32] = [0, 0]
-    precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
-    return (fds[0], fds[1])
-}
-
 private func turn(_ loop: EventLoop, times: Int = 3) { for _ in 0..<times { loop.runOnce(maxWaitMS: 20) } }
 
 @Suite struct ConnectionTransportTests {
     @Test func aTransportSeesEveryByteBothWays() {
         let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
-        let (mine, peer) = pair()
+        let (mine, peer) = socketPair()
         defer { close(peer) }
         let c = Connection(fd: mine, loop: loop, buffers: buffers)
         let transport = FlipTransport()
@@ -67,7 +61,7 @@ private func turn(_ loop: EventLoop, times: Int = 3) { for _ in 0..<times { loop
 
     @Test func aFinWhileReadingIsPausedComesAfterTheBytesBeforeIt() {
         let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
-        let (mine, peer) = pair()
+        let (mine, peer) = socketPair()
         defer { close(peer) }
         let c = Connection(fd: mine, loop: loop, buffers: buffers)
         let d = Collector()

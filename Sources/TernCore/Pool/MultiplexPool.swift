@@ -70,6 +70,8 @@ public struct PendingCall<P: MultiplexProtocol> {
 public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate, TimerTarget {
     public let connection: Connection
     @usableFromInline unowned let pool: MultiplexPool<P>
+    @usableFromInline unowned let worker: Worker
+    @usableFromInline let settings: MultiplexSettings
     public let clusterIndex: Int
     public let hostIndex: Int
     @usableFromInline var nextID: UInt32 = 1
@@ -88,24 +90,26 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     init(connection: Connection, pool: MultiplexPool<P>, clusterIndex: Int, hostIndex: Int) {
         self.connection = connection
         self.pool = pool
+        worker = pool.worker
+        settings = pool.settings
         self.clusterIndex = clusterIndex
         self.hostIndex = hostIndex
-        lastHeard = pool.worker.loop.nowMS
+        lastHeard = worker.loop.nowMS
         sweepTimer = LoopTimer(target: self)
         armSweep()
     }
 
-    deinit { if let t = sweepTimer { pool.worker.loop.timers.cancel(t) } }
+    deinit { if let t = sweepTimer { worker.loop.timers.cancel(t) } }
 
     public var inFlight: Int { pending.count }
-    @usableFromInline var cluster: ClusterRuntime { pool.worker.clusters[clusterIndex] }
+    @usableFromInline var cluster: ClusterRuntime { worker.clusters[clusterIndex] }
     @usableFromInline var hostName: String { cluster.config.hosts[hostIndex].address.description }
 
     @usableFromInline
     func armSweep() {
         guard let t = sweepTimer else { return }
-        let next = pending.isEmpty ? max(pool.settings.heartbeatIntervalMS, 100) : MultiplexConnection.sweepMS
-        pool.worker.loop.timers.arm(t, at: pool.worker.loop.nowMS + next)
+        let next = pending.isEmpty ? max(settings.heartbeatIntervalMS, 100) : MultiplexConnection.sweepMS
+        worker.loop.timers.arm(t, at: worker.loop.nowMS + next)
     }
 
     @usableFromInline
@@ -125,29 +129,29 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         if let caller {
             let wasEmpty = pending.isEmpty
             pending[id] = PendingCall(caller: caller, originalID: originalID, deadline: deadline, context: context,
-                                      cluster: pool.worker.clusters[clusterIndex])
+                                      cluster: worker.clusters[clusterIndex])
             if wasEmpty { armSweep() }
         }
         return id
     }
 
     public func connectionConnected(_ connection: Connection) {
-        lastHeard = pool.worker.loop.nowMS
+        lastHeard = worker.loop.nowMS
         connection.flush()
     }
 
     @inlinable
     public func connectionReadable(_ connection: Connection, eof: Bool) {
         guard let input = connection.input else { if eof { connection.close(reason: .peerClosed) }; return }
-        lastHeard = pool.worker.loop.nowMS
+        lastHeard = worker.loop.nowMS
         missedHeartbeats = 0
         while input.readableBytes > 0 {
-            switch P.decode(input.readPointer, input.readableBytes, maxFrame: pool.settings.maxFrameBytes) {
+            switch P.decode(input.readPointer, input.readableBytes, maxFrame: settings.maxFrameBytes) {
             case .needMore:
                 if eof { connection.close(reason: .peerClosed) }
                 return
             case .error(let why):
-                pool.worker.logger.error("pool", "upstream \(hostName): \(why); closing the upstream connection")
+                worker.logger.error("pool", "upstream \(hostName): \(why); closing the upstream connection")
                 connection.close(reason: .readError(0))
                 return
             case .frame(let frame):
@@ -178,7 +182,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     /// Every call still waiting fails with its own id; the connection leaves the pool.
     public func connectionClosed(_ connection: Connection, reason: CloseReason) {
         pool.remove(self)
-        if let t = sweepTimer { pool.worker.loop.timers.cancel(t) }
+        if let t = sweepTimer { worker.loop.timers.cancel(t) }
         let failed = pending
         pending.removeAll()
         let error: StreamError
@@ -188,7 +192,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         default: error = .upstreamReset(host: hostName)
         }
         if !failed.isEmpty {
-            pool.worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
+            worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
         }
         for (_, call) in failed {
             call.cluster.stats.inFlight -= 1
@@ -201,7 +205,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     }
 
     public func timerFired(_ timer: LoopTimer) {
-        let now = pool.worker.loop.nowMS
+        let now = worker.loop.nowMS
         if !pending.isEmpty {
             var expired: [UInt32] = []
             for (id, call) in pending where call.deadline <= now { expired.append(id) }
@@ -211,14 +215,14 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                 let error = StreamError.timeout(host: hostName)
                 call.cluster.stats.record(error)
                 call.cluster.stats.record(status: P.status(for: error))
-                pool.worker.logger.error("pool", "call \(call.originalID) to \(hostName) timed out")
+                worker.logger.error("pool", "call \(call.originalID) to \(hostName) timed out")
                 if let caller = call.caller { P.fail(call, error, to: caller) }
             }
         }
-        if connection.state == .open && now - lastHeard >= pool.settings.heartbeatIntervalMS {
+        if connection.state == .open && now - lastHeard >= settings.heartbeatIntervalMS {
             if heartbeatOutstanding { missedHeartbeats += 1 }
-            if missedHeartbeats >= pool.settings.heartbeatMaxMisses {
-                pool.worker.logger.error("pool", "upstream \(hostName) missed \(missedHeartbeats) heartbeats; closing it")
+            if missedHeartbeats >= settings.heartbeatMaxMisses {
+                worker.logger.error("pool", "upstream \(hostName) missed \(missedHeartbeats) heartbeats; closing it")
                 connection.close(reason: .readError(0))
                 return
             }
@@ -281,6 +285,11 @@ public final class MultiplexPool<P: MultiplexProtocol> {
         c.delegate = m
         byCluster[clusterIndex][host].append(m)
         return .connection(m)
+    }
+
+    /// Closes every connection (drain, shutdown); calls still in flight fail with their ids.
+    public func closeAll() {
+        for hosts in byCluster { for list in hosts { for m in list { m.connection.close() } } }
     }
 
     func remove(_ m: MultiplexConnection<P>) {
