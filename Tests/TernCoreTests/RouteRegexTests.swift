@@ -10,6 +10,12 @@ func regexMatches(_ pattern: String, _ input: String) throws -> Bool {
     regexMatches(try RouteRegex(pattern), Array(input.utf8))
 }
 
+/// The Pike VM's answer, also for programs that match with their automaton.
+func regexMatchesStepByStep(_ regex: RouteRegex, _ bytes: [UInt8]) -> Bool {
+    var copy = bytes + [0]   // a valid pointer for the empty input too
+    return copy.withUnsafeMutableBufferPointer { regex.matchesStepByStep($0.baseAddress!, bytes.count) }
+}
+
 /// Patterns × inputs with Go's `regexp.MatchString` answers (each row was checked against Go).
 let goMatchTable: [(pattern: String, input: String, matches: Bool)] = [
     // Unanchored search, anchors, empty pattern and empty alternatives.
@@ -77,6 +83,11 @@ let goMatchTable: [(pattern: String, input: String, matches: Bool)] = [
     ("^(a*)*$", "aaa", true), ("^(a*)*$", "b", false), ("(a*)+b", "aab", true), ("^(|a)*$", "aa", true),
     ("^(?:a*|b)*c$", "abbac", true), ("^*a", "ba", true), ("(?:^)*a$", "ba", true), ("^(?:$)+$", "", true),
     ("(\\b)+x", "ax", false), ("^(){3}a$", "a", true), ("^(?:(?:)*)*$", "", true),
+    // Literal prefixes (compared directly when anchored, a memchr skip when searching).
+    ("^(ab)+$", "abab", true), ("(^a){2}", "aa", false), ("xyz", "xxxyxyz", true), ("é+", "cafée", true),
+    ("^\\x{FFFD}", "\u{FFFD}x", true), ("ab", "aab", true), ("^abc", "ab", false), ("a+b", "aaac", false),
+    ("\\bfoo", "xfoo foo", true), ("^abc$", "abc", true), ("^abc\\b", "abcd", false), ("^/api/", "/api", false),
+    ("foo$", "foo foo", true), ("foo\\z", "foofo", false), ("^.*", "", true), ("a*", "bbb", true), ("^$", "", true),
     // MOSN-style route and header patterns.
     ("^/api/v[0-9]+/users/[^/]+$", "/api/v2/users/42", true), ("^/api/v[0-9]+/users/[^/]+$", "/api/v2/users/42/x", false),
     ("com\\.alipay\\..*Service:1\\.0", "com.alipay.test.EchoService:1.0", true), (".*", "anything", true),
@@ -86,10 +97,26 @@ let goMatchTable: [(pattern: String, input: String, matches: Bool)] = [
 
 struct RouteRegexTests {
     @Test func matchesLikeGoAcrossTheSyntaxTable() throws {
+        var automata = 0
         for row in goMatchTable {
-            let got = try regexMatches(row.pattern, row.input)
+            let regex = try RouteRegex(row.pattern)
+            let got = regexMatches(regex, Array(row.input.utf8))
             #expect(got == row.matches, "\(row.pattern) on \(row.input.debugDescription): got \(got)")
+            let stepped = regexMatchesStepByStep(regex, Array(row.input.utf8))
+            #expect(stepped == row.matches, "Pike VM: \(row.pattern) on \(row.input.debugDescription): got \(stepped)")
+            if regex.hasDFA { automata += 1 }
         }
+        #expect(automata > goMatchTable.count / 2)
+    }
+
+    @Test func smallProgramsWithoutLineOrWordAssertionsGetAnAutomaton() throws {
+        #expect(try RouteRegex("^/api/v[0-9]+/users/[^/]+$").hasDFA)
+        #expect(try RouteRegex("com\\.alipay\\..*Service:1\\.0").hasDFA)
+        #expect(try RouteRegex("(?i)^/static/.*\\.(css|js)$").hasDFA)
+        #expect(try !RouteRegex("\\bfoo\\b").hasDFA)            // \b needs the VM
+        #expect(try !RouteRegex("(?m)^foo$").hasDFA)
+        #expect(try !RouteRegex("[a-q][^u-z]{13}x").hasDFA)       // the subset construction passes its bound
+        #expect(try !RouteRegex(".{0,300}").hasDFA)               // more instructions than the automaton takes
     }
 
     @Test func invalidUTF8InputReadsAsOneReplacementCharacterPerBadByte() throws {
@@ -160,6 +187,12 @@ struct RouteRegexTests {
         let empties = String(repeating: "(?:", count: 50) + String(repeating: "){1000}", count: 50)
         #expect(try regexMatches(empties, "x"))
         #expect(try RouteRegex(".{0,1000}").programSize <= RegexProgram.maxInstructions)
+        // A class repeated a thousand times is stored once.
+        let manyRanges = "[" + (0..<1000).map { "\\x{\(String(0x100 + 2 * $0, radix: 16))}" }.joined() + "]"
+        let repeated = try RouteRegex("(?:" + manyRanges + "){1000}")
+        #expect(repeated.classRangeCount == 2000)
+        let distinctClasses = (1...35).map { k in "[" + (0..<1000).map { "\\x{\(String(0x1000 * k + 2 * $0, radix: 16))}" }.joined() + "]" }
+        #expect(throws: RegexError.self) { try RouteRegex(distinctClasses.joined()) }
         var invalid: [UInt8] = Array("ab".utf8) + [0xFF]
         let result = invalid.withUnsafeMutableBufferPointer { RouteRegex.compile(UnsafeBufferPointer($0)) }
         guard case .failure(let error) = result else { Issue.record("invalid UTF-8 pattern compiled"); return }
@@ -182,10 +215,29 @@ struct RouteRegexTests {
         ]
         for (pattern, input, expected) in cases {
             let regex = try RouteRegex(pattern)
-            var result = !expected
+            var result = !expected, stepped = !expected
             let elapsed = ContinuousClock().measure { result = regexMatches(regex, input) }
             #expect(result == expected, "\(pattern)")
             #expect(elapsed < .seconds(1), "\(pattern) took \(elapsed)")
+            // The Pike VM (patterns without an automaton) is linear too.
+            let vmElapsed = ContinuousClock().measure { stepped = regexMatchesStepByStep(regex, input) }
+            #expect(stepped == expected, "\(pattern) (Pike VM)")
+            #expect(vmElapsed < .seconds(1), "\(pattern) took \(vmElapsed) in the Pike VM")
+        }
+    }
+
+    /// Config loading is bounded too: the automaton gives up past its bounds, quickly.
+    @Test func hostilePatternsCompileQuickly() throws {
+        let manyRanges = "[" + (0..<1000).map { "\\x{\(String(0x100 + 2 * $0, radix: 16))}" }.joined() + "]"
+        let patterns = [
+            "[a-q][^u-z]{13}x", "(?:a|b|c|d|e)*[a-e]{0,60}f", manyRanges + "{5}", "(" + manyRanges + "|[^a])+z",
+            "(?:[a-z0-9]|[^x]){0,100}y", String(repeating: "(?:a|ab)", count: 80) + "c", "(.*a){40}",
+        ]
+        for pattern in patterns {
+            var regex: RouteRegex?
+            let elapsed = ContinuousClock().measure { regex = try? RouteRegex(pattern) }
+            #expect(regex != nil, "\(pattern.prefix(40))")
+            #expect(elapsed < .seconds(2), "\(pattern.prefix(40)) took \(elapsed) to compile")
         }
     }
 
@@ -218,9 +270,12 @@ struct RouteRegexTests {
             let result = pattern.withUnsafeBufferPointer { RouteRegex.compile($0) }
             guard case .success(let regex) = result else { continue }
             compiled += 1
-            var input: [UInt8] = []
-            for _ in 0..<Int(random.below(16)) { input.append(alphabet[Int(random.below(alphabet.count))]) }
-            _ = regexMatches(regex, input)
+            for _ in 0..<4 {
+                var input: [UInt8] = []
+                for _ in 0..<Int(random.below(16)) { input.append(alphabet[Int(random.below(alphabet.count))]) }
+                let byAutomaton = regexMatches(regex, input), byVM = regexMatchesStepByStep(regex, input)
+                #expect(byAutomaton == byVM, "\(String(decoding: pattern, as: UTF8.self)) on \(input)")
+            }
         }
         #expect(compiled > 1000)
     }

@@ -29,16 +29,72 @@ struct RegexProgram: Sendable {
     /// pattern: `(a{1000}){1000}` is refused rather than compiled into a million instructions.
     static let maxInstructions = 10_000
 
+    /// Bounds the stored class ranges (4 bytes each) the same way.
+    static let maxSetRanges = 1 << 16
+
     private(set) var instructions: [RegexInstruction] = []
     private(set) var sets: [RegexCharacterSet] = []
     private(set) var setRanges: [UInt32] = []
     private(set) var start: UInt16 = 0
+    /// Every match starts at offset 0 (`^…`, `\A…`): the machine starts one thread, at 0 only.
     private(set) var anchoredAtStart = false
+    /// The pattern matches the empty string at offset 0 (`.*`, `a*`, ``, `^`), so it matches every
+    /// input: MOSN's common `.*` header regex costs nothing.
+    private(set) var matchesEverything = false
+    /// Bytes every match starts with (`/api/` in `^/api/v[0-9]+`) and the instruction after them:
+    /// compared directly instead of stepping the machine through them.
+    private(set) var literalPrefix: [UInt8] = []
+    private(set) var afterPrefix: UInt16 = 0
+    private var setIndex: [[UInt32]: UInt16] = [:]   // compile time only
 
     init(_ root: RegexNode, patternLength: Int) throws(RegexError) {
         let match = try emit(RegexInstruction(op: .match), patternLength)
         start = try compile(root, then: match, patternLength)
         anchoredAtStart = root.anchoredAtStart
+        matchesEverything = reachesMatchWithoutInput(from: start)
+        findLiteralPrefix()
+        setIndex = [:]
+    }
+
+    /// Follows forks and `^`/`\A` (true at offset 0, where every search begins) from `pc`.
+    private func reachesMatchWithoutInput(from pc: UInt16) -> Bool {
+        var seen = [Bool](repeating: false, count: instructions.count)
+        var pending = [pc]
+        while let pc = pending.popLast() {
+            if seen[Int(pc)] { continue }
+            seen[Int(pc)] = true
+            let instruction = instructions[Int(pc)]
+            switch instruction.op {
+            case .match: return true
+            case .split: pending.append(instruction.out); pending.append(instruction.arg)
+            case .assertion where instruction.arg == UInt16(RegexAssertion.beginText.rawValue): pending.append(instruction.out)
+            case .assertion, .range, .set: break
+            }
+        }
+        return false
+    }
+
+    /// The single characters the program's entry chain tests before its first fork, as UTF-8.
+    /// Only an anchored program skips a leading `^`: a search must not take `^a|b`'s… fork-free
+    /// chain for a prefix, and a chain without forks is what every match goes through.
+    private mutating func findLiteralPrefix() {
+        var pc = start
+        if anchoredAtStart {
+            while instructions[Int(pc)].op == .assertion && instructions[Int(pc)].arg == UInt16(RegexAssertion.beginText.rawValue) {
+                pc = instructions[Int(pc)].out
+            }
+        }
+        var prefix: [UInt8] = []
+        while prefix.count < 64 {
+            let instruction = instructions[Int(pc)]
+            // U+FFFD also stands for an invalid input byte, which its UTF-8 bytes would not match.
+            guard instruction.op == .range, instruction.lo == instruction.hi, instruction.lo != UTF8Decoding.replacement,
+                  let scalar = Unicode.Scalar(instruction.lo) else { break }
+            prefix.append(contentsOf: Array(String(Character(scalar)).utf8))
+            pc = instruction.out
+        }
+        literalPrefix = prefix
+        afterPrefix = pc
     }
 
     private mutating func emit(_ instruction: RegexInstruction, _ patternLength: Int) throws(RegexError) -> UInt16 {
@@ -104,9 +160,13 @@ struct RegexProgram: Sendable {
         }
     }
 
+    /// A class used again (`[^/]+` compiles `[^/]` twice, `[a-z]{50}` fifty times) is stored once,
+    /// so the tables grow with the pattern's text, not with its repeat counts.
     private mutating func addSet(_ runes: RuneSet, _ n: Int) throws(RegexError) -> UInt16 {
-        guard sets.count < RegexProgram.maxInstructions else {
-            throw RegexError("expression too large: too many character classes", at: n)
+        let key = runes.ranges.flatMap { [$0.lo, $0.hi] }
+        if let known = setIndex[key] { return known }
+        guard setRanges.count + key.count <= RegexProgram.maxSetRanges else {
+            throw RegexError("expression too large: its character classes hold too many ranges", at: n)
         }
         var set = RegexCharacterSet()
         set.rangesStart = Int32(setRanges.count)
@@ -123,6 +183,7 @@ struct RegexProgram: Sendable {
         }
         set.rangesEnd = Int32(setRanges.count)
         sets.append(set)
+        setIndex[key] = UInt16(sets.count - 1)
         return UInt16(sets.count - 1)
     }
 }

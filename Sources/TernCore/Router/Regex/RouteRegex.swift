@@ -1,3 +1,5 @@
+import Glibc
+
 /// Route and header regexes: RE2 syntax, matched in time linear in input length × program size.
 ///
 /// `matches` is Go's `MatchString` (MOSN's semantics): true when the pattern matches anywhere in
@@ -11,17 +13,20 @@
 public final class RouteRegex: Sendable {
     public let pattern: String
     private let program: RegexProgram
+    private let dfa: RegexDFA?
 
     /// Compiles `pattern`; a `RegexError` says what is refused and where.
     public init(_ pattern: String) throws(RegexError) {
         self.pattern = pattern
         let bytes = Array(pattern.utf8)
         program = try RegexProgram(RegexParser.parse(bytes), patternLength: bytes.count)
+        dfa = RegexDFA(program)
     }
 
     private init(pattern: String, program: RegexProgram) {
         self.pattern = pattern
         self.program = program
+        dfa = RegexDFA(program)
     }
 
     /// Compiles arbitrary bytes (a fuzzer's input): never traps; invalid UTF-8 is an error.
@@ -37,6 +42,10 @@ public final class RouteRegex: Sendable {
 
     /// Instructions in the compiled program (for tests and limits).
     var programSize: Int { program.instructions.count }
+    /// Stored class ranges (for tests and limits).
+    var classRangeCount: Int { program.setRanges.count }
+    /// Whether matching uses the automaton (for tests).
+    var hasDFA: Bool { dfa != nil }
 
     /// Whether the pattern matches somewhere in `bytes` (an empty or nil buffer is the empty text).
     public func matches(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -50,6 +59,39 @@ public final class RouteRegex: Sendable {
     /// Whether the pattern matches somewhere in the `count` bytes at `input`.
     public func matches(_ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         let count = max(count, 0)
+        if program.matchesEverything { return true }
+        if let dfa {
+            let firstByte = program.literalPrefix.first.map(Int32.init) ?? -1
+            return dfa.transitions.withUnsafeBufferPointer { transitions in
+                dfa.flags.withUnsafeBufferPointer { flags in
+                    dfa.asciiClass.withUnsafeBufferPointer { asciiClass in
+                        dfa.upperStarts.withUnsafeBufferPointer { upperStarts in
+                            dfa.upperClass.withUnsafeBufferPointer { upperClass in
+                                DFAMachine(transitions: transitions, flags: flags, asciiClass: asciiClass, upperStarts: upperStarts,
+                                           upperClass: upperClass, classCount: dfa.classCount, idle: dfa.idle, firstByte: firstByte)
+                                    .run(from: dfa.start, input, count)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return matchesStepByStep(input, count)
+    }
+
+    /// The Pike VM, also for programs that have an automaton (tests compare the two).
+    func matchesStepByStep(_ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        let count = max(count, 0)
+        if program.matchesEverything { return true }
+        var entry = program.start, from = 0, firstByte: Int32 = -1
+        if program.anchoredAtStart {
+            // Only offset 0 can start a match: check the literal part there and step from after it.
+            if !Bytes.hasPrefix(input, count, program.literalPrefix) { return false }
+            entry = program.afterPrefix
+            from = program.literalPrefix.count
+        } else if let first = program.literalPrefix.first {
+            firstByte = Int32(first)
+        }
         let size = program.instructions.count
         return program.instructions.withUnsafeBufferPointer { instructions in
             program.sets.withUnsafeBufferPointer { sets in
@@ -64,11 +106,60 @@ public final class RouteRegex: Sendable {
                             current: ThreadList(dense: base, sparse: base + size),
                             next: ThreadList(dense: base + 2 * size, sparse: base + 3 * size),
                             stack: base + 4 * size)
-                        return machine.run(start: program.start, anchored: program.anchoredAtStart)
+                        return machine.run(start: entry, from: from, anchored: program.anchoredAtStart, firstByte: firstByte)
                     }
                 }
             }
         }
+    }
+}
+
+/// Runs a `RegexDFA`: one class lookup and one transition per character.
+private struct DFAMachine {
+    let transitions: UnsafeBufferPointer<UInt16>
+    let flags: UnsafeBufferPointer<UInt8>
+    let asciiClass: UnsafeBufferPointer<UInt8>
+    let upperStarts: UnsafeBufferPointer<UInt32>
+    let upperClass: UnsafeBufferPointer<UInt8>
+    let classCount: Int
+    let idle: Int32
+    let firstByte: Int32
+
+    func run(from start: UInt16, _ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        var state = Int(start)
+        if flags[state] & RegexDFA.acceptsHere != 0 { return true }
+        var position = 0
+        while position < count {
+            if state == Int(idle) && firstByte >= 0 {
+                // Nothing but the search's start thread: skip to where a match can begin.
+                guard let found = memchr(input + position, firstByte, count - position) else { break }
+                position = UnsafeRawPointer(found) - UnsafeRawPointer(input)
+            }
+            let byte = input[position]
+            let characterClass: Int
+            if byte < 0x80 {
+                characterClass = Int(asciiClass[Int(byte)])
+                position += 1
+            } else {
+                let (rune, width) = UTF8Decoding.decode(input + position, count - position)
+                characterClass = Int(upperClass[lastStart(atOrBelow: rune)])
+                position += width
+            }
+            state = Int(transitions[state * classCount + characterClass])
+            if flags[state] & RegexDFA.acceptsHere != 0 { return true }
+            if state == Int(RegexDFA.dead) { return false }
+        }
+        return flags[state] & RegexDFA.acceptsAtEnd != 0
+    }
+
+    /// Index of the last interval starting at or below `rune` (≥ 128; the first starts at 128).
+    @inline(__always) private func lastStart(atOrBelow rune: UInt32) -> Int {
+        var lo = 0, hi = upperStarts.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if upperStarts[mid] <= rune { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
     }
 }
 
@@ -105,10 +196,17 @@ private struct PikeMachine {
     var next: ThreadList
     let stack: UnsafeMutablePointer<UInt16>
 
-    mutating func run(start: UInt16, anchored: Bool) -> Bool {
-        var position = 0
+    /// Steps all threads from `from`; a search adds a thread at `start` at every offset, an
+    /// anchored run only at `from`. `firstByte` (≥ 0) is a byte every match starts with: while no
+    /// thread is alive the search jumps to its next occurrence (memchr) instead of stepping.
+    mutating func run(start: UInt16, from: Int, anchored: Bool, firstByte: Int32) -> Bool {
+        var position = from
         while true {
-            if !anchored || position == 0 {
+            if !anchored || position == from {
+                if firstByte >= 0 && current.count == 0 && position < count {
+                    guard let found = memchr(input + position, firstByte, count - position) else { return false }
+                    position = UnsafeRawPointer(found) - UnsafeRawPointer(input)
+                }
                 if addThread(to: &current, start, at: position) { return true }
             } else if current.count == 0 {
                 return false   // anchored and every thread has died
