@@ -112,6 +112,11 @@ results.append(measure("regex: ^/api/v[0-9]+/users/[0-9]+/profile$ (27 B, match)
 results.append(measure("regex: com\\.alipay\\..*Service:1\\.0 search (35 B, match)", iterations: n) {
     if serviceInput.withUnsafeBufferPointer({ serviceRegex.matches($0) }) { sink &+= 1 }
 })
+// \b keeps a pattern on the Pike VM (no automaton): the slow path's cost.
+let wordRegex = try! RouteRegex("^/api/\\bv[0-9]+\\b/users/[0-9]+/profile$")
+results.append(measure("regex: same path pattern with \\b (Pike VM, 27 B, match)", iterations: n) {
+    if pathInput.withUnsafeBufferPointer({ wordRegex.matches($0) }) { sink &+= 1 }
+})
 
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
 func oneDecimal(_ v: Double) -> String {
