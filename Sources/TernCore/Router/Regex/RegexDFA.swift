@@ -8,25 +8,33 @@
 /// bounds, keep the Pike VM — which gives the same answers, only slower.
 final class RegexDFA: Sendable {
     static let maxInstructions = 500
-    static let maxTableEntries = 32_768
+    static let maxTableEntries = 16_384   // 64 KiB of UInt32 at most
     static let maxIntervals = 4096
 
     static let acceptsHere: UInt8 = 1        // a match ends at this point: the answer is yes
     static let acceptsAtEnd: UInt8 = 2       // a match ends here if the text ends here
     static let dead: UInt16 = 0              // no thread left (anchored programs only)
 
-    /// Character class of each ASCII character, and of the intervals from `upperStarts[k]` up.
-    let asciiClass: [UInt8]
-    let upperStarts: [UInt32]
-    let upperClass: [UInt8]
-    let classCount: Int
-    /// `transitions[state * classCount + class]`.
-    let transitions: [UInt16]
-    let flags: [UInt8]
-    let start: UInt16
-    /// The state of a search with no thread but the one starting here, or -1: while in it, the
-    /// matcher may jump to the next occurrence of the program's first byte.
-    let idle: Int32
+    /// One flat table, so a match touches one array:
+    /// - `[0, 128)`: the character class of each ASCII character;
+    /// - `[128, 128 + u)`: starts of the intervals above U+007F (the first is 128), then
+    ///   `[128 + u, 128 + 2u)`: their classes;
+    /// - from `transitionsBase`, per state, one entry per class: the next state's offset in this
+    ///   table (`transitionsBase + state × classCount`) with the next state's flags in the top bits.
+    let table: [UInt32]
+    let upperCount: Int
+    let transitionsBase: Int
+    /// Offsets and flags of the start, dead and idle states. `idle` is the state of a search with
+    /// no thread but the one starting here (or `UInt32.max`): while in it, the matcher may jump
+    /// to the next occurrence of the program's first byte.
+    let startOffset: UInt32
+    let startFlags: UInt32
+    let deadOffset: UInt32
+    let idleOffset: UInt32
+
+    static let acceptsHereBit: UInt32 = 1 << 31
+    static let acceptsAtEndBit: UInt32 = 1 << 30
+    static let offsetMask: UInt32 = (1 << 30) - 1
 
     init?(_ program: RegexProgram) {
         let instructions = program.instructions
@@ -134,14 +142,24 @@ final class RegexDFA: Sendable {
             }
             state += 1
         }
-        self.asciiClass = asciiClass
-        self.upperStarts = upperStarts
-        self.upperClass = upperClass
-        self.classCount = classCount
-        self.transitions = transitions
-        self.flags = flags
-        self.start = start
-        idle = searching ? stateOfKernel[[program.start]].map { Int32($0) } ?? -1 : -1
+        // Flatten: classes, interval starts, then transitions as offsets with the target's flags.
+        var table = asciiClass.map(UInt32.init)
+        table.append(contentsOf: upperStarts)
+        table.append(contentsOf: upperClass.map(UInt32.init))
+        let transitionsBase = table.count
+        func offset(_ state: Int) -> UInt32 { UInt32(transitionsBase + state * classCount) }
+        func flagBits(_ state: Int) -> UInt32 {
+            (flags[state] & RegexDFA.acceptsHere != 0 ? RegexDFA.acceptsHereBit : 0)
+                | (flags[state] & RegexDFA.acceptsAtEnd != 0 ? RegexDFA.acceptsAtEndBit : 0)
+        }
+        for target in transitions { table.append(offset(Int(target)) | flagBits(Int(target))) }
+        self.table = table
+        upperCount = upperStarts.count
+        self.transitionsBase = transitionsBase
+        startOffset = offset(Int(start))
+        startFlags = flagBits(Int(start))
+        deadOffset = offset(Int(RegexDFA.dead))
+        idleOffset = searching ? stateOfKernel[[program.start]].map { offset(Int($0)) } ?? UInt32.max : UInt32.max
     }
 }
 

@@ -62,18 +62,10 @@ public final class RouteRegex: Sendable {
         if program.matchesEverything { return true }
         if let dfa {
             let firstByte = program.literalPrefix.first.map(Int32.init) ?? -1
-            return dfa.transitions.withUnsafeBufferPointer { transitions in
-                dfa.flags.withUnsafeBufferPointer { flags in
-                    dfa.asciiClass.withUnsafeBufferPointer { asciiClass in
-                        dfa.upperStarts.withUnsafeBufferPointer { upperStarts in
-                            dfa.upperClass.withUnsafeBufferPointer { upperClass in
-                                DFAMachine(transitions: transitions, flags: flags, asciiClass: asciiClass, upperStarts: upperStarts,
-                                           upperClass: upperClass, classCount: dfa.classCount, idle: dfa.idle, firstByte: firstByte)
-                                    .run(from: dfa.start, input, count)
-                            }
-                        }
-                    }
-                }
+            return dfa.table.withUnsafeBufferPointer { table in
+                DFAMachine(table: table, upperCount: dfa.upperCount, idleOffset: dfa.idleOffset, deadOffset: dfa.deadOffset,
+                           firstByte: firstByte)
+                    .run(from: dfa.startOffset, flags: dfa.startFlags, input, count)
             }
         }
         return matchesStepByStep(input, count)
@@ -116,48 +108,47 @@ public final class RouteRegex: Sendable {
 
 /// Runs a `RegexDFA`: one class lookup and one transition per character.
 private struct DFAMachine {
-    let transitions: UnsafeBufferPointer<UInt16>
-    let flags: UnsafeBufferPointer<UInt8>
-    let asciiClass: UnsafeBufferPointer<UInt8>
-    let upperStarts: UnsafeBufferPointer<UInt32>
-    let upperClass: UnsafeBufferPointer<UInt8>
-    let classCount: Int
-    let idle: Int32
+    let table: UnsafeBufferPointer<UInt32>
+    let upperCount: Int
+    let idleOffset: UInt32
+    let deadOffset: UInt32
     let firstByte: Int32
 
-    func run(from start: UInt16, _ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
-        var state = Int(start)
-        if flags[state] & RegexDFA.acceptsHere != 0 { return true }
+    func run(from start: UInt32, flags startFlags: UInt32, _ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        if startFlags & RegexDFA.acceptsHereBit != 0 { return true }
+        var state = start, flags = startFlags
         var position = 0
         while position < count {
-            if state == Int(idle) && firstByte >= 0 {
+            if state == idleOffset && firstByte >= 0 {
                 // Nothing but the search's start thread: skip to where a match can begin.
                 guard let found = memchr(input + position, firstByte, count - position) else { break }
                 position = UnsafeRawPointer(found) - UnsafeRawPointer(input)
             }
             let byte = input[position]
-            let characterClass: Int
+            let characterClass: UInt32
             if byte < 0x80 {
-                characterClass = Int(asciiClass[Int(byte)])
+                characterClass = table[Int(byte)]
                 position += 1
             } else {
                 let (rune, width) = UTF8Decoding.decode(input + position, count - position)
-                characterClass = Int(upperClass[lastStart(atOrBelow: rune)])
+                characterClass = table[128 + upperCount + lastInterval(atOrBelow: rune)]
                 position += width
             }
-            state = Int(transitions[state * classCount + characterClass])
-            if flags[state] & RegexDFA.acceptsHere != 0 { return true }
-            if state == Int(RegexDFA.dead) { return false }
+            let next = table[Int(state + characterClass)]
+            if next & RegexDFA.acceptsHereBit != 0 { return true }
+            state = next & RegexDFA.offsetMask
+            flags = next
+            if state == deadOffset { return false }
         }
-        return flags[state] & RegexDFA.acceptsAtEnd != 0
+        return flags & RegexDFA.acceptsAtEndBit != 0
     }
 
     /// Index of the last interval starting at or below `rune` (≥ 128; the first starts at 128).
-    @inline(__always) private func lastStart(atOrBelow rune: UInt32) -> Int {
-        var lo = 0, hi = upperStarts.count - 1
+    @inline(__always) private func lastInterval(atOrBelow rune: UInt32) -> Int {
+        var lo = 0, hi = upperCount - 1
         while lo < hi {
             let mid = (lo + hi + 1) / 2
-            if upperStarts[mid] <= rune { lo = mid } else { hi = mid - 1 }
+            if table[128 + mid] <= rune { lo = mid } else { hi = mid - 1 }
         }
         return lo
     }
