@@ -302,6 +302,9 @@ public enum HTTPParser {
 
     /// Parses field lines between `from` and `end` (which ends with the blank line).
     static func parseFields(_ p: UnsafePointer<UInt8>, _ from: Int, _ end: Int, limits: HTTPLimits, head: HTTPHead) -> HTTPParseError? {
+        // Every offset below is less than `end`, so one range check here makes the Int32
+        // conversions in the loop exact (instead of four trapping conversions per field).
+        guard end <= Int(Int32.max) else { return HTTPParseError(431, "head larger than 2 GiB") }
         var i = from
         let last = end - 2   // start of the final CRLF
         while i < last {
@@ -329,8 +332,10 @@ public enum HTTPParser {
             if head.fields.count >= limits.maxHeaderCount {
                 return HTTPParseError(431, "more than \(limits.maxHeaderCount) header fields")
             }
-            head.fields.append(HeaderField(nameStart: Int32(nameStart), nameLength: Int32(nameLength),
-                                           valueStart: Int32(valueStart), valueLength: Int32(valueEnd - valueStart), dropped: false))
+            head.fields.append(HeaderField(nameStart: Int32(truncatingIfNeeded: nameStart),
+                                           nameLength: Int32(truncatingIfNeeded: nameLength),
+                                           valueStart: Int32(truncatingIfNeeded: valueStart),
+                                           valueLength: Int32(truncatingIfNeeded: valueEnd - valueStart), dropped: false))
             i += 2
         }
         return nil
