@@ -4,7 +4,7 @@ SWIFT ?= swift
 APT_PACKAGES = curl python3 libssl-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test unit integration bench clean venv
+.PHONY: deps build release run test unit integration integration-release bench clean venv
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -40,6 +40,11 @@ unit: build
 
 integration: build venv
 	$(SWIFT) test --filter IntegrationTests
+
+# The binary users run: `make test` also runs the integration suite against the release build.
+test: integration-release
+integration-release: release venv
+	TERN_BIN=$(CURDIR)/.build/release/tern $(SWIFT) test --filter IntegrationTests
 
 # Micro-benchmarks of the parser and router, then the side-by-side run against nginx and HAProxy.
 bench: release
