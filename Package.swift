@@ -3,8 +3,8 @@ import PackageDescription
 
 // No package dependencies: stdlib, Foundation (config load only), Glibc, OpenSSL via a system library.
 // Release keeps overflow, bounds and precondition traps (-O, not -Ounchecked): Tern parses hostile
-// bytes, and a bug there must crash, not corrupt memory. The traps cost 4.5 % more instructions
-// per HTTP request and 1.5 % per bolt request (callgrind, docs/benchmarks.md), under the 5 % bar.
+// bytes, and a bug there must crash, not corrupt memory. The traps cost 4.1 % more instructions
+// per HTTP request and 1.4 % per bolt request (callgrind, docs/benchmarks.md), under the 5 % bar.
 // Dynamic exclusivity checks stay off, as under -Ounchecked: they cost 2.7x the instructions.
 let optimize: [SwiftSetting] = [.unsafeFlags(["-O", "-wmo", "-enforce-exclusivity=unchecked"],
                                              .when(configuration: .release))]
