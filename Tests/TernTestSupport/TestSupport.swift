@@ -255,7 +255,14 @@ public final class RawClient {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         addr.sin_port = port.bigEndian
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        if rc != 0 { Glibc.close(fd); throw TestError("connect to \(port) failed: errno \(errno)") }
+        if rc != 0 {
+            // close() marks it closed: a throwing class init still runs deinit, and a second
+            // close(2) could hit a descriptor another test thread has just opened (it once broke
+            // a posix_spawn with EBADF).
+            let e = errno
+            close()
+            throw TestError("connect to \(port) failed: errno \(e)")
+        }
     }
 
     public func send(_ text: String) { send(Array(text.utf8)) }
