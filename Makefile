@@ -4,7 +4,7 @@ SWIFT ?= swift
 APT_PACKAGES = curl python3 libssl-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test unit integration integration-release bench clean venv
+.PHONY: deps build release run test unit integration integration-release bench clean venv fuzz
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -54,5 +54,21 @@ bench: release
 	../shared/bench/idle.sh nginx haproxy tern
 	../shared/bench/bolt.sh direct haproxy-l4 tern
 
+# Fuzzing with libFuzzer and AddressSanitizer (Fuzz/README.md): every target with a seed folder
+# Fuzz/corpus/<target> runs FUZZ_SECONDS. Inputs it finds go to .build-fuzz/corpus/<target>;
+# an input that breaks a rule lands in Fuzz/crashes/<target>/ (commit it: `make test` replays it).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(notdir $(wildcard Fuzz/corpus/*))
+fuzz: deps
+	TERN_FUZZ=1 $(SWIFT) build -c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address --product tern-fuzz
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .build-fuzz/corpus/$$t .build-fuzz/logs Fuzz/crashes/$$t; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s, log in .build-fuzz/logs/$$t.log"; \
+	  SWIFT_BACKTRACE=enable=no TERN_FUZZ_TARGET=$$t .build-fuzz/release/tern-fuzz -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -print_final_stats=1 -artifact_prefix=Fuzz/crashes/$$t/ .build-fuzz/corpus/$$t Fuzz/corpus/$$t \
+	    >.build-fuzz/logs/$$t.log 2>&1 || { status=1; grep -E 'fuzz check failed|ERROR|Fatal|SUMMARY|Test unit written' .build-fuzz/logs/$$t.log; }; \
+	  grep -E '^#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec)' .build-fuzz/logs/$$t.log; \
+	done; exit $$status
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

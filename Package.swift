@@ -6,8 +6,11 @@ import PackageDescription
 // bytes, and a bug there must crash, not corrupt memory. The traps cost 4.1 % more instructions
 // per HTTP request and 1.4 % per bolt request (callgrind, docs/benchmarks.md), under the 5 % bar.
 // Dynamic exclusivity checks stay off, as under -Ounchecked: they cost 2.7x the instructions.
-let optimize: [SwiftSetting] = [.unsafeFlags(["-O", "-wmo", "-enforce-exclusivity=unchecked"],
-                                             .when(configuration: .release))]
+// `make fuzz` builds with TERN_FUZZ=1: the libFuzzer harness target exists only then (it needs
+// libFuzzer, linked by -sanitize=fuzzer), with the default release flags.
+let fuzzing = Context.environment["TERN_FUZZ"] != nil
+let optimize: [SwiftSetting] = fuzzing ? [] : [.unsafeFlags(["-O", "-wmo", "-enforce-exclusivity=unchecked"],
+                                                            .when(configuration: .release))]
 
 let package = Package(
     name: "Tern",
@@ -27,12 +30,20 @@ let package = Package(
                           linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
         .target(name: "CAllocCounter"),
         .executableTarget(name: "tern-bench", dependencies: ["TernCore", "TernHTTP1", "CAllocCounter", "CTernShim"], swiftSettings: optimize),
+        // Fuzz checks: one total function per decoder of untrusted bytes, shared by the libFuzzer
+        // harness (Fuzz/Harness) and the replay of the committed corpus in `swift test`.
+        .target(name: "TernFuzzChecks", dependencies: ["TernCore", "TernHTTP1", "TernBolt", "TernServer"]),
         .target(name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport"),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
         .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),
         .testTarget(name: "TernBoltTests", dependencies: ["TernBolt", "TernCore", "TernTestSupport"]),
         .testTarget(name: "TernServerTests", dependencies: ["TernServer", "TernCore", "TernTestSupport"], exclude: ["configs"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TernTestSupport"], exclude: ["peers"]),
-    ],
+        .testTarget(name: "FuzzReplayTests", dependencies: ["TernFuzzChecks"]),
+    ] + (fuzzing ? [
+        // lld: gold stops with an internal error linking the sanitizer runtimes.
+        .executableTarget(name: "tern-fuzz", dependencies: ["TernFuzzChecks"], path: "Fuzz/Harness",
+                          linkerSettings: [.unsafeFlags(["-use-ld=lld"])]),
+    ] : []),
     swiftLanguageModes: [.v6]
 )
