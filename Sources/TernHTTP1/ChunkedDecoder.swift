@@ -82,19 +82,25 @@ public struct ChunkedDecoder {
                 if b != 10 { return (i, .error("bare CR after chunk data")) }
                 state = .size; i += 1
             case .trailer:
-                // Needs a whole line: find CRLF in what is available.
+                // Needs a whole line: find its LF in what is available. The answer must not depend
+                // on where reads split the line, so a partial line is refused only when the line it
+                // starts is sure to be refused whole: a field line (anything but a lone CR, the start
+                // of the final empty line) of at least its bytes so far plus the LF.
                 var e = i
                 while e < n && p[e] != 10 { e += 1 }
                 if e == n {
-                    if trailerBytes + (n - i) > maxTrailerBytes { return (i, .error("trailer section too large")) }
+                    let sofar = n - i
+                    let mayBeFinalLine = sofar == 0 || (sofar == 1 && p[i] == 13)
+                    if !mayBeFinalLine && trailerBytes + sofar + 1 > maxTrailerBytes { return (i, .error("trailer section too large")) }
                     return (i, .needMore)
                 }
-                if e == i || p[e - 1] != 13 { return (i, .error("bare LF in trailer")) }
                 let lineLength = e + 1 - i
-                if lineLength == 2 { state = .done; return (e + 1, .end) }
+                if lineLength == 2 && p[i] == 13 { state = .done; return (e + 1, .end) }
+                // A field line: its size counts first (as for a partial line), then its bytes.
                 trailerBytes += lineLength
                 trailerCount += 1
                 if trailerBytes > maxTrailerBytes || trailerCount > maxTrailerCount { return (i, .error("trailer section too large")) }
+                if e == i || p[e - 1] != 13 { return (i, .error("bare LF in trailer")) }
                 if let problem = ChunkedDecoder.validateFieldLine(p + i, lineLength - 2) { return (i, .error(problem)) }
                 return (e + 1, .trailer(offset: i, length: lineLength))
             case .done:

@@ -208,9 +208,10 @@ struct HTTPResponseParserTests {
 
 struct ChunkedDecoderTests {
     /// Decodes `body` fed in pieces of every size from 1 to its length; returns data and trailers.
-    func decode(_ body: String, piece: Int) -> (data: String, trailers: [String], error: String?) {
+    func decode(_ body: String, piece: Int, maxTrailerBytes: Int = 16384) -> (data: String, trailers: [String], error: String?) {
         let bytes = Array(body.utf8)
         var decoder = ChunkedDecoder()
+        decoder.maxTrailerBytes = maxTrailerBytes
         var data: [UInt8] = [], trailers: [String] = []
         var pending: [UInt8] = []
         var offset = 0
@@ -242,6 +243,27 @@ struct ChunkedDecoderTests {
             #expect(r.error == nil, "piece \(piece)")
             #expect(r.data == "hello world0123456789", "piece \(piece)")
             #expect(r.trailers == ["X-Sum: 42", "X-Other: y"], "piece \(piece)")
+        }
+    }
+
+    /// Found by fuzzing: a trailer section exactly at its limit was refused when a read ended
+    /// inside the final empty line (the lone CR was counted as a trailer byte).
+    @Test func trailerSectionAtItsLimitIsAcceptedAtEverySplit() {
+        let body = "3\r\nabc\r\n0\r\nX-Sum: 42\r\nX-B: 1\r\n\r\n"
+        let limit = "X-Sum: 42\r\nX-B: 1\r\n".utf8.count
+        for piece in 1...body.utf8.count {
+            let r = decode(body, piece: piece, maxTrailerBytes: limit)
+            #expect(r.error == nil && r.trailers == ["X-Sum: 42", "X-B: 1"], "piece \(piece)")
+            #expect(decode(body, piece: piece, maxTrailerBytes: limit - 1).error == "trailer section too large", "piece \(piece)")
+        }
+    }
+
+    /// Found by fuzzing: an oversized trailer line ending in a bare LF was refused for its size or
+    /// for its LF depending on the split; its size is now judged first either way.
+    @Test func oversizedTrailerLineFailsTheSameAtEverySplit() {
+        let body = "0\r\nX-Long: 0123456789\n\r\n"
+        for piece in 1...body.utf8.count {
+            #expect(decode(body, piece: piece, maxTrailerBytes: 8).error == "trailer section too large", "piece \(piece)")
         }
     }
 
