@@ -215,6 +215,8 @@ func parseGoDuration(_ text: String) -> Int64? {
         }
         totalNS += value * scale
     }
+    // Past Int64 nanoseconds (about 292 years) Go refuses a duration; converting it would trap.
+    guard totalNS <= Double(Int64.max) else { return nil }
     let ms = Int64((totalNS / 1e6).rounded(.up))
     return ms
 }
