@@ -155,3 +155,17 @@ write("config", "auto-ignored-keys.json", json.dumps(auto))
 
 write("config", "bad-duration.json", json.dumps(server([], [listener("l", 1, proxy("Http1", "Http1", "none"))], graceful_timeout="1x")))
 write("config", "json-edges.json", '{"s": "\\u00e9\\ud83d\\ude00\\n\\/", "n": [-0, 1.5e3, 1E-2, 123456789012345678901234567890], "t": true, "f": false, "z": null}')
+
+# Route regexes: pattern, a zero byte, subject.
+regex_seeds = {
+    "anchored-path": b"^/api/v[0-9]+/users/[0-9]+/profile$\x00/api/v2/users/42/profile",
+    "backtracking": b"^/r/(a+)+$\x00/r/" + b"a" * 40 + b"!",
+    "sofa-service": b"com\\.alipay\\..*Service:1\\.0\x00com.alipay.test.EchoService:1.0",
+    "flags-classes": b"(?i)^[[:alpha:]]\\w*\\b(?:x|y|)\\d{2,4}$\x00Abc_9 x123",
+    "dot-newline": b"(?s)a.b|(?m)^c$\x00a\nb\nc\n",
+    "utf8": b"^\xc3\xa9+[^\xe2\x82\xac]?$\x00\xc3\xa9\xc3\xa9\xff",
+    "empty": b"\x00anything",
+    "refused": b"(a)\\1(?=b)\x00ab",
+}
+for name, data in regex_seeds.items():
+    write("regex", name, data)

@@ -6,6 +6,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("chunked", ChunkedChecks.check),
     ("bolt", BoltChecks.check),
     ("config", ConfigChecks.check),
+    ("regex", RegexChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,

@@ -72,7 +72,8 @@ public final class RouteRegex: Sendable {
     }
 
     /// The Pike VM, also for programs that have an automaton (tests compare the two).
-    func matchesStepByStep(_ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    /// Public for the fuzz check, which holds the DFA and the Pike VM to the same answers.
+    public func matchesStepByStep(_ input: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         let count = max(count, 0)
         if program.matchesEverything { return true }
         var entry = program.start, from = 0, firstByte: Int32 = -1
