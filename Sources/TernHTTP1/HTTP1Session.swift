@@ -153,9 +153,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .waitingForRequest:
             // A head that started must finish within the header timeout, and may not pause for
             // longer than the idle timeout either.
-            let idleDeadline: Int64? = idle > 0 ? lastActivityMS + idle : nil
-            guard headStartedMS > 0 && settings.headerTimeoutMS > 0 else { return idleDeadline }
-            return min(headStartedMS + settings.headerTimeoutMS, idleDeadline ?? Int64.max)
+            let quietUntil: Int64? = idle > 0 ? lastActivityMS + idle : nil
+            guard headStartedMS > 0 && settings.headerTimeoutMS > 0 else { return quietUntil }
+            return min(headStartedMS + settings.headerTimeoutMS, quietUntil ?? Int64.max)
         case .proxying:
             guard idle > 0 else { return nil }
             var last = downstreamGone ? 0 : downstream.lastProgressMS
