@@ -9,10 +9,12 @@ import TernHTTP1
 /// method a response answers.
 ///
 /// Rules: split and byte-by-byte feeding end in the same kind of result as the whole input, and
-/// a complete head is the same head (the one thing allowed to differ: an incomplete head refused
-/// early on the whole input may still wait when split, because the early method check runs only
-/// on calls that start from the first byte); a complete head's offsets lie inside it and hold what
-/// they claim (token names, clean values, the Host index, the limits).
+/// a complete head is the same head. Two things may differ, both about refusing garbage before
+/// the head is complete: an incomplete head refused on the whole input may still wait when split
+/// (the early method check runs only on calls that start from the first byte), and a refusal's
+/// status may differ (an early bare-LF refusal is 400 where the whole head is refused for, say,
+/// its version with 505). A complete head's offsets lie inside it and hold what they claim
+/// (token names, clean values, the Host index, the limits).
 enum HTTPHeadChecks {
     static func request(_ data: UnsafeRawBufferPointer) throws { try run(data, isRequest: true) }
     static func response(_ data: UnsafeRawBufferPointer) throws { try run(data, isRequest: false) }
