@@ -74,9 +74,13 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     let settings: BoltSettings
     let pool: MultiplexPool<BoltMultiplex>
     var inFlight = 0
-    var draining = false
+    /// serving → finishing: SIGTERM, or the client's FIN once its buffered frames are read; the
+    /// calls in flight are answered, and the connection closes (after a flush) once none is left.
+    /// serving or finishing → closed: the connection closed (an error, the idle timeout, or done).
+    enum Phase { case serving, finishing, closed }
+    var phase = Phase.serving
+    /// The client sent its FIN (a fact about the input; `finishing` follows once it is read).
     var clientFinished = false
-    var closed = false
     /// Upstreams this batch wrote to (flushed once at the end of the batch).
     var touched: [MultiplexConnection<BoltMultiplex>] = []
     /// No byte moved either way for the listener's idle timeout: the client is let go.
@@ -101,7 +105,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Lazy: fires at most once per idle period and re-arms for the time left.
     func timerFired(_ timer: LoopTimer) {
-        guard !closed, downstream.state == .open else { return }
+        guard phase != .closed, downstream.state == .open else { return }
         let deadline = downstream.lastProgressMS + proxy.idleTimeoutMS
         if deadline > worker.loop.nowMS {
             worker.loop.timers.arm(timer, at: deadline)
@@ -119,7 +123,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     func connectionReadable(_ connection: Connection, eof: Bool) {
         if eof { clientFinished = true }
         guard let input = connection.input else { finishIfClientFinished(); return }
-        while !closed && input.readableBytes > 0 {
+        while phase != .closed && input.readableBytes > 0 {
             switch BoltCodec.decode(input.readPointer, input.readableBytes, maxFrame: settings.maxFrameBytes) {
             case .needMore:
                 flushTouched()
@@ -143,8 +147,12 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// The client sent its FIN: the calls it already made are still answered (bolt clients may
     /// half-close), then the connection closes; frames still buffered behind a pause come first.
     func finishIfClientFinished() {
-        guard clientFinished, !closed, downstream.input?.isEmpty ?? true else { return }
-        draining = true
+        guard clientFinished, phase != .closed, downstream.input?.isEmpty ?? true else { return }
+        startFinishing()
+    }
+
+    func startFinishing() {
+        if phase == .serving { phase = .finishing }
         finishIfDrained()
     }
 
@@ -200,14 +208,14 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// A response from an upstream, its id already restored; or an error for one of our requests.
     func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, originalID: UInt32) {
         inFlight -= 1
-        guard !closed else { return }
+        guard phase != .closed else { return }
         BoltCodec.copyFrame(p, frame, newID: originalID, into: downstream.outputBuffer)
         answered()
     }
 
     func deliverError(originalID: UInt32, protocolCode: UInt8, codec: UInt8, status: BoltStatus) {
         inFlight -= 1
-        guard !closed else { return }
+        guard phase != .closed else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: protocolCode, command: .response,
                                 requestID: originalID, codec: codec, status: status)
         answered()
@@ -217,7 +225,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// client is back under its in-flight and output bounds (the write drain resumes it otherwise).
     func answered() {
         worker.loop.flushLater(downstream)
-        if draining { finishIfDrained(); return }
+        if phase == .finishing { finishIfDrained(); return }
         if downstream.readPaused && !mustPauseReading { downstream.resumeReading() }
     }
 
@@ -231,29 +239,29 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func resume() {
-        guard !closed, !mustPauseReading else { return }
+        guard phase != .closed, !mustPauseReading else { return }
         downstream.resumeReading()
     }
 
     func finishIfDrained() {
-        if draining && inFlight == 0 { worker.loop.flushLater(downstream); downstream.closeWhenFlushed() }
+        if phase == .finishing && inFlight == 0 { worker.loop.flushLater(downstream); downstream.closeWhenFlushed() }
     }
 
     func close() {
-        guard !closed else { return }
-        closed = true
+        guard phase != .closed else { return }
+        phase = .closed
         downstream.close()
     }
 
     func connectionConnected(_ connection: Connection) {}
     func connectionWriteDrained(_ connection: Connection) { resume() }
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
-        closed = true
+        phase = .closed
         worker.remove(fd: connection.fd)
     }
 
     func beginDrain() {
-        draining = true
+        if phase == .serving { phase = .finishing }
         if inFlight == 0 { close() }
     }
 }
