@@ -70,7 +70,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     ///   the idle timer lets go of a client that takes none of it) or `closeAll` (at once).
     /// - proxying with the client gone (`downstreamGone`): the exchange finishes into a sink so
     ///   the upstream connection stays warm, bounded by the route and idle timeouts.
-    /// Within proxying, `responseProgress` and the request body fields say how far each side is.
+    /// Within proxying, `requestBody` and `responseProgress` say how far each side is.
     enum Phase { case waitingForRequest, proxying, closed }
 
     let downstream: Connection
@@ -92,11 +92,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     // request side
     var requestScanned = 0
-    var requestBodyRemaining: Int64 = 0
+    /// How much of the request body is still to be sent upstream.
+    enum RequestBody { case complete, length(remaining: Int64), chunked }
+    var requestBody = RequestBody.complete
+    var requestBodyDone: Bool { if case .complete = requestBody { return true } else { return false } }
     var requestBodyTotal: Int64 = 0
     var requestChunked = ChunkedDecoder()
-    var requestIsChunked = false
-    var requestBodyDone = true
     var requestLastChunkWritten = false
     var requestMethod = HTTPHead.Method.other
     var clientMinorVersion = 1
@@ -278,17 +279,17 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         closeAfterResponse = !request.keepAlive || draining
         requestBodyTotal = 0
         switch request.framing {
-        case .none: requestBodyDone = true; requestIsChunked = false; requestBodyRemaining = 0
+        case .none: requestBody = .complete
         case .contentLength(let n):
-            requestIsChunked = false; requestBodyRemaining = n; requestBodyDone = n == 0
+            requestBody = n == 0 ? .complete : .length(remaining: n)
             if settings.limits.maxBodyBytes >= 0 && n > settings.limits.maxBodyBytes {
                 logger.error("http1", "request body of \(n) bytes exceeds the limit of \(settings.limits.maxBodyBytes)")
                 sendLocalResponse(status: 413, body: "tern: request body larger than \(settings.limits.maxBodyBytes) bytes\n", code: "body_too_large", close: true)
                 return
             }
         case .chunked:
-            requestIsChunked = true; requestChunked.reset(); requestBodyDone = false; requestLastChunkWritten = false
-        case .untilClose: requestBodyDone = true
+            requestBody = .chunked; requestChunked.reset(); requestLastChunkWritten = false
+        case .untilClose: requestBody = .complete
         }
         let view = RequestView(base: UnsafePointer(input.readPointer), head: request)
         switch forwarder.decide(view) {
@@ -431,12 +432,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         guard let input = downstream.input else { return }
         let out = up.outputBuffer
         while !requestBodyDone && input.readableBytes > 0 {
-            if !requestIsChunked {
-                let take = Int(min(requestBodyRemaining, Int64(input.readableBytes)))
+            if case .length(let remaining) = requestBody {
+                let take = Int(min(remaining, Int64(input.readableBytes)))
                 out.write(input.readPointer, count: take)
                 input.consume(take)
-                requestBodyRemaining -= Int64(take)
-                if requestBodyRemaining == 0 { requestBodyDone = true }
+                requestBody = remaining == Int64(take) ? .complete : .length(remaining: remaining - Int64(take))
             } else {
                 let (consumed, event) = requestChunked.next(input.readPointer, input.readableBytes)
                 switch event {
@@ -461,7 +461,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 case .end:
                     if !requestLastChunkWritten { out.write("0\r\n"); requestLastChunkWritten = true }
                     out.write("\r\n")
-                    requestBodyDone = true
+                    requestBody = .complete
                 case .error(let why):
                     logger.error("http1", "malformed chunked request body: \(why)")
                     if responseProgress != .awaitingHead { closeAll(); return }
