@@ -86,6 +86,27 @@ func floodWithoutReading(_ client: RawClient, block: [UInt8], totalBytes: Int, d
     return (sent, "all sent")
 }
 
+/// Floods `port` with `block` over and over from a client that never reads: Tern's RSS must stay
+/// within baseline + 64 MiB and the flood must stall (Tern stopped reading that client), while
+/// another client is still served (`anotherClientServed`, run with the flooder still connected).
+func expectFloodStaysBounded(_ tern: TernProcess, _ port: UInt16, block: [UInt8], what: String,
+                             anotherClientServed: () throws -> Bool) throws {
+    let baseline = tern.child.rssKB
+    let limit = baseline + 64 * 1024
+    var peak = baseline
+    let flooder = try RawClient(port: port)
+    let (sent, reason) = floodWithoutReading(flooder, block: block, totalBytes: 200 * 1024 * 1024) {
+        peak = max(peak, tern.child.rssKB)
+        return peak > limit
+    }
+    peak = max(peak, tern.child.rssKB)
+    #expect(peak <= limit, "RSS \(baseline) KB -> \(peak) KB after \(sent / 1024) KiB of \(what) (\(reason))")
+    // Bounded means Tern stopped reading the client: its writes stalled.
+    #expect(reason == "stalled", "the flood ended with \(reason) after \(sent / 1024) KiB")
+    #expect(try anotherClientServed(), "another client was not served")
+    withExtendedLifetime(flooder) {}
+}
+
 // MARK: - 1. The connection after an answer Tern writes itself
 
 @Suite(.serialized, .timeLimit(.minutes(5)), .tags(.hardening))
@@ -289,23 +310,12 @@ final class HardeningSlowClientTests {
         let warm = try RawClient(port: port)
         warm.send(get("/direct"))
         #expect(warm.readResponses(1).first?.status == 200)
-        let baseline = tern.child.rssKB
-        let limit = baseline + 64 * 1024
-        var peak = baseline
-        let flooder = try RawClient(port: port)
-        let block = Array(String(repeating: get("/direct"), count: 2048).utf8)
-        let (sent, reason) = floodWithoutReading(flooder, block: block, totalBytes: 200 * 1024 * 1024) {
-            peak = max(peak, tern.child.rssKB)
-            return peak > limit
+        try expectFloodStaysBounded(tern, port, block: Array(String(repeating: get("/direct"), count: 2048).utf8),
+                                    what: "pipelined requests") {
+            let other = try RawClient(port: port)
+            other.send(get("/direct"))
+            return other.readResponses(1).first?.bodyText == "d"
         }
-        peak = max(peak, tern.child.rssKB)
-        #expect(peak <= limit, "RSS \(baseline) KB -> \(peak) KB after \(sent / 1024) KiB of pipelined requests (\(reason))")
-        // Bounded means Tern stopped reading the client: its writes stalled.
-        #expect(reason == "stalled", "the flood ended with \(reason) after \(sent / 1024) KiB")
-        let other = try RawClient(port: port)
-        other.send(get("/direct"))
-        #expect(other.readResponses(1).first?.bodyText == "d", "another client was not served")
-        withExtendedLifetime(flooder) {}
     }
 }
 
@@ -414,20 +424,10 @@ final class HardeningBoltTests {
         let warm = try RawClient(port: port)
         warm.send(BoltTestFrame.heartbeat(id: 1))
         #expect(BoltTestFrame.readResponses(warm, 1).count == 1)
-        let baseline = tern.child.rssKB
-        let limit = baseline + 64 * 1024
-        var peak = baseline
-        let flooder = try RawClient(port: port)
-        let (sent, reason) = floodWithoutReading(flooder, block: block, totalBytes: 200 * 1024 * 1024) {
-            peak = max(peak, tern.child.rssKB)
-            return peak > limit
+        try expectFloodStaysBounded(tern, port, block: block, what: "frames") {
+            let other = try RawClient(port: port, timeout: 5)
+            other.send(BoltTestFrame.heartbeat(id: 77))
+            return BoltTestFrame.readResponses(other, 1).first?.id == 77
         }
-        peak = max(peak, tern.child.rssKB)
-        #expect(peak <= limit, "RSS \(baseline) KB -> \(peak) KB after \(sent / 1024) KiB of frames (\(reason))")
-        #expect(reason == "stalled", "the flood ended with \(reason) after \(sent / 1024) KiB")
-        let other = try RawClient(port: port, timeout: 5)
-        other.send(BoltTestFrame.heartbeat(id: 77))
-        #expect(BoltTestFrame.readResponses(other, 1).first?.id == 77, "another client was not served")
-        withExtendedLifetime(flooder) {}
     }
 }

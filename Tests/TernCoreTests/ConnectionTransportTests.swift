@@ -81,17 +81,9 @@ private func turn(_ loop: EventLoop, times: Int = 3) { for _ in 0..<times { loop
 
     @Test func aConnectThatNeverCompletesTimesOut() throws {
         let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
-        // A listener with a full backlog never completes the handshake: connects hang until the timeout.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(listener) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        listen(listener, 0)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
-        let target = try #require(SocketAddress.parse("127.0.0.1:\(UInt16(bigEndian: addr.sin_port))"))
+        // A listener with a full backlog that never accepts: later connects stay half-open.
+        let server = LoopbackServer(backlog: 0)
+        let target = try #require(SocketAddress.parse("127.0.0.1:\(server.port)"))
         // Fill the backlog so later connects stay in SYN_SENT.
         var fillers: [Connection] = []
         var timedOut: Connection?
