@@ -13,9 +13,9 @@ struct ProxyFilterKind: NetworkFilterKind {
     func compile(_ c: JSONObject, context: FilterContext, diagnostics: Diagnostics) -> NetworkFilterPlan? {
         c.checkKeys(known: Set(["downstream_protocol", "upstream_protocol", "router_config_name", "extend_config",
                                 "max_request_head_bytes", "max_header_count", "max_request_body_bytes", "route_timeout",
-                                "request_header_timeout"])
+                                "request_header_timeout", "fallback_for_unknown_protocol"])
                         .union(ProtocolRegistry.configKeys),
-                    ignored: ["router_handler_name", "fallback_for_unknown_protocol", "validate_clusters", "concurrency_num", "name"])
+                    ignored: ["router_handler_name", "validate_clusters", "concurrency_num", "name"])
         let downstream = protocolList(c, key: "downstream_protocol", diagnostics: diagnostics)
         // The upstream speaks what the downstream speaks (MOSN's behaviour for Auto and X too);
         // an upstream protocol Tern lacks is still an error.
@@ -35,7 +35,8 @@ struct ProxyFilterKind: NetworkFilterKind {
         let settings = ProxySettings(listenerName: context.listenerName, routes: table, limits: limits,
                                      idleTimeoutMS: context.idleTimeoutMS,
                                      defaultRouteTimeoutMS: c.duration("route_timeout") ?? ConfigCompiler.defaultRouteTimeoutMS,
-                                     headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000)
+                                     headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000,
+                                     fallbackToNextFilter: c.bool("fallback_for_unknown_protocol") ?? false)
         return ProxyFilterPlan(settings: settings, protocols: protocols)
     }
 

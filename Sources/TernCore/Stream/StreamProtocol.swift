@@ -14,14 +14,33 @@ public protocol StreamProtocol: Sendable {
 /// tcp_proxy) takes the connection and stops the chain.
 public protocol NetworkFilter: AnyObject {
     func onAccept(_ connection: Connection) -> Bool   // true: handled, stop the chain
+    /// The chain the filter belongs to, so it can hand a connection on (`passOn`).
+    func attached(to chain: NetworkFilterChain)
+}
+
+extension NetworkFilter {
+    public func attached(to chain: NetworkFilterChain) {}
 }
 
 /// The filters of one listener on one worker.
 public final class NetworkFilterChain: AcceptHandler {
     public let filters: [NetworkFilter]
-    public init(filters: [NetworkFilter]) { self.filters = filters }
-    public func accepted(_ connection: Connection, listener: Listener) {
-        for f in filters where f.onAccept(connection) { return }
+    public init(filters: [NetworkFilter]) {
+        self.filters = filters
+        for f in filters { f.attached(to: self) }
+    }
+    public func accepted(_ connection: Connection, listener: Listener) { run(connection, from: 0) }
+
+    /// A filter that took the connection hands it to the filters after it, with the bytes it
+    /// already read still in the connection's input (the proxy filter's fallback for unknown
+    /// protocols). No filter after it takes the connection: it is closed.
+    public func passOn(_ connection: Connection, after filter: NetworkFilter) {
+        guard let index = filters.firstIndex(where: { $0 === filter }) else { connection.close(); return }
+        run(connection, from: index + 1)
+    }
+
+    private func run(_ connection: Connection, from start: Int) {
+        for f in filters[start...] where f.onAccept(connection) { return }
         connection.close()
     }
 }
@@ -33,6 +52,9 @@ public final class ProxyFilter: NetworkFilter {
     let forwarder: Forwarder
     let protocols: [StreamProtocol]
     var settings: ProxySettings { _read { yield forwarder.settings } }
+    weak var chain: NetworkFilterChain?
+
+    public func attached(to chain: NetworkFilterChain) { self.chain = chain }
 
     public init(worker: Worker, settings: ProxySettings, protocols: [StreamProtocol]) {
         self.worker = worker
@@ -41,7 +63,8 @@ public final class ProxyFilter: NetworkFilter {
     }
 
     public func onAccept(_ connection: Connection) -> Bool {
-        if protocols.count == 1 {
+        // With a fallback, even one protocol is sniffed: other bytes go to the next filter.
+        if protocols.count == 1 && !settings.fallbackToNextFilter {
             protocols[0].startSession(connection: connection, forwarder: forwarder)
         } else {
             let sniffer = ProtocolSniffer(filter: self, connection: connection)
@@ -105,6 +128,14 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
             }
         }
         if !undecided || eof || input.readableBytes > 64 {
+            if filter.settings.fallbackToNextFilter, let chain = filter.chain {
+                filter.worker.logger.debug("proxy", "listener \(filter.settings.listenerName): unknown protocol; handing the connection to the next filter")
+                if let t = timer { filter.worker.loop.timers.cancel(t) }
+                filter.worker.remove(fd: connection.fd)
+                connection.delegate = nil
+                chain.passOn(connection, after: filter)
+                return
+            }
             filter.worker.logger.error("proxy", "listener \(filter.settings.listenerName): unknown protocol in first bytes, closing")
             connection.close()
         }

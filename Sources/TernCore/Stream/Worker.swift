@@ -86,10 +86,14 @@ public struct ProxySettings: Sendable {
     public let defaultRouteTimeoutMS: Int64
     /// How long a started request head may take to arrive whole (slow-header clients).
     public let headerTimeoutMS: Int64
+    /// MOSN's `fallback_for_unknown_protocol`: a connection whose first bytes match no protocol
+    /// goes to the next network filter with those bytes, instead of being closed.
+    public let fallbackToNextFilter: Bool
     public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64,
-                headerTimeoutMS: Int64 = 60_000) {
+                headerTimeoutMS: Int64 = 60_000, fallbackToNextFilter: Bool = false) {
         self.listenerName = listenerName; self.routes = routes; self.limits = limits
         self.idleTimeoutMS = idleTimeoutMS; self.defaultRouteTimeoutMS = defaultRouteTimeoutMS
         self.headerTimeoutMS = headerTimeoutMS
+        self.fallbackToNextFilter = fallbackToNextFilter
     }
 }
