@@ -296,9 +296,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .upstream(let target):
             dispatch(target, input)
         case .fail(let error, let failedCluster):
-            cluster = failedCluster
-            fail(error)
-            cluster = nil
+            fail(error, countedIn: failedCluster)
         case .routeAnswer(let route):
             answerFromRoute(route, view, input)
         }
@@ -719,7 +717,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     // MARK: failures and local responses
 
-    func fail(_ error: StreamError) {
+    /// `countedIn`: the cluster a failure before dispatch counts against (nothing is in flight
+    /// there yet); otherwise the exchange's own cluster.
+    func fail(_ error: StreamError, countedIn failedCluster: ClusterRuntime? = nil) {
         if downstreamGone {
             phase = .closed
             abandonUpstream()
@@ -727,8 +727,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             return
         }
         let status = error.httpStatus
-        forwarder.failed(error, cluster: cluster, protocolName: "http1", answer: String(status))
-        cluster?.stats.recordResponse(httpStatus: status)
+        let counted = failedCluster ?? cluster
+        forwarder.failed(error, cluster: counted, protocolName: "http1", answer: String(status))
+        counted?.stats.recordResponse(httpStatus: status)
         if responseProgress != .awaitingHead {
             closeAll()
             return

@@ -178,6 +178,36 @@ final class HardeningAfterLocalAnswerTests {
     }
 }
 
+/// A cluster with no host answers 503 and the connection serves its next request; the request
+/// counts against the cluster without leaving anything in flight (a failure before dispatch must
+/// not undo an in-flight count it never made).
+@Test(.tags(.hardening)) func hardeningNoHealthyHostIsAnsweredAndCountedExactly() throws {
+    let port = freePort()
+    let config = hardeningHTTPConfig(listen: port, upstream: freePort(), dead: freePort())
+        .replacingOccurrences(of: """
+             { "match": {"path": "/direct"},
+             """, with: """
+             { "match": {"prefix": "/empty/"}, "route": {"cluster_name": "empty"} },
+             { "match": {"path": "/direct"},
+             """)
+        .replacingOccurrences(of: "\"cluster_manager\": { \"clusters\": [", with: """
+            "cluster_manager": { "clusters": [
+             { "name": "empty", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "hosts": [] },
+            """)
+    let tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", "1"])
+    defer { tern.stop() }
+    let c = try RawClient(port: port, timeout: 8)
+    c.send(get("/empty/x"))
+    let first = c.readResponses(1)
+    #expect(first.first?.status == 503 && first.first?.header("x-tern-error") == "no_healthy_upstream")
+    c.send(get("/direct"))
+    #expect(c.readResponses(1).first?.bodyText == "d")
+    c.close()
+    tern.child.signal(SIGTERM)
+    #expect(tern.child.waitForExit(timeout: 10) == 0)
+    #expect(tern.child.output.contains("cluster empty: requests=1 in_flight=0"), "\(tern.child.output)")
+}
+
 // MARK: - 2, 4, 5, 6, 7. Slow, silent and half-closing clients (HTTP)
 
 @Suite(.serialized, .timeLimit(.minutes(5)), .tags(.hardening))
