@@ -226,7 +226,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     func answered() {
         worker.loop.flushLater(downstream)
         if phase == .finishing { finishIfDrained(); return }
-        if downstream.readPaused && !mustPauseReading { downstream.resumeReading() }
+        if downstream.readPaused { resume() }
     }
 
     func answerError(_ frame: BoltFrame, _ error: StreamError, cluster: ClusterRuntime?) {

@@ -118,8 +118,7 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
         for p in filter.protocols {
             switch p.sniff(input.readPointer, input.readableBytes) {
             case .match:
-                if let t = timer { filter.worker.loop.timers.cancel(t) }
-                filter.worker.remove(fd: connection.fd)
+                detach()
                 p.startSession(connection: connection, forwarder: filter.forwarder)
                 connection.delegate?.connectionReadable(connection, eof: eof)
                 return
@@ -130,8 +129,7 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
         if !undecided || eof || input.readableBytes > 64 {
             if filter.settings.fallbackToNextFilter, let chain = filter.chain {
                 filter.worker.logger.debug("proxy", "listener \(filter.settings.listenerName): unknown protocol; handing the connection to the next filter")
-                if let t = timer { filter.worker.loop.timers.cancel(t) }
-                filter.worker.remove(fd: connection.fd)
+                detach()
                 connection.delegate = nil
                 chain.passOn(connection, after: filter)
                 return
@@ -143,7 +141,10 @@ final class ProtocolSniffer: ConnectionDelegate, DownstreamSession, TimerTarget 
 
     func connectionConnected(_ connection: Connection) {}
     func connectionWriteDrained(_ connection: Connection) {}
-    func connectionClosed(_ connection: Connection, reason: CloseReason) {
+    func connectionClosed(_ connection: Connection, reason: CloseReason) { detach() }
+
+    /// The sniffer's work is over (a protocol took the connection, the next filter did, or it closed).
+    private func detach() {
         if let t = timer { filter.worker.loop.timers.cancel(t) }
         filter.worker.remove(fd: connection.fd)
     }
