@@ -194,14 +194,17 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         if !failed.isEmpty {
             worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
         }
-        for (_, call) in failed {
-            call.cluster.stats.inFlight -= 1
-            call.cluster.stats.record(error)
-            call.cluster.stats.record(status: P.status(for: error))
-            if let caller = call.caller { P.fail(call, error, to: caller) }
-        }
+        for (_, call) in failed { fail(call, error) }
         for c in waiting { P.resume(c) }
         waiting.removeAll()
+    }
+
+    /// A call taken out of `pending` ends without an answer: counted, and its caller told.
+    private func fail(_ call: PendingCall<P>, _ error: StreamError) {
+        call.cluster.stats.inFlight -= 1
+        call.cluster.stats.record(error)
+        call.cluster.stats.record(status: P.status(for: error))
+        if let caller = call.caller { P.fail(call, error, to: caller) }
     }
 
     public func timerFired(_ timer: LoopTimer) {
@@ -211,12 +214,8 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
             for (id, call) in pending where call.deadline <= now { expired.append(id) }
             for id in expired {
                 guard let call = pending.removeValue(forKey: id) else { continue }
-                call.cluster.stats.inFlight -= 1
-                let error = StreamError.timeout(host: hostName)
-                call.cluster.stats.record(error)
-                call.cluster.stats.record(status: P.status(for: error))
                 worker.logger.error("pool", "call \(call.originalID) to \(hostName) timed out")
-                if let caller = call.caller { P.fail(call, error, to: caller) }
+                fail(call, .timeout(host: hostName))
             }
         }
         if connection.state == .open && now - lastHeard >= settings.heartbeatIntervalMS {
