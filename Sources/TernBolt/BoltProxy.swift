@@ -177,7 +177,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     func forward(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>) {
         let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength)
         let target: UpstreamTarget
-        switch forwarder.decide(view) {
+        switch forwarder.decide(view, from: downstream) {
         case .upstream(let t): target = t
         case .fail(let error, let cluster): answerError(frame, error, cluster: cluster); return
         case .routeAnswer: answerError(frame, .noRoute, cluster: nil); return   // bolt has no direct responses

@@ -292,7 +292,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .untilClose: requestBody = .complete
         }
         let view = RequestView(base: UnsafePointer(input.readPointer), head: request)
-        switch forwarder.decide(view) {
+        switch forwarder.decide(view, from: downstream) {
         case .upstream(let target):
             dispatch(target, input)
         case .fail(let error, let failedCluster):

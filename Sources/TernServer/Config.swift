@@ -108,7 +108,9 @@ struct ConfigCompiler {
             let legacyRouters = listeners.flatMap { $0.objects("filter_chains") }.flatMap { $0.objects("filters") }
                 .filter { $0.string("type") == "connection_manager" }.compactMap { $0.object("config") }
             for r in server.objects("routers") + legacyRouters {
-                if let table = RouteCompiler(diagnostics: diagnostics, clusterIndex: clusterIndex).compile(r) {
+                let originalDestination = Set(plan.clusters.filter(\.originalDestination).map(\.name))
+                if let table = RouteCompiler(diagnostics: diagnostics, clusterIndex: clusterIndex,
+                                             originalDestinationClusters: originalDestination).compile(r) {
                     if tables[table.name] != nil { diagnostics.error(r.sub("router_config_name"), "duplicate router_config_name \"\(table.name)\"") }
                     tables[table.name] = table
                 }
@@ -117,7 +119,7 @@ struct ConfigCompiler {
                 diagnostics.error(server.sub("listeners"), "at least one listener is required")
             }
             for l in listeners {
-                if let listener = compileListener(l, tables: tables) { plan.listeners.append(listener) }
+                if let listener = compileListener(l, tables: tables, clusters: plan.clusters, clusterIndex: clusterIndex) { plan.listeners.append(listener) }
             }
         }
         if !plan.listeners.isEmpty && !plan.listeners.contains(where: \.bindPort) {
@@ -133,7 +135,7 @@ struct ConfigCompiler {
         return plan
     }
 
-    func compileListener(_ l: JSONObject, tables: [String: RouteTable]) -> ListenerPlan? {
+    func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout"],
                     ignored: ["use_original_dst", "listener_filters", "access_logs", "stream_filters", "inspector",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
@@ -160,7 +162,7 @@ struct ConfigCompiler {
         if let chain = chains.first {
             chain.checkKeys(known: ["filters"], ignored: ["match", "tls_context", "tls_context_set"])
             for key in ["tls_context", "tls_context_set"] where chain.enablesTLS(key) { chain.refuse(key, what: "TLS with status: true") }
-            let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables)
+            let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])
                 guard let type = f.requiredString("type") else { continue }
@@ -190,12 +192,22 @@ struct ConfigCompiler {
         if c.bool("cluster_manager_tls") == true { c.refuse("cluster_manager_tls", what: "upstream TLS through cluster_manager_tls") }
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
-        if !["SIMPLE", "STATIC"].contains(type) {
-            diagnostics.error(c.sub("type"), "cluster type \"\(type)\" is not supported yet (SIMPLE, STATIC)")
+        if !["SIMPLE", "STATIC", "ORIGINAL_DST"].contains(type) {
+            diagnostics.error(c.sub("type"), "cluster type \"\(type)\" is not supported yet (SIMPLE, STATIC, ORIGINAL_DST)")
         }
+        let originalDestination = type == "ORIGINAL_DST"
         // MOSN falls back to round robin when lb_type is absent.
-        let lbType = c.string("lb_type") ?? "LB_ROUNDROBIN"
-        if !LoadBalancerRegistry.isKnown(lbType) {
+        let lbType = c.string("lb_type") ?? (originalDestination ? "LB_ORIGINAL_DST" : "LB_ROUNDROBIN")
+        if originalDestination {
+            // The destination is the connection's own; hosts and any other balancer would say otherwise.
+            if lbType != "LB_ORIGINAL_DST" { diagnostics.error(c.sub("lb_type"), "an ORIGINAL_DST cluster takes LB_ORIGINAL_DST, got \"\(lbType)\"") }
+            if c.isNonEmpty("hosts") { diagnostics.error(c.sub("hosts"), "an ORIGINAL_DST cluster has no hosts: each connection goes to its original destination") }
+            if let o = c.object("original_dst_lb_config"), o.bool("use_header") == true {
+                o.refuse("use_header", what: "taking the original destination from a header")
+            }
+        } else if lbType == "LB_ORIGINAL_DST" {
+            diagnostics.error(c.sub("lb_type"), "LB_ORIGINAL_DST needs \"type\": \"ORIGINAL_DST\"")
+        } else if !LoadBalancerRegistry.isKnown(lbType) {
             let known = LoadBalancerRegistry.kinds.keys.sorted().joined(separator: ", ")
             diagnostics.error(c.sub("lb_type"), "load balancer \"\(lbType)\" is not supported yet (\(known))")
         }
@@ -213,7 +225,8 @@ struct ConfigCompiler {
                              idleTimeoutMS: c.duration("idle_timeout") ?? 90_000,
                              maxRequestsPerConnection: c.int("max_request_per_conn", min: 0, max: Int(UInt32.max)).map { $0 == 0 ? 1024 : $0 } ?? 1024,
                              connectionBufferLimit: c.int("conn_buffer_limit_bytes", min: 0, max: Int(UInt32.max)) ?? 16384,
-                             maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024)
+                             maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024,
+                             originalDestination: originalDestination)
     }
 }
 
@@ -270,6 +283,8 @@ struct FilterContext {
     let listenerName: String
     let idleTimeoutMS: Int64
     let tables: [String: RouteTable]
+    var clusters: [ClusterConfig] = []
+    var clusterIndex: [String: Int] = [:]
 }
 
 /// Reads a whole file as UTF-8 text (config load only).

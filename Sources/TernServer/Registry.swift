@@ -16,9 +16,10 @@ protocol NetworkFilterKind: Sendable {
 enum NetworkFilterRegistry {
     static let kinds: [String: NetworkFilterKind] = [
         "proxy": ProxyFilterKind(),
+        "tcp_proxy": TCPProxyFilterKind(),
     ]
     /// MOSN's network filters Tern does not have yet.
-    static let later: Set<String> = ["tcp_proxy", "udp_proxy", "fault_inject", "tunnel", "rpc_proxy", "dubbo_proxy"]
+    static let later: Set<String> = ["udp_proxy", "fault_inject", "tunnel", "rpc_proxy", "dubbo_proxy"]
 }
 
 /// Stream protocols by MOSN's names, each built from the proxy filter's config: a new codec is

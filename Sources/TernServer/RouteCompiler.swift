@@ -4,6 +4,8 @@ import TernCore
 struct RouteCompiler {
     let diagnostics: Diagnostics
     let clusterIndex: [String: Int]
+    /// Clusters of type ORIGINAL_DST: only tcp_proxy can send to them so far.
+    var originalDestinationClusters: Set<String> = []
 
     func compile(_ r: JSONObject) -> RouteTable? {
         r.checkKeys(known: ["router_config_name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove",
@@ -120,8 +122,7 @@ struct RouteCompiler {
         }
         var clusters: [WeightedCluster] = []
         if let name = route.string("cluster_name") {
-            if let i = clusterIndex[name] { clusters.append(WeightedCluster(clusterIndex: i, weight: 1)) }
-            else { diagnostics.error(route.sub("cluster_name"), "unknown cluster \"\(name)\"") }
+            if let i = resolve(name, at: route.sub("cluster_name")) { clusters.append(WeightedCluster(clusterIndex: i, weight: 1)) }
         }
         for w in route.objects("weighted_clusters") {
             w.checkKeys(known: ["cluster"])
@@ -129,7 +130,7 @@ struct RouteCompiler {
             c.checkKeys(known: ["name", "weight"], ignored: ["metadata_match"])
             if c.isNonEmpty("metadata_match") { c.refuse("metadata_match", what: "subset routing by metadata") }
             guard let name = c.requiredString("name") else { continue }
-            guard let i = clusterIndex[name] else { diagnostics.error(c.sub("name"), "unknown cluster \"\(name)\""); continue }
+            guard let i = resolve(name, at: c.sub("name")) else { continue }
             clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1))
         }
         if clusters.isEmpty {
@@ -146,5 +147,17 @@ struct RouteCompiler {
                                   hostRewrite: route.string("host_rewrite").map { Array($0.utf8) },
                                   requestHeaders: req, responseHeaders: resp)
         return Route(path: path, headers: headers, action: .cluster(action))
+    }
+}
+
+extension RouteCompiler {
+    /// A route's cluster by name, or an error at `path`.
+    func resolve(_ name: String, at path: String) -> Int? {
+        guard let i = clusterIndex[name] else { diagnostics.error(path, "unknown cluster \"\(name)\""); return nil }
+        if originalDestinationClusters.contains(name) {
+            diagnostics.error(path, "cluster \"\(name)\" is ORIGINAL_DST: Tern sends only tcp_proxy connections to original destinations so far, not proxied requests")
+            return nil
+        }
+        return i
     }
 }

@@ -117,3 +117,25 @@ struct CoreTests {
         #expect(SocketAddress.parse("example.com:80") == nil)
     }
 }
+
+struct AddressRangeTests {
+    @Test func ipv4AndIPv6BlocksContainTheirAddressesOnly() throws {
+        let ten = try #require(AddressRange(address: "10.0.0.0", length: 8))
+        #expect(ten.contains(SocketAddress.parse("10.255.1.2:1")!))
+        #expect(!ten.contains(SocketAddress.parse("11.0.0.1:1")!))
+        // An IPv4 client seen through a dual-stack socket still matches an IPv4 block.
+        #expect(ten.contains(SocketAddress.parse("[::ffff:10.1.1.1]:1")!))
+        #expect(!ten.contains(SocketAddress.parse("[::1]:1")!))
+        let host = try #require(AddressRange(address: "192.168.1.7", length: 32))
+        #expect(host.contains(SocketAddress.parse("192.168.1.7:9")!) && !host.contains(SocketAddress.parse("192.168.1.6:9")!))
+        let all = try #require(AddressRange(address: "0.0.0.0", length: 0))
+        #expect(all.contains(SocketAddress.parse("1.2.3.4:5")!))
+        let v6 = try #require(AddressRange(address: "2001:db8::", length: 65))
+        #expect(v6.contains(SocketAddress.parse("[2001:db8::7fff:1]:1")!))
+        #expect(!v6.contains(SocketAddress.parse("[2001:db8::8000:0:0:1]:1")!))
+        #expect(!v6.contains(SocketAddress.parse("10.0.0.1:1")!))
+        #expect(AddressRange(address: "10.0.0.0", length: 33) == nil)
+        #expect(AddressRange(address: "::", length: 129) == nil)
+        #expect(AddressRange(address: "example.com", length: 8) == nil)
+    }
+}

@@ -188,11 +188,15 @@ struct ConfigFidelityTests {
 
 /// MOSN-shaped configs written for these tests (Tests/TernServerTests/configs).
 struct MOSNShapedConfigTests {
-    @Test func tcpProxySampleShapeNamesTcpProxyAsNotSupportedYet() {
+    @Test func tcpProxySampleShapeCompilesToOneRouteForItsCluster() throws {
         let r = fixture("tcpproxy.json")
-        #expect(r.plan == nil)
-        #expect(hasError(r, at: "$.servers[0].listeners[0].filter_chains[0].filters[0].type", saying: "tcp_proxy", "not supported by Tern yet"),
-                "\(r.diagnostics.errors)")
+        #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
+        let plan = try #require(r.plan)
+        let tcp = try #require(plan.listeners[0].filters.first as? TCPProxyFilterPlan)
+        #expect(tcp.settings.routes.count == 1 && tcp.settings.routes[0].clusterIndex == 0)
+        // No idle_timeout: the listener's connection_idle_timeout (90 s by default, as in MOSN).
+        #expect(tcp.settings.idleTimeoutMS == 90_000)
+        #expect(tcp.settings.maxConnectAttempts == nil)
     }
 
     @Test func sofarpcWithAutoAndRoutersWithoutMatchValidatesAndRoutes() throws {

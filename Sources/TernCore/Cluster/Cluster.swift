@@ -19,13 +19,17 @@ public struct ClusterConfig: Sendable {
     public let maxRequestsPerConnection: Int
     public let connectionBufferLimit: Int
     public let maxIdlePerHost: Int
+    /// MOSN's `ORIGINAL_DST` cluster type: no hosts; each connection goes where its client meant
+    /// to go (the original destination an original_dst listener filter found).
+    public let originalDestination: Bool
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
-                maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int) {
+                maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {
         self.name = name; self.lbType = lbType; self.hosts = hosts
         self.connectTimeoutMS = connectTimeoutMS; self.idleTimeoutMS = idleTimeoutMS
         self.maxRequestsPerConnection = maxRequestsPerConnection; self.connectionBufferLimit = connectionBufferLimit
         self.maxIdlePerHost = maxIdlePerHost
+        self.originalDestination = originalDestination
     }
 }
 

@@ -1,6 +1,24 @@
+/// What a balancer may look at for one pick, besides its own state: the downstream connection
+/// (its source address, its original destination when intercepted) and the request's hash key
+/// (from the route's hash policy, when it has one). Balancers that need neither ignore it; it is
+/// a struct on the stack, so passing it costs nothing per request.
+public struct LoadBalancerContext {
+    public var downstream: Connection?
+    public var hashKey: UInt64?
+    public init(downstream: Connection? = nil, hashKey: UInt64? = nil) {
+        self.downstream = downstream
+        self.hashKey = hashKey
+    }
+}
+
 /// Picks a host index for one request. One instance per cluster per worker, so state needs no lock.
 public protocol LoadBalancer: AnyObject {
-    func chooseHost() -> Int?
+    func chooseHost(_ context: LoadBalancerContext) -> Int?
+}
+
+extension LoadBalancer {
+    /// A pick with no request context (tests, health checks).
+    public func chooseHost() -> Int? { chooseHost(LoadBalancerContext()) }
 }
 
 /// `lb_type` names to balancer constructors: a new balancer is one type plus one line here.
@@ -47,7 +65,7 @@ public final class RandomBalancer: LoadBalancer {
 
     public convenience init(hostCount: Int) { self.init(weights: Array(repeating: 1, count: hostCount)) }
 
-    public func chooseHost() -> Int? {
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? {
         if hostCount == 0 { return nil }
         if cumulativeWeights.isEmpty { return random.below(hostCount) }
         let r = random.below(cumulativeWeights[hostCount - 1])
@@ -92,7 +110,7 @@ public final class RoundRobinBalancer: LoadBalancer {
 
     public convenience init(hostCount: Int) { self.init(weights: Array(repeating: 1, count: hostCount)) }
 
-    public func chooseHost() -> Int? {
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? {
         guard hostCount > 0 else { return nil }
         if !weights.isEmpty { return chooseWeighted() }
         let chosen = next
@@ -117,5 +135,5 @@ public final class RoundRobinBalancer: LoadBalancer {
 public final class RequestRoundRobinBalancer: LoadBalancer {
     private let hostCount: Int
     public init(hostCount: Int) { self.hostCount = hostCount }
-    public func chooseHost() -> Int? { hostCount == 0 ? nil : 0 }
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? { hostCount == 0 ? nil : 0 }
 }

@@ -49,6 +49,15 @@ public final class Connection: EventHandler, TimerTarget {
     public private(set) var readPaused = false
     private var readReady = false
     public private(set) var peerHalfClosed = false
+    /// The end of the peer's stream was delivered (`eof: true`): nothing more is read.
+    public private(set) var inputEnded = false
+    /// Our side of the stream is shut (shutdown SHUT_WR after the output drained): the peer saw
+    /// our FIN and may still send.
+    public private(set) var outputShut = false
+    private var shutAfterFlush = false
+    /// Where the client meant to connect, when an original_dst listener filter found it (iptables
+    /// REDIRECT or TPROXY); nil otherwise. tcp_proxy's ORIGINAL_DST clusters connect there.
+    public var originalDestination: SocketAddress?
     private var writeBlocked = false
     private var aboveHighWatermark = false
     private var closeAfterFlush = false
@@ -135,7 +144,7 @@ public final class Connection: EventHandler, TimerTarget {
     /// Reads until the socket is drained (edge-triggered), then hands the bytes to the delegate.
     private func readAvailable() {
         var eof = false
-        while state == .open && readReady && !readPaused {
+        while state == .open && readReady && !readPaused && !inputEnded {
             let buffer: ByteBuffer
             if let b = input { buffer = b } else { buffer = buffers.take(); input = buffer }
             buffer.reserve(4096)
@@ -152,6 +161,7 @@ public final class Connection: EventHandler, TimerTarget {
             } else if n == 0 {
                 readReady = false
                 eof = true
+                inputEnded = true
             } else {
                 let e = errno
                 if e == EAGAIN || e == EWOULDBLOCK { readReady = false }
@@ -225,6 +235,7 @@ public final class Connection: EventHandler, TimerTarget {
             output = nil
             buffers.give(out)
             if closeAfterFlush { close(reason: .localClose); return }
+            if shutAfterFlush { shutOutput() }
         }
         if aboveHighWatermark && pending <= lowWatermark {
             aboveHighWatermark = false
@@ -237,6 +248,41 @@ public final class Connection: EventHandler, TimerTarget {
     public func exceedsHighWatermark() -> Bool {
         if pendingOutput > highWatermark { aboveHighWatermark = true }
         return aboveHighWatermark
+    }
+
+    /// Moves everything read so far to `other`'s output and flushes it (tcp_proxy's copy). When
+    /// `other` has nothing queued the buffer itself changes hands, so no byte is copied.
+    public func forwardInput(to other: Connection) {
+        guard let b = input, b.readableBytes > 0, other.state == .open, !other.outputShut, !other.shutAfterFlush else { return }
+        if other.output == nil {
+            input = nil
+            other.output = b
+        } else {
+            other.output!.write(b.readPointer, count: b.readableBytes)
+            b.consume(b.readableBytes)
+        }
+        other.flush()
+    }
+
+    /// Half-close: sends our FIN once everything queued has been written, and keeps reading.
+    public func shutdownWriteWhenFlushed() {
+        guard state == .open, !outputShut else { return }
+        if pendingOutput == 0 { shutOutput() } else { shutAfterFlush = true }
+    }
+
+    private func shutOutput() {
+        shutAfterFlush = false
+        outputShut = true
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Closes with a reset (RST instead of FIN, queued output discarded): how a reset on one side
+    /// of a tcp_proxy pair reaches the other.
+    public func abort() {
+        guard state != .closed else { return }
+        var hard = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+        close(reason: .localClose)
     }
 
     /// Closes once everything queued has been written.

@@ -61,3 +61,118 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         return withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
     }
 }
+
+extension SocketAddress {
+    /// The address the kernel filled in (accept, getpeername, getsockname, SO_ORIGINAL_DST); nil
+    /// for families Tern does not route on.
+    public init?(storage: sockaddr_storage) {
+        var copy = storage
+        let made: SocketAddress? = withUnsafePointer(to: &copy) { raw in
+            switch Int32(raw.pointee.ss_family) {
+            case AF_INET:
+                return raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
+                    var addr = p.pointee.sin_addr
+                    let port = UInt16(bigEndian: p.pointee.sin_port)
+                    return SocketAddress(family: AF_INET, port: port, ipv4: addr.s_addr, ipv6: (0, 0),
+                                         description: "\(presentation(AF_INET, &addr)):\(port)")
+                }
+            case AF_INET6:
+                return raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    var addr = p.pointee.sin6_addr
+                    let port = UInt16(bigEndian: p.pointee.sin6_port)
+                    let words = withUnsafeBytes(of: addr) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
+                    return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words,
+                                         description: "[\(presentation(AF_INET6, &addr))]:\(port)")
+                }
+            default:
+                return nil
+            }
+        }
+        guard let made else { return nil }
+        self = made
+    }
+
+    /// The far end of a connected socket (the client, for an accepted one).
+    public static func peer(of fd: Int32) -> SocketAddress? {
+        query(fd) { getpeername($0, $1, $2) }
+    }
+
+    /// The local end of a socket: for a TPROXY-intercepted connection, the original destination.
+    public static func local(of fd: Int32) -> SocketAddress? {
+        query(fd) { getsockname($0, $1, $2) }
+    }
+
+    private static func query(_ fd: Int32, _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &length) } }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
+    /// The address's bits as one 128-bit number (IPv4 in the low 32 bits), most significant first.
+    fileprivate var bits: (high: UInt64, low: UInt64) {
+        if family == AF_INET { return (0, UInt64(UInt32(bigEndian: ipv4))) }
+        return (UInt64(bigEndian: ipv6.0), UInt64(bigEndian: ipv6.1))
+    }
+
+    /// An IPv6 address of the form ::ffff:a.b.c.d (an IPv4 client on a dual-stack socket), as IPv4.
+    fileprivate var unmappedIPv4: UInt64? {
+        guard family == AF_INET6 else { return nil }
+        let b = bits
+        return b.high == 0 && b.low >> 32 == 0xffff ? b.low & 0xffff_ffff : nil
+    }
+}
+
+/// `inet_ntop` text of a raw address (config-time and log-time only).
+private func presentation<A>(_ family: Int32, _ addr: inout A) -> String {
+    var text = [CChar](repeating: 0, count: 64)
+    _ = inet_ntop(family, &addr, &text, socklen_t(text.count))
+    return String(cString: text)
+}
+
+/// A CIDR block (`10.0.0.0/8`, `fd00::/8`), MOSN's `{"address", "length"}`. An IPv4 block also
+/// matches IPv4 clients seen through a dual-stack IPv6 socket (::ffff:a.b.c.d).
+public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
+    public let family: Int32
+    public let length: Int
+    private let network: (high: UInt64, low: UInt64)
+    private let mask: (high: UInt64, low: UInt64)
+    public let description: String
+
+    public static func == (a: AddressRange, b: AddressRange) -> Bool {
+        a.family == b.family && a.length == b.length && a.network == b.network
+    }
+
+    /// nil when `address` is not an IP literal or `length` is past the family's width.
+    public init?(address: String, length: Int) {
+        let probe = address.contains(":") ? "[\(address)]:0" : "\(address):0"
+        guard let a = SocketAddress.parse(probe), address != "localhost" else { return nil }
+        let width = a.family == AF_INET ? 32 : 128
+        guard length >= 0 && length <= width else { return nil }
+        family = a.family
+        self.length = length
+        let bitsFromTop = (width == 32 ? 96 : 0) + length
+        func maskWord(_ from: Int) -> UInt64 {   // `from`: the word's first bit index (0 or 64)
+            let n = min(max(bitsFromTop - from, 0), 64)
+            return n == 0 ? 0 : ~UInt64(0) << (64 - n)
+        }
+        // IPv4 lives in the low 32 bits of the low word; the prefix counts from bit 96.
+        mask = width == 32 ? (0, maskWord(64) & 0xffff_ffff) : (maskWord(0), maskWord(64))
+        let b = a.bits
+        network = (b.high & mask.high, b.low & mask.low)
+        description = "\(address)/\(length)"
+    }
+
+    public func contains(_ address: SocketAddress) -> Bool {
+        var b = address.bits
+        if family == AF_INET {
+            if address.family == AF_INET6 {
+                guard let v4 = address.unmappedIPv4 else { return false }
+                b = (0, v4)
+            }
+        } else if address.family != AF_INET6 {
+            return false
+        }
+        return b.high & mask.high == network.high && b.low & mask.low == network.low
+    }
+}

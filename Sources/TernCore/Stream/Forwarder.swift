@@ -35,13 +35,13 @@ public final class Forwarder {
     }
 
     @inline(__always)
-    public func decide<R: RoutableRequest>(_ request: R) -> ForwardDecision {
+    public func decide<R: RoutableRequest>(_ request: R, from downstream: Connection) -> ForwardDecision {
         guard let route = settings.routes.route(request) else { return .fail(.noRoute, nil) }
         guard case .cluster(let clusterRoute) = route.action else { return .routeAnswer(route) }
         let clusterIndex = clusterRoute.pickCluster(&worker.random)
         let cluster = worker.clusters[clusterIndex]
         cluster.stats.requests += 1
-        guard let hostIndex = cluster.balancer.chooseHost() else {
+        guard let hostIndex = cluster.balancer.chooseHost(LoadBalancerContext(downstream: downstream)) else {
             return .fail(.noHealthyHost(cluster: cluster.config.name), cluster)
         }
         let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
