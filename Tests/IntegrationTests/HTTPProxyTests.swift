@@ -392,6 +392,24 @@ struct ExampleTests {
         client.stop()
         server.stop()
     }
+
+    @Test func tcpProxyExamplesCarryHTTPAsBytesAndFallBackForOtherBytes() throws {
+        try #require(!canConnect(8080) && !canConnect(9090), "ports 8080/9090 are taken by another process; the example needs them")
+        let app = try ChildProcess("/usr/bin/env", ["python3", TestPaths.root + "/examples/http-sample/upstream.py"], name: "app")
+        defer { app.stop() }
+        let echo = try echoPeer(port: 9090)
+        defer { echo.stop() }
+        #expect(waitUntil(timeout: 10) { canConnect(8080) })
+        let l4 = try TernProcess(config: String(contentsOfFile: TestPaths.root + "/examples/tcp-proxy/config.json", encoding: .utf8), waitFor: [2045])
+        defer { l4.stop() }
+        #expect(try run("/usr/bin/curl", ["-s", "--max-time", "10", "http://localhost:2045/hello"]).1 == "hello from the app: path=/hello x-via-tern=None\n")
+        let fallback = try TernProcess(config: String(contentsOfFile: TestPaths.root + "/examples/tcp-proxy/fallback.json", encoding: .utf8), waitFor: [2046])
+        defer { fallback.stop() }
+        #expect(try run("/usr/bin/curl", ["-s", "--max-time", "10", "http://localhost:2046/hi"]).1 == "hello from the app: path=/hi x-via-tern=http-codec\n")
+        let raw = try RawClient(port: 2046)
+        raw.send("hello, not http\n")
+        #expect(TCPBytes.readExactly(raw.fd, 16) == Array("hello, not http\n".utf8))
+    }
 }
 
 /// Route features end to end: rewrites, header edits, redirects, direct responses, weights, limits.

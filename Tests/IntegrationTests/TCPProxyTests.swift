@@ -23,8 +23,8 @@ func clusterJSON(_ name: String, ports: [UInt16], lbType: String = "LB_ROUNDROBI
 }
 
 /// An echo peer: returns every byte; on the client's FIN it sends `trailer` and closes.
-func echoPeer(trailer: [UInt8] = []) throws -> TCPPeer {
-    try TCPPeer { fd in
+func echoPeer(port: UInt16 = 0, trailer: [UInt8] = []) throws -> TCPPeer {
+    try TCPPeer(port: port) { fd in
         let end = TCPBytes.readToEnd(fd) { TCPBytes.writeAll(fd, $0) }
         if end == .eof { TCPBytes.writeAll(fd, trailer) }
         close(fd)

@@ -13,14 +13,14 @@ public final class TCPPeer: @unchecked Sendable {
     private var stopped = false
     private var acceptedCount = 0
 
-    public init(timeout: Double = 10, handler: @escaping @Sendable (Int32) -> Void) throws {
+    public init(port requested: UInt16 = 0, timeout: Double = 10, handler: @escaping @Sendable (Int32) -> Void) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
+        addr.sin_port = requested.bigEndian
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0, listen(fd, 128) == 0 else { Glibc.close(fd); throw TestError("TCPPeer: bind/listen failed: errno \(errno)") }
         var bound = sockaddr_in()
