@@ -409,8 +409,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             out.write("\r\n")
         }
         if !wroteHost {
+            // A request without Host (HTTP/1.0) gets the host's name, or its address; a unix
+            // socket path is no host name, so such a host is "localhost".
             out.write("Host: ")
-            if let h = cr.hostRewrite { out.write(h) } else { out.write(string: host.hostname.isEmpty ? host.address.description : host.hostname) }
+            if let h = cr.hostRewrite { out.write(h) } else { out.write(string: !host.hostname.isEmpty ? host.hostname : host.address.isUnix ? "localhost" : host.address.description) }
             out.write("\r\n")
         }
         for a in mutations.add {

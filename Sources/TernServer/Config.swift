@@ -147,10 +147,7 @@ struct ConfigCompiler {
         if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
         for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS with status: true") }
         let name = l.string("name") ?? l.path
-        guard let address = l.address("address", allowPortZero: true) else { return nil }
-        if let network = l.string("network"), network.lowercased() != "tcp" {
-            diagnostics.error(l.sub("network"), "only tcp listeners are supported, got \"\(network)\"")
-        }
+        guard let address = listenAddress(l) else { return nil }
         let bindPort = l.bool("bind_port") ?? true
         if !bindPort { diagnostics.warn(l.sub("bind_port"), "false: this listener only takes connections handed over by original_dst, which Tern does not do yet; it is not opened") }
         let idleTimeout = l.duration("connection_idle_timeout") ?? 90_000
@@ -179,6 +176,28 @@ struct ConfigCompiler {
             if filters.isEmpty && diagnostics.errors.isEmpty { diagnostics.error(chain.sub("filters"), "no network filter") }
         }
         return ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
+    }
+
+    /// `address` read as `network` says: tcp (the default) takes ip:port, unix a socket path.
+    func listenAddress(_ l: JSONObject) -> SocketAddress? {
+        let network = l.string("network") ?? "tcp"
+        switch network.lowercased() {
+        case "tcp":
+            guard let address = l.address("address", allowPortZero: true) else { return nil }
+            if address.isUnix {
+                diagnostics.error(l.sub("address"), "a unix socket address needs \"network\": \"unix\" on the listener")
+                return nil
+            }
+            return address
+        case "unix":
+            return l.unixListenAddress("address")
+        case "udp":
+            diagnostics.error(l.sub("network"), "udp listeners are not supported by Tern yet (tcp, unix)")
+            return nil
+        default:
+            diagnostics.error(l.sub("network"), "unknown network \"\(network)\" (tcp, unix)")
+            return nil
+        }
     }
 
     func compileCluster(_ c: JSONObject) -> ClusterConfig? {

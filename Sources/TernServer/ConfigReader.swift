@@ -123,11 +123,13 @@ struct JSONObject {
         return i
     }
 
-    /// An `ip:port` address; `allowPortZero` for listeners (the OS picks a port).
+    /// An `ip:port` address, or `unix:/path` (`unix:@name`: an abstract socket) as MOSN writes a
+    /// cluster host on a unix socket; `allowPortZero` for listeners (the OS picks a port).
     func address(_ key: String, allowPortZero: Bool) -> SocketAddress? {
         guard let text = requiredString(key) else { return nil }
-        if text.hasPrefix("/") || text.hasPrefix("unix:") || text.hasPrefix("@") {
-            diagnostics.error(sub(key), "unix domain socket addresses are not supported by Tern yet, got \"\(text)\"")
+        if text.hasPrefix("unix:") { return unixAddress(key, path: String(text.dropFirst(5)), text: text) }
+        if text.hasPrefix("/") || text.hasPrefix("@") {
+            diagnostics.error(sub(key), "\"\(text)\" is a unix socket path: a cluster host names it \"unix:\(text)\", a listener takes it with \"network\": \"unix\"")
             return nil
         }
         guard let address = SocketAddress.parse(text) else {
@@ -139,6 +141,22 @@ struct JSONObject {
             return nil
         }
         return address
+    }
+
+    /// A unix listener's address: a path (`unix:` in front is accepted too), `@name` for an
+    /// abstract socket.
+    func unixListenAddress(_ key: String) -> SocketAddress? {
+        guard let text = requiredString(key) else { return nil }
+        return unixAddress(key, path: text.hasPrefix("unix:") ? String(text.dropFirst(5)) : text, text: text)
+    }
+
+    private func unixAddress(_ key: String, path: String, text: String) -> SocketAddress? {
+        do {
+            return try SocketAddress.unix(path: path)
+        } catch {
+            diagnostics.error(sub(key), "invalid address \"\(text)\": \(error)")
+            return nil
+        }
     }
 
     /// A Go duration string ("1s", "250ms", "1m30s"), in milliseconds, between `min` and `max`.

@@ -4,7 +4,8 @@ import Synchronization
 import TernCore
 
 /// Runs a `ServerPlan`: one worker thread per CPU (or as configured), each with its own loop,
-/// listeners (SO_REUSEPORT), pools and sessions. The main thread only waits for signals.
+/// listeners (SO_REUSEPORT for TCP; a duplicate of the one shared socket for unix), pools and
+/// sessions. The main thread only waits for signals.
 public final class Server: Sendable {
     let plan: ServerPlan
     let logger: Logger
@@ -12,6 +13,8 @@ public final class Server: Sendable {
     private let remotes = Mutex<[TaskQueue]>([])
     private let startup = Mutex<(ready: Int, failures: [String])>((0, []))
     private let drained = Mutex<Int>(0)
+    /// Unix listeners' sockets by index in `plan.listeners`, bound once before the workers start.
+    private let unixSockets = Mutex<[Int: UnixListenSocket]>([:])
 
     public init(plan: ServerPlan, logger: Logger, workers: Int?) {
         self.plan = plan
@@ -23,10 +26,18 @@ public final class Server: Sendable {
     public func start() -> [String] {
         // SO_REUSEPORT would let a second Tern (same user) share a port silently: probe each
         // address with a plain bind first so "address in use" is an error, as it is for MOSN.
-        for l in plan.listeners where l.bindPort {
+        for l in plan.listeners where l.bindPort && !l.address.isUnix {
             if let problem = probeBind(l.address) { return ["listener \(l.name): \(problem)"] }
         }
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
+        // Signals are blocked first: a socket file bound from here on is removed on every exit.
+        if let failure = openUnixSockets() { return [failure] }
+        let failures = startWorkers()
+        if !failures.isEmpty { releaseUnixSockets() }
+        return failures
+    }
+
+    private func startWorkers() -> [String] {
         let descriptors = tern_raise_nofile_limit()
         logger.info("server", "\(workerCount) worker(s), descriptor limit \(descriptors)")
         for id in 0..<workerCount {
@@ -44,10 +55,18 @@ public final class Server: Sendable {
     private func runWorker(id: Int) {
         let worker = Worker(id: id, clusters: plan.clusters, logger: logger)
         var failure: String?
-        for l in plan.listeners where l.bindPort {
+        let shared = unixSockets.withLock { $0 }
+        for (index, l) in plan.listeners.enumerated() where l.bindPort {
             let chain = NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) })
             do {
-                let listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                let listener: Listener
+                if let socket = shared[index] {
+                    let fd = socket.duplicate()
+                    guard fd >= 0 else { throw ListenError.socket("dup \(l.address)", errno) }
+                    listener = Listener(name: l.name, address: l.address, listeningDescriptor: fd, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                } else {
+                    listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                }
                 listener.onAcceptError = { [logger] in logger.error("listener", $0) }
                 worker.listeners.append(listener)
             } catch {
@@ -72,9 +91,11 @@ public final class Server: Sendable {
             switch sig {
             case SIGTERM:
                 logger.info("server", "SIGTERM: draining (timeout \(plan.drainTimeoutMS) ms)")
+                releaseUnixSockets()   // new connects fail at once, as for a closed TCP listener
                 return drain()
             case SIGINT, SIGQUIT:
                 logger.info("server", "signal \(sig): exiting now")
+                releaseUnixSockets()
                 return 0
             case SIGHUP, SIGUSR1:
                 logger.warn("server", "signal \(sig) (hot upgrade / log reopen) is not supported yet; ignored")
@@ -82,6 +103,26 @@ public final class Server: Sendable {
                 continue
             }
         }
+    }
+
+    /// Binds every unix listener once (stale socket files replaced, live ones refused); on a
+    /// failure the ones already bound are released and the error names the listener.
+    private func openUnixSockets() -> String? {
+        for (index, l) in plan.listeners.enumerated() where l.bindPort && l.address.isUnix {
+            do {
+                let socket = try UnixListenSocket.open(l.address)
+                unixSockets.withLock { $0[index] = socket }
+            } catch {
+                releaseUnixSockets()
+                return "listener \(l.name): \(error)"
+            }
+        }
+        return nil
+    }
+
+    /// Removes the unix listeners' socket files and closes the main thread's copies.
+    func releaseUnixSockets() {
+        for socket in unixSockets.withLock({ $0.values }) { socket.release() }
     }
 
     func drain() -> Int32 {

@@ -30,6 +30,10 @@ int tern_timerfd_arm_ms(int fd, int64_t ms);
 
 int tern_accept4(int fd);
 int tern_socket_tcp(int family);
+/// A non-blocking, close-on-exec stream socket of any family (AF_INET/AF_INET6: TCP; AF_UNIX).
+int tern_socket_stream(int family);
+/// dup(2) with close-on-exec: one worker's copy of a listening socket shared by all workers.
+int tern_dup_cloexec(int fd);
 int tern_set_reuse(int fd, int reuse_port);
 int tern_set_nodelay(int fd);
 int tern_socket_error(int fd);

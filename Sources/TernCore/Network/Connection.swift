@@ -31,7 +31,7 @@ public protocol ConnectionDelegate: AnyObject {
     func connectionClosed(_ connection: Connection, reason: CloseReason)
 }
 
-/// A non-blocking TCP socket registered once, edge-triggered, with its loop. Input and output
+/// A non-blocking stream socket (TCP or unix) registered once, edge-triggered, with its loop. Input and output
 /// buffers come from the worker's pool only while data is in flight, so an idle connection holds
 /// only this object.
 public final class Connection: EventHandler, TimerTarget {
@@ -85,9 +85,11 @@ public final class Connection: EventHandler, TimerTarget {
     /// Starts a non-blocking connect; completion arrives as `connectionConnected` or
     /// `connectionClosed` (`.connectFailed`, or `.connectTimeout` after `timeoutMS` when positive).
     public static func connect(to address: SocketAddress, loop: EventLoop, buffers: BufferPool, timeoutMS: Int64 = 0) -> Connection? {
-        let fd = tern_socket_tcp(address.family)
+        let fd = tern_socket_stream(address.family)
         guard fd >= 0 else { return nil }
-        _ = tern_set_nodelay(fd)
+        if !address.isUnix { _ = tern_set_nodelay(fd) }
+        // A unix socket connects at once (0) or fails at once (EAGAIN: the listener's backlog is
+        // full); either way the connection completes through the writable edge as TCP's does.
         let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
         if rc != 0 && errno != EINPROGRESS {
             Glibc.close(fd)

@@ -8,12 +8,18 @@ public protocol AcceptHandler: AnyObject {
 
 public enum ListenError: Error, CustomStringConvertible {
     case socket(String, Int32)
+    /// Not a failing call: the address is not Tern's to take (a live unix socket, a file).
+    case refused(String)
     public var description: String {
-        switch self { case .socket(let what, let e): return "\(what): \(String(cString: strerror(e)))" }
+        switch self {
+        case .socket(let what, let e): return "\(what): \(String(cString: strerror(e)))"
+        case .refused(let why): return why
+        }
     }
 }
 
-/// One listening socket per worker (SO_REUSEPORT): the kernel spreads connections across workers.
+/// One listening socket per worker: its own with SO_REUSEPORT for TCP (the kernel spreads
+/// connections across workers), or its duplicate of the one unix socket (workers race to accept).
 public final class Listener: EventHandler, TimerTarget {
     public let name: String
     public let address: SocketAddress
@@ -27,24 +33,36 @@ public final class Listener: EventHandler, TimerTarget {
     /// Optional: told when accept fails for lack of descriptors (logged at most once a second).
     public var onAcceptError: ((String) -> Void)?
 
-    public init(name: String, address: SocketAddress, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler, backlog: Int32 = 1024) throws {
+    /// TCP only on TCP sockets: a unix socket has no Nagle to turn off.
+    private let setsNoDelay: Bool
+
+    /// Opens this worker's own TCP listening socket (SO_REUSEPORT).
+    public convenience init(name: String, address: SocketAddress, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler, backlog: Int32 = 1024) throws {
         let fd = tern_socket_tcp(address.family)
         guard fd >= 0 else { throw ListenError.socket("socket", errno) }
         guard tern_set_reuse(fd, 1) == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("setsockopt", e) }
         let rc = address.withSockAddr { bind(fd, $0, $1) }
         guard rc == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("bind \(address)", e) }
         guard listen(fd, backlog) == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("listen \(address)", e) }
+        self.init(name: name, address: address, listeningDescriptor: fd, loop: loop, buffers: buffers, handler: handler)
+    }
+
+    /// Accepts on a socket already bound and listening (non-blocking), which this listener now
+    /// owns and closes on `stop()`: a worker's duplicate of a shared unix socket.
+    public init(name: String, address: SocketAddress, listeningDescriptor fd: Int32, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler) {
         self.name = name
         self.address = address
         self.fd = fd
         self.loop = loop
         self.buffers = buffers
         self.handler = handler
+        setsNoDelay = !address.isUnix
         loop.register(fd: fd, handler: self, events: Readiness.readable | Readiness.edgeTriggered)
     }
 
     public func handleEvents(_ events: UInt32) {
         while accepting {
+            // A shared unix socket wakes every worker: the ones that lose the race get EAGAIN.
             let client = tern_accept4(fd)
             if client < 0 {
                 let e = errno
@@ -61,7 +79,7 @@ public final class Listener: EventHandler, TimerTarget {
                 }
                 break
             }
-            _ = tern_set_nodelay(client)
+            if setsNoDelay { _ = tern_set_nodelay(client) }
             handler.accepted(Connection(fd: client, loop: loop, buffers: buffers), listener: self)
         }
     }

@@ -1,15 +1,49 @@
 import Glibc
 
-/// An IPv4 or IPv6 socket address, parsed once at config load.
+/// An IPv4, IPv6 or unix domain socket address, parsed once at config load.
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     public let family: Int32
     public let port: UInt16
     fileprivate let ipv4: in_addr_t
     fileprivate let ipv6: (UInt64, UInt64)
+    /// AF_UNIX only: the path as written; a leading "@" names a Linux abstract socket (no file).
+    public let unixPath: String?
+    /// "ip:port" as written, or "unix:" and the path.
     public let description: String
 
     public static func == (a: SocketAddress, b: SocketAddress) -> Bool {
-        a.family == b.family && a.port == b.port && a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6
+        a.family == b.family && a.port == b.port && a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6 && a.unixPath == b.unixPath
+    }
+
+    public var isUnix: Bool { family == AF_UNIX }
+    /// A unix socket in the abstract namespace: nothing on the filesystem to check or remove.
+    public var isAbstractUnix: Bool { unixPath?.hasPrefix("@") == true }
+
+    /// The longest path sun_path holds with its terminating NUL (107 bytes on Linux); an abstract
+    /// name has the same room after its leading NUL.
+    public static let maxUnixPathBytes = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
+
+    public enum UnixPathProblem: Error, Equatable, CustomStringConvertible {
+        case empty
+        case tooLong(bytes: Int)
+        case containsNUL
+        public var description: String {
+            switch self {
+            case .empty: return "empty unix socket path"
+            case .tooLong(let n): return "unix socket path is \(n) bytes; at most \(SocketAddress.maxUnixPathBytes) fit in sun_path"
+            case .containsNUL: return "unix socket path contains a NUL byte"
+            }
+        }
+    }
+
+    /// A unix domain socket address: a filesystem path, or "@name" for Linux's abstract namespace
+    /// (as Go, and so MOSN, reads it).
+    public static func unix(path: String) throws(UnixPathProblem) -> SocketAddress {
+        let bytes = path.utf8.count - (path.hasPrefix("@") ? 1 : 0)
+        if bytes == 0 { throw .empty }
+        if path.utf8.contains(0) { throw .containsNUL }
+        if bytes > maxUnixPathBytes { throw .tooLong(bytes: bytes) }
+        return SocketAddress(family: AF_UNIX, port: 0, ipv4: 0, ipv6: (0, 0), unixPath: path, description: "unix:" + path)
     }
 
     /// Parses "ip:port", "[ipv6]:port" or "localhost:port".
@@ -32,12 +66,12 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         if host.isEmpty { host = "0.0.0.0" }
         var v4 = in_addr()
         if inet_pton(AF_INET, String(host), &v4) == 1 {
-            return SocketAddress(family: AF_INET, port: port, ipv4: v4.s_addr, ipv6: (0, 0), description: text)
+            return SocketAddress(family: AF_INET, port: port, ipv4: v4.s_addr, ipv6: (0, 0), unixPath: nil, description: text)
         }
         var v6 = in6_addr()
         if inet_pton(AF_INET6, String(host), &v6) == 1 {
             let words = withUnsafeBytes(of: v6) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
-            return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words, description: text)
+            return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words, unixPath: nil, description: text)
         }
         return nil
     }
@@ -51,6 +85,7 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
             sin.sin_addr.s_addr = ipv4
             return withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         }
+        if family == AF_UNIX { return withUnixSockAddr(body) }
         var sin6 = sockaddr_in6()
         sin6.sin6_family = sa_family_t(AF_INET6)
         sin6.sin6_port = port.bigEndian
@@ -59,6 +94,26 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
             $0.storeBytes(of: ipv6.1, toByteOffset: 8, as: UInt64.self)
         }
         return withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+    }
+
+    /// sockaddr_un: the path and its NUL, or for "@name" a NUL and the name, with the length
+    /// counting only the name (abstract names are not NUL-terminated).
+    private func withUnixSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        var sun = sockaddr_un()
+        sun.sun_family = sa_family_t(AF_UNIX)
+        let path = unixPath ?? ""
+        let abstract = path.hasPrefix("@")
+        // Copied straight from the string's UTF-8 (no array per connect); the length was checked at parse.
+        let nameBytes = withUnsafeMutableBytes(of: &sun.sun_path) { raw in
+            var i = abstract ? 1 : 0
+            let end = abstract ? raw.count : raw.count - 1   // a path keeps room for its NUL
+            for byte in path.utf8.dropFirst(abstract ? 1 : 0) where i < end { raw[i] = byte; i += 1 }
+            return i
+        }
+        let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path) ?? 2
+        // A path counts its NUL; an abstract name is exactly its bytes after the leading NUL.
+        let length = pathOffset + (abstract ? nameBytes : nameBytes + 1)
+        return withUnsafePointer(to: &sun) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(length)) } }
     }
 }
 
@@ -73,7 +128,7 @@ extension SocketAddress {
                 return raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
                     var addr = p.pointee.sin_addr
                     let port = UInt16(bigEndian: p.pointee.sin_port)
-                    return SocketAddress(family: AF_INET, port: port, ipv4: addr.s_addr, ipv6: (0, 0),
+                    return SocketAddress(family: AF_INET, port: port, ipv4: addr.s_addr, ipv6: (0, 0), unixPath: nil,
                                          description: "\(presentation(AF_INET, &addr)):\(port)")
                 }
             case AF_INET6:
@@ -81,7 +136,7 @@ extension SocketAddress {
                     var addr = p.pointee.sin6_addr
                     let port = UInt16(bigEndian: p.pointee.sin6_port)
                     let words = withUnsafeBytes(of: addr) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
-                    return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words,
+                    return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words, unixPath: nil,
                                          description: "[\(presentation(AF_INET6, &addr))]:\(port)")
                 }
             default:
@@ -164,6 +219,7 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     }
 
     public func contains(_ address: SocketAddress) -> Bool {
+        if address.isUnix { return false }   // a unix peer has no IP to match
         var b = address.bits
         if family == AF_INET {
             if address.family == AF_INET6 {

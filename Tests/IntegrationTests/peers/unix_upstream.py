@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""An HTTP/1.1 upstream on a unix domain socket, for Tern's unix socket tests.
+
+Binds the given path (removing nothing: the path must be free), prints "ready" on its first line
+once it listens, and answers every request with "hello from unix upstream <path>" (the request
+target). Stops on SIGTERM or when killed.
+"""
+import http.server, socketserver, sys
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def address_string(self):
+        return "unix"
+
+    def do_GET(self):
+        body = ("hello from unix upstream " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-upstream-host", self.headers.get("Host", ""))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+if __name__ == "__main__":
+    server = Server(sys.argv[1], Handler)
+    print("ready", flush=True)
+    server.serve_forever()
