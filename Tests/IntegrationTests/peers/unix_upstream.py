@@ -2,10 +2,10 @@
 """An HTTP/1.1 upstream on a unix domain socket, for Tern's unix socket tests.
 
 Binds the given path (removing nothing: the path must be free), prints "ready" on its first line
-once it listens, and answers every request with "hello from unix upstream <path>" (the request
-target). Stops on SIGTERM or when killed.
+once it listens, and answers GET with "hello from unix upstream <path>" (the request target) and
+POST with "<length> <sha256>" of the body it read (Content-Length). Stops on SIGTERM or when killed.
 """
-import http.server, socketserver, sys
+import hashlib, http.server, socketserver, sys
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -18,7 +18,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
     def do_GET(self):
-        body = ("hello from unix upstream " + self.path).encode()
+        self.answer(("hello from unix upstream " + self.path).encode())
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+        self.answer(("%d %s" % (len(data), hashlib.sha256(data).hexdigest())).encode())
+
+    def answer(self, body):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-upstream-host", self.headers.get("Host", ""))
