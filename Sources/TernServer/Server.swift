@@ -112,6 +112,7 @@ public final class Server: Sendable {
             do {
                 let socket = try UnixListenSocket.open(l.address)
                 unixSockets.withLock { $0[index] = socket }
+                if socket.replacedStaleFile { logger.info("listener", "listener \(l.name): replaced the stale socket file at \(l.address)") }
             } catch {
                 releaseUnixSockets()
                 return "listener \(l.name): \(error)"

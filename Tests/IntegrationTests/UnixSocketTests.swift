@@ -57,13 +57,23 @@ final class UnixSocketTests {
                          clusters: ["app": "127.0.0.1:\(upstream)"])
     }
 
-    @Test func httpThroughAUnixListenerToATCPUpstream() throws {
+    /// A TCP upstream and a Tern with a unix listener on `socket` in front of it, accepting.
+    func startUnixFronted(_ socket: String, workers: Int = 2) throws -> (upstream: PythonUpstream, tern: TernProcess) {
         let upstream = try PythonUpstream()
-        defer { upstream.stop() }
+        do {
+            let tern = try TernProcess(config: unixFrontedConfig(socket, upstream: upstream.port), waitForUnixPaths: [socket],
+                                       extraArguments: ["--workers", String(workers)])
+            return (upstream, tern)
+        } catch {
+            upstream.stop()
+            throw error
+        }
+    }
+
+    @Test func httpThroughAUnixListenerToATCPUpstream() throws {
         let socket = dir.file("client-proxy.sock")
-        let tern = try TernProcess(config: unixFrontedConfig(socket, upstream: upstream.port), waitForUnixPaths: [socket],
-                                   extraArguments: ["--workers", "2"])
-        defer { tern.stop() }
+        let (upstream, tern) = try startUnixFronted(socket)
+        defer { tern.stop(); upstream.stop() }
         #expect(isSocketFile(socket))
         // Several connections to the one socket both workers accept on: each is served once.
         for i in 0..<8 {
@@ -86,22 +96,20 @@ final class UnixSocketTests {
         defer { tern.stop() }
         let body = try run("/usr/bin/curl", ["-s", "--max-time", "10", "http://127.0.0.1:\(port)/via/unix"]).1
         #expect(body == "hello from unix upstream /via/unix", "\(tern.child.output.suffix(2000))")
+        /// One request on a fresh connection; its one response.
+        func exchange(_ request: String) throws -> HTTPResponse {
+            let c = try RawClient(port: port)
+            c.send(request)
+            return try #require(c.readResponses(1).first)
+        }
         // A request without Host gets "localhost" upstream: a socket path is no host name.
-        let c = try RawClient(port: port)
-        c.send("GET /no-host HTTP/1.0\r\n\r\n")
-        let r = c.readResponses(1)
-        try #require(r.count == 1)
-        #expect(r[0].status == 200)
-        #expect(r[0].header("x-upstream-host") == "localhost")
+        let noHost = try exchange("GET /no-host HTTP/1.0\r\n\r\n")
+        #expect(noHost.status == 200 && noHost.header("x-upstream-host") == "localhost")
         // The upstream gone (its socket file too): a 502 for the client, Tern keeps serving.
         upstream.stop()
         unlink(upstreamSocket)
-        let gone = try RawClient(port: port)
-        gone.send("GET /gone HTTP/1.1\r\nHost: a\r\n\r\n")
-        let answer = gone.readResponses(1)
-        try #require(answer.count == 1)
-        #expect(answer[0].status == 502)
-        #expect(answer[0].header("x-tern-error") == "upstream_connect_failed")
+        let gone = try exchange("GET /gone HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(gone.status == 502 && gone.header("x-tern-error") == "upstream_connect_failed")
     }
 
     @Test func boltToAUnixUpstreamAndThroughAUnixListener() throws {
@@ -124,24 +132,20 @@ final class UnixSocketTests {
     }
 
     @Test func aStaleSocketFileIsReplaced() throws {
-        let upstream = try PythonUpstream()
-        defer { upstream.stop() }
         let socket = dir.file("stale.sock")
         try makeStaleSocketFile(socket)
         #expect(isSocketFile(socket) && !canConnect(unixPath: socket))
-        let tern = try TernProcess(config: unixFrontedConfig(socket, upstream: upstream.port), waitForUnixPaths: [socket])
-        defer { tern.stop() }
+        let (upstream, tern) = try startUnixFronted(socket)
+        defer { tern.stop(); upstream.stop() }
         #expect(try curlUnix(socket, "http://tern/after-stale").body == "hello from upstream /after-stale")
+        #expect(tern.child.output.contains("listener clientListener: replaced the stale socket file at unix:\(socket)"))
     }
 
     @Test func aLiveOwnerIsRefusedAndKeepsServing() throws {
-        let upstream = try PythonUpstream()
-        defer { upstream.stop() }
         let socket = dir.file("owned.sock")
-        let config = unixFrontedConfig(socket, upstream: upstream.port)
-        let first = try TernProcess(config: config, waitForUnixPaths: [socket])
-        defer { first.stop() }
-        let second = try TernProcess(config: config, waitFor: [])
+        let (upstream, first) = try startUnixFronted(socket)
+        defer { first.stop(); upstream.stop() }
+        let second = try TernProcess(config: unixFrontedConfig(socket, upstream: upstream.port), waitFor: [])
         defer { second.stop() }
         let status = second.child.waitForExit(timeout: 10)
         #expect(status == 1, "\(second.child.output)")
@@ -163,12 +167,9 @@ final class UnixSocketTests {
 
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])
     func theSocketFileIsRemovedOnExit(signal: Int32) throws {
-        let upstream = try PythonUpstream()
-        defer { upstream.stop() }
         let socket = dir.file("exit-\(signal).sock")
-        let tern = try TernProcess(config: unixFrontedConfig(socket, upstream: upstream.port), waitForUnixPaths: [socket],
-                                   extraArguments: ["--workers", "2"])
-        defer { tern.stop() }
+        let (upstream, tern) = try startUnixFronted(socket)
+        defer { tern.stop(); upstream.stop() }
         #expect(try curlUnix(socket, "http://tern/before").body == "hello from upstream /before")
         tern.child.signal(signal)
         #expect(tern.child.waitForExit(timeout: 10) == 0, "\(tern.child.output)")

@@ -17,17 +17,20 @@ public final class UnixListenSocket: Sendable {
     /// process has bound at the same path meanwhile.
     private let fileID: (device: UInt64, inode: UInt64)?
     private let released = Atomic<Bool>(false)
+    /// Whether a stale socket file was removed from the path first (worth a log line).
+    public let replacedStaleFile: Bool
 
-    private init(address: SocketAddress, fd: Int32, fileID: (device: UInt64, inode: UInt64)?) {
+    private init(address: SocketAddress, fd: Int32, fileID: (device: UInt64, inode: UInt64)?, replacedStaleFile: Bool) {
         self.address = address
         self.fd = fd
         self.fileID = fileID
+        self.replacedStaleFile = replacedStaleFile
     }
 
     /// Binds and listens on `address` (AF_UNIX), first removing a stale socket file at its path.
     public static func open(_ address: SocketAddress, backlog: Int32 = 1024) throws(ListenError) -> UnixListenSocket {
         precondition(address.isUnix, "UnixListenSocket needs a unix address")
-        try removeStaleSocketFile(address)
+        let replacedStaleFile = try removeStaleSocketFile(address)
         let fd = tern_socket_stream(AF_UNIX)
         guard fd >= 0 else { throw .socket("socket", errno) }
         let rc = address.withSockAddr { bind(fd, $0, $1) }
@@ -39,7 +42,7 @@ public final class UnixListenSocket: Sendable {
             Glibc.close(fd)
             throw .socket("listen \(address)", e)
         }
-        return UnixListenSocket(address: address, fd: fd, fileID: fileID)
+        return UnixListenSocket(address: address, fd: fd, fileID: fileID, replacedStaleFile: replacedStaleFile)
     }
 
     /// A close-on-exec duplicate for one worker's `Listener`, or -1 with `errno` set.
@@ -60,11 +63,12 @@ public final class UnixListenSocket: Sendable {
     /// Before binding: nothing at the path is fine; a socket nobody accepts on (connect refused:
     /// its process died without removing it) is removed; a socket that accepts belongs to a live
     /// process and is an error, as "address in use" is for TCP; anything else is never touched.
-    static func removeStaleSocketFile(_ address: SocketAddress) throws(ListenError) {
-        guard !address.isAbstractUnix, let path = address.unixPath else { return }
+    /// True when a stale file was removed.
+    static func removeStaleSocketFile(_ address: SocketAddress) throws(ListenError) -> Bool {
+        guard !address.isAbstractUnix, let path = address.unixPath else { return false }
         var info = stat()
         if lstat(path, &info) != 0 {
-            if errno == ENOENT { return }
+            if errno == ENOENT { return false }
             throw .socket("stat \(path)", errno)
         }
         guard info.st_mode & S_IFMT == S_IFSOCK else {
@@ -81,6 +85,7 @@ public final class UnixListenSocket: Sendable {
         }
         guard e == ECONNREFUSED else { throw .socket("connect \(address) to check for a stale socket file", e) }
         if unlink(path) != 0 && errno != ENOENT { throw .socket("remove stale socket file \(path)", errno) }
+        return true
     }
 
     static func socketFileID(_ path: String) -> (device: UInt64, inode: UInt64)? {
