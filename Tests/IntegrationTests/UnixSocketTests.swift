@@ -131,6 +131,22 @@ final class UnixSocketTests {
         #expect(client.output.contains("ok 80"))
     }
 
+    @Test func abstractSocketsAtBothEnds() throws {
+        // Linux's abstract namespace ("@name", as Go and MOSN spell it): no file anywhere.
+        let tag = UUID().uuidString.prefix(8)
+        let upstream = try PythonUnixUpstream(path: "@tern-up-\(tag)")
+        defer { upstream.stop() }
+        let listen = "@tern-listen-\(tag)"
+        let config = unixSocketConfig([ProxyListener(name: "abstract", address: listen, unix: true, cluster: "app")],
+                                      clusters: ["app": "unix:@tern-up-\(tag)"])
+        let tern = try TernProcess(config: config, waitForUnixPaths: [listen])
+        defer { tern.stop() }
+        #expect(try curlUnix(listen, "http://tern/abstract").body == "hello from unix upstream /abstract", "\(tern.child.output)")
+        tern.child.signal(SIGTERM)
+        #expect(tern.child.waitForExit(timeout: 10) == 0)
+        #expect(!canConnect(unixPath: listen))
+    }
+
     @Test func aStaleSocketFileIsReplaced() throws {
         let socket = dir.file("stale.sock")
         try makeStaleSocketFile(socket)

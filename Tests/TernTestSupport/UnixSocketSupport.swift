@@ -25,17 +25,21 @@ public func isSocketFile(_ path: String) -> Bool {
     return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
 }
 
-/// A unix stream socket connected to `path`, or -1 (built here, apart from Tern's own sockaddr code).
+/// A unix stream socket connected to `path` ("@name": an abstract socket), or -1 (built here,
+/// apart from Tern's own sockaddr code).
 public func connectUnix(_ path: String) -> Int32 {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return -1 }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
+    // An abstract name is a NUL then the name, and the length counts exactly those bytes.
+    let abstract = path.hasPrefix("@")
+    let bytes = abstract ? [0] + Array(path.utf8.dropFirst()) : Array(path.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { close(fd); return -1 }
     withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+    let length = abstract ? MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + bytes.count : MemoryLayout<sockaddr_un>.size
     let rc = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
     }
     if rc != 0 { close(fd); return -1 }
     return fd
@@ -92,8 +96,9 @@ extension TernProcess {
     }
 }
 
-/// curl through a unix socket (`--unix-socket`), one connection for all `urls` (kept alive):
-/// curl's exit status and the bodies.
+/// curl through a unix socket (`--unix-socket`, or `--abstract-unix-socket` for "@name"), one
+/// connection for all `urls` (kept alive): curl's exit status and the bodies.
 public func curlUnix(_ path: String, _ urls: String...) throws -> (status: Int32, body: String) {
-    try run("/usr/bin/curl", ["-s", "--max-time", "10", "--unix-socket", path] + urls)
+    let socket = path.hasPrefix("@") ? ["--abstract-unix-socket", String(path.dropFirst())] : ["--unix-socket", path]
+    return try run("/usr/bin/curl", ["-s", "--max-time", "10"] + socket + urls)
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An HTTP/1.1 upstream on a unix domain socket, for Tern's unix socket tests.
 
-Binds the given path (removing nothing: the path must be free), prints "ready" on its first line
+Binds the given path (removing nothing: the path must be free; "@name": an abstract socket), prints "ready" on its first line
 once it listens, and answers GET with "hello from unix upstream <path>" (the request target) and
 POST with "<length> <sha256>" of the body it read (Content-Length). Stops on SIGTERM or when killed.
 """
@@ -37,6 +37,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 if __name__ == "__main__":
-    server = Server(sys.argv[1], Handler)
+    path = sys.argv[1]
+    server = Server("\0" + path[1:] if path.startswith("@") else path, Handler)
     print("ready", flush=True)
     server.serve_forever()
