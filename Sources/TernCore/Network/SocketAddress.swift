@@ -179,10 +179,18 @@ extension SocketAddress {
 }
 
 /// `inet_ntop` text of a raw address (config-time and log-time only).
-private func presentation<A>(_ family: Int32, _ addr: inout A) -> String {
+private func presentation(_ family: Int32, _ addr: inout in_addr) -> String {
+    withUnsafePointer(to: &addr) { presentation(family, UnsafeRawPointer($0)) }
+}
+
+private func presentation(_ family: Int32, _ addr: inout in6_addr) -> String {
+    withUnsafePointer(to: &addr) { presentation(family, UnsafeRawPointer($0)) }
+}
+
+private func presentation(_ family: Int32, _ raw: UnsafeRawPointer) -> String {
     var text = [CChar](repeating: 0, count: 64)
-    _ = inet_ntop(family, &addr, &text, socklen_t(text.count))
-    return String(cString: text)
+    _ = inet_ntop(family, raw, &text, socklen_t(text.count))
+    return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// A CIDR block (`10.0.0.0/8`, `fd00::/8`), MOSN's `{"address", "length"}`. An IPv4 block also
