@@ -108,7 +108,9 @@ public final class ChildProcess: @unchecked Sendable {
     public let outputPath: String
     private let state = Mutex<(exited: Bool, status: Int32)>((false, 0))
 
-    public init(_ executable: String, _ arguments: [String], name: String, stderrToNull: Bool = false) throws {
+    /// `standardInput` is a file the child reads as its stdin (/dev/null when nil).
+    public init(_ executable: String, _ arguments: [String], name: String, stderrToNull: Bool = false,
+                standardInput: String? = nil) throws {
         outputPath = NSTemporaryDirectory() + "tern-test-\(name)-\(UUID().uuidString).log"
         let out = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard out >= 0 else { throw TestError("cannot create \(outputPath)") }
@@ -116,7 +118,7 @@ public final class ChildProcess: @unchecked Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, standardInput ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out, 1)
         if stderrToNull { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
         else { posix_spawn_file_actions_adddup2(&actions, out, 2) }
@@ -416,10 +418,12 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// Runs a command and returns (exit status, stdout); killed after `timeout` seconds.
+/// Runs a command and returns (exit status, stdout); killed after `timeout` seconds. `standardInput`
+/// is a file fed to its stdin; `includeStderr` interleaves stderr with stdout (for diagnostics).
 @discardableResult
-public func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (Int32, String) {
-    let child = try ChildProcess(executable, arguments, name: "run", stderrToNull: true)
+public func run(_ executable: String, _ arguments: [String], timeout: Double = 30, standardInput: String? = nil,
+                includeStderr: Bool = false) throws -> (Int32, String) {
+    let child = try ChildProcess(executable, arguments, name: "run", stderrToNull: !includeStderr, standardInput: standardInput)
     defer { child.stop(); try? FileManager.default.removeItem(atPath: child.outputPath) }
     let status = child.waitForExit(timeout: timeout) ?? -1
     return (status, child.output)
