@@ -45,31 +45,55 @@ func makeTemporaryDirectory(_ prefix: String) throws -> String {
     return String(cString: made)
 }
 
-/// `body`'s value; when it throws, `directory` (made for what it starts) is removed first: a class
-/// whose init throws never runs its deinit.
-func removing<T>(_ directory: String, onError body: () throws -> T) throws -> T {
-    do { return try body() } catch {
-        try? FileManager.default.removeItem(atPath: directory)
-        throw error
-    }
-}
+/// A server in a temporary directory of its own, on a probed free port. When another process takes
+/// that port between the probe and the server's bind, the server exits and the next attempt probes
+/// a new port. Ready means the server's own log line appeared and the port accepts, so a foreign
+/// listener on the port never passes for it. The directory goes when the server stops.
+public final class ServerProcess: @unchecked Sendable {
+    public let port: UInt16
+    public let child: ChildProcess
+    public let directory: String
+    /// Sent first by stop(), for a server that must clean up after itself; SIGKILL after 10 s.
+    let shutdownSignal: Int32?
 
-/// Starts a server on a probed free port; when another process takes that port between the probe
-/// and the server's bind, the server exits and the next attempt probes a new port. `ready` reads
-/// the server's own log line, so a foreign listener on the port never passes for it.
-func startOnFreePort(_ what: String, timeout: Double, readyLine: String,
-                     _ spawn: (UInt16) throws -> ChildProcess) throws -> (ChildProcess, UInt16) {
-    var lastOutput = ""
-    for _ in 0..<3 {
-        let port = freePort()
-        let child = try spawn(port)
-        if waitUntil(timeout: timeout, { !child.isRunning || (child.output.contains(readyLine) && canConnect(port)) }), child.isRunning {
-            return (child, port)
+    /// `prepare` runs once in the directory; `command` is the argv for a port and the directory.
+    init(_ name: String, readyLine: String, timeout: Double = 10, shutdownSignal: Int32? = nil,
+         prepare: (String) throws -> Void = { _ in }, command: (UInt16, String) throws -> [String]) throws {
+        self.shutdownSignal = shutdownSignal
+        let directory = try makeTemporaryDirectory("tern-\(name)")
+        self.directory = directory
+        do {
+            try prepare(directory)
+            var lastOutput = ""
+            for _ in 0..<3 {
+                let port = freePort()
+                let argv = try command(port, directory)
+                let child = try ChildProcess(argv[0], Array(argv.dropFirst()), name: name)
+                if waitUntil(timeout: timeout, { !child.isRunning || (child.output.contains(readyLine) && canConnect(port)) }), child.isRunning {
+                    (self.child, self.port) = (child, port)
+                    return
+                }
+                lastOutput = child.output
+                child.stop()
+            }
+            throw TestError("\(name) did not start: \(lastOutput.suffix(2000))")
+        } catch {
+            // A class whose init throws never runs its deinit.
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
         }
-        lastOutput = child.output
-        child.stop()
     }
-    throw TestError("\(what) did not start: \(lastOutput.suffix(2000))")
+
+    public func stop() {
+        if let shutdownSignal, child.isRunning {
+            child.signal(shutdownSignal)
+            _ = child.waitForExit(timeout: 10)
+        }
+        child.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    deinit { stop() }
 }
 
 // MARK: redis
@@ -77,20 +101,14 @@ func startOnFreePort(_ what: String, timeout: Double, readyLine: String,
 /// redis-server on 127.0.0.1 without persistence; `cli` and `benchmark` talk to it or, given a
 /// port, to a proxy in front of it.
 public final class RedisServer: @unchecked Sendable {
-    public let port: UInt16
-    public let child: ChildProcess
-    let directory: String
+    public let server: ServerProcess
+    public var port: UInt16 { server.port }
 
     public init() throws {
-        let server = try PeerPrograms.require("redis-server")
-        let directory = try makeTemporaryDirectory("tern-redis")
-        self.directory = directory
-        (child, port) = try removing(directory, onError: {
-            try startOnFreePort("redis-server", timeout: 10, readyLine: "Ready to accept connections") { port in
-                try ChildProcess(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                          "--dir", directory, "--logfile", ""], name: "redis")
-            }
-        })
+        let program = try PeerPrograms.require("redis-server")
+        server = try ServerProcess("redis", readyLine: "Ready to accept connections") { port, directory in
+            [program, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory, "--logfile", ""]
+        }
     }
 
     /// redis-cli with `arguments` against `port` (the server's own by default); stdout and stderr.
@@ -106,37 +124,32 @@ public final class RedisServer: @unchecked Sendable {
                 timeout: timeout, includeStderr: true)
     }
 
-    public func stop() {
-        child.stop()
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    deinit { stop() }
+    public func stop() { server.stop() }
 }
 
 // MARK: PostgreSQL
 
 /// One PostgreSQL server per test process (initdb takes about a second), shared by every suite:
 /// a temporary data directory, trust authentication, 127.0.0.1 on a free port and its unix socket
-/// in the data directory's parent. initdb refuses root, so under root it runs as the `postgres`
+/// in the temporary directory. initdb refuses root, so under root it runs as the `postgres`
 /// system user the Debian package creates. Durability is off (fsync, synchronous_commit): the data
 /// lives only as long as the test process.
 public final class PostgresServer: @unchecked Sendable {
-    public let port: UInt16
-    public let directory: String
-    public let child: ChildProcess
+    public let server: ServerProcess
+    public var port: UInt16 { server.port }
+    public var child: ChildProcess { server.child }
     public let user = "postgres"
     let bin: String
 
     /// The process's one server, started on first use.
     public static func shared() throws -> PostgresServer { try sharedServer.get() }
     private static let sharedServer: Result<PostgresServer, any Error> = Result {
-        let server = try PostgresServer()
-        serverToStopAtExit.withLock { $0 = server }
+        let postgres = try PostgresServer()
+        serverToStopAtExit.withLock { $0 = postgres }
         // Registered after the child reaper (installed by the first ChildProcess), so it runs
         // before it: a fast shutdown removes the server's shared memory, a SIGKILL would leave it.
         atexit { serverToStopAtExit.withLock { $0 }?.stop() }
-        return server
+        return postgres
     }
 
     private init() throws {
@@ -144,30 +157,27 @@ public final class PostgresServer: @unchecked Sendable {
             throw TestError("PostgreSQL server programs not found under /usr/lib/postgresql/*/bin: `make deps` installs them")
         }
         self.bin = bin
-        let directory = try makeTemporaryDirectory("tern-pg")
-        self.directory = directory
-        (child, port) = try removing(directory, onError: { try PostgresServer.start(bin: bin, directory: directory, user: "postgres") })
-    }
-
-    /// initdb in `directory`/data, then the server with its unix socket in `directory`.
-    private static func start(bin: String, directory: String, user: String) throws -> (ChildProcess, UInt16) {
         // Under root, run as the postgres user (setpriv execs in place: the PID stays the server's).
-        var asUser: [String] = []
+        var asUser: [String] = [], owner: (uid_t, gid_t)?
         if getuid() == 0 {
             guard let pw = getpwnam("postgres") else { throw TestError("running as root and no `postgres` user to run PostgreSQL as") }
-            guard chown(directory, pw.pointee.pw_uid, pw.pointee.pw_gid) == 0 else { throw TestError("chown \(directory): errno \(errno)") }
+            owner = (pw.pointee.pw_uid, pw.pointee.pw_gid)
             asUser = [try PeerPrograms.require("setpriv"), "--reuid", "postgres", "--regid", "postgres", "--init-groups"]
         }
-        let data = directory + "/data"
-        let initdb = asUser + [bin + "/initdb", "-D", data, "-U", user, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
-        let (status, output) = try run(initdb[0], Array(initdb.dropFirst()), timeout: 60, includeStderr: true)
-        guard status == 0 else { throw TestError("initdb exited \(status): \(output.suffix(2000))") }
-        return try startOnFreePort("postgres", timeout: 30, readyLine: "database system is ready to accept connections") { port in
-            let postgres = asUser + [bin + "/postgres", "-D", data, "-p", String(port), "-k", directory,
+        let user = self.user
+        server = try ServerProcess("pg", readyLine: "database system is ready to accept connections", timeout: 30,
+                                   shutdownSignal: SIGINT,   // fast shutdown: it releases its shared memory
+                                   prepare: { directory in
+            if let (uid, gid) = owner, chown(directory, uid, gid) != 0 { throw TestError("chown \(directory): errno \(errno)") }
+            let initdb = asUser + [bin + "/initdb", "-D", directory + "/data", "-U", user, "-A", "trust", "-E", "UTF8", "--locale=C",
+                                   "--no-sync", "--no-instructions"]
+            let (status, output) = try run(initdb[0], Array(initdb.dropFirst()), timeout: 60, includeStderr: true)
+            guard status == 0 else { throw TestError("initdb exited \(status): \(output.suffix(2000))") }
+        }) { port, directory in
+            asUser + [bin + "/postgres", "-D", directory + "/data", "-p", String(port), "-k", directory,
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 // Dynamic shared memory in files under the data directory, so nothing outlives it.
                 "-c", "dynamic_shared_memory_type=mmap", "-c", "max_connections=50"]
-            return try ChildProcess(postgres[0], Array(postgres.dropFirst()), name: "postgres")
         }
     }
 
@@ -203,15 +213,7 @@ public final class PostgresServer: @unchecked Sendable {
         return name
     }
 
-    /// Fast shutdown (SIGINT) so the server releases its shared memory; SIGKILL after 10 s.
-    public func stop() {
-        if child.isRunning {
-            child.signal(SIGINT)
-            _ = child.waitForExit(timeout: 10)
-        }
-        child.stop()
-        try? FileManager.default.removeItem(atPath: directory)
-    }
+    public func stop() { server.stop() }
 }
 
 private let serverToStopAtExit = Mutex<PostgresServer?>(nil)
@@ -220,30 +222,22 @@ private let serverToStopAtExit = Mutex<PostgresServer?>(nil)
 
 /// A mosquitto MQTT broker on 127.0.0.1, anonymous, without persistence.
 public final class MosquittoBroker: @unchecked Sendable {
-    public let port: UInt16
-    public let child: ChildProcess
-    let directory: String
+    public let server: ServerProcess
+    public var port: UInt16 { server.port }
 
     public init() throws {
-        let broker = try PeerPrograms.require("mosquitto")
-        let directory = try makeTemporaryDirectory("tern-mqtt")
-        self.directory = directory
-        (child, port) = try removing(directory, onError: { try startOnFreePort("mosquitto", timeout: 10, readyLine: " running") { port in
+        let program = try PeerPrograms.require("mosquitto")
+        server = try ServerProcess("mqtt", readyLine: " running") { port, directory in
             // Log to stderr: mosquitto buffers its stdout when that is a file, so the ready line
             // would appear only at exit.
             let config = directory + "/mosquitto-\(port).conf"
             try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
                 .write(toFile: config, atomically: true, encoding: .utf8)
-            return try ChildProcess(broker, ["-c", config], name: "mosquitto")
-        } })
+            return [program, "-c", config]
+        }
     }
 
-    public func stop() {
-        child.stop()
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    deinit { stop() }
+    public func stop() { server.stop() }
 }
 
 /// mosquitto_sub that has subscribed (its SUBACK arrived) and exits after `count` messages.
