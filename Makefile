@@ -54,7 +54,8 @@ bench: release
 	../shared/bench/http.sh nginx haproxy tern
 	../shared/bench/http.sh -b 16384 nginx haproxy tern
 	../shared/bench/idle.sh nginx haproxy tern
-	../shared/bench/bolt.sh direct haproxy-l4 tern
+	../shared/bench/bolt.sh direct haproxy-l4 tern tern-l4
+	scripts/redis_bench.sh
 
 # Fuzzing with libFuzzer and AddressSanitizer (Fuzz/README.md): every target with a seed folder
 # Fuzz/corpus/<target> runs FUZZ_SECONDS. Inputs it finds go to .build-fuzz/corpus/<target>;
