@@ -61,9 +61,21 @@ int tern_socket_error(int fd) {
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
     return err;
 }
-int tern_original_dst(int fd, struct sockaddr_storage *out, socklen_t *len) {
+// IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h, which clashes with glibc's headers).
+#define TERN_IP6T_SO_ORIGINAL_DST 80
+int tern_original_dst(int fd, int family, struct sockaddr_storage *out, socklen_t *len) {
+    if (family == AF_INET6) {
+        *len = sizeof(struct sockaddr_in6);
+        if (getsockopt(fd, SOL_IPV6, TERN_IP6T_SO_ORIGINAL_DST, out, len) == 0) return 0;
+        // An IPv4 client on a dual-stack IPv6 socket was redirected by the IPv4 table.
+    }
     *len = sizeof(struct sockaddr_in);
     return getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, len);
+}
+int tern_set_transparent(int fd, int family) {
+    int one = 1;
+    if (family == AF_INET6) return setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one);
+    return setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one);
 }
 
 int tern_cpu_count_affinity(void) {

@@ -7,6 +7,16 @@ public struct ListenerPlan: Sendable {
     public let address: SocketAddress
     public let bindPort: Bool
     public let filters: [NetworkFilterPlan]
+    /// Set for a capturing listener (`use_original_dst`, or an `original_dst` listener filter).
+    public var capture: CapturePlan? = nil
+}
+
+/// What a capturing listener does with each accepted connection: find its original destination
+/// and hand it to the listener that owns that address (docs/behaviour.md, transparent interception).
+public struct CapturePlan: Sendable {
+    public let mode: OriginalDestinationMode
+    /// MOSN's `fallback_to_local`: the per-port fallback listener is the loopback one, not 0.0.0.0.
+    public let fallbackToLocal: Bool
 }
 
 /// Everything the config says, checked and compiled; shared read-only by the workers.
@@ -132,24 +142,31 @@ struct ConfigCompiler {
             }
             seen[l.address.description] = l.name
         }
+        checkHandOffTargets(plan.listeners)
         return plan
     }
 
     func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
-        l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout"],
-                    ignored: ["use_original_dst", "listener_filters", "access_logs", "stream_filters", "inspector",
+        l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout",
+                            "use_original_dst", "listener_filters"],
+                    ignored: ["access_logs", "stream_filters", "inspector",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
                               "option", "transparent", "default_read_buffer_size", "reuseport", "tls_context", "tls_context_set"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
-        if l.isNonEmpty("use_original_dst") { l.refuse("use_original_dst", what: "original destination, for transparent proxying") }
-        if l.isNonEmpty("listener_filters") { l.refuse("listener_filters", what: "listener filters") }
+        let capture = compileCapture(l)
         checkStreamFilters(l)
         if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
         for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS with status: true") }
         let name = l.string("name") ?? l.path
         guard let address = listenAddress(l) else { return nil }
         let bindPort = l.bool("bind_port") ?? true
-        if !bindPort { diagnostics.warn(l.sub("bind_port"), "false: this listener only takes connections handed over by original_dst, which Tern does not do yet; it is not opened") }
+        if address.isUnix && capture != nil {
+            diagnostics.error(l.sub(l.has("listener_filters") ? "listener_filters" : "use_original_dst"),
+                              "a unix socket listener has no original destination: original_dst needs a TCP listener")
+        }
+        if !bindPort && capture != nil {
+            diagnostics.warn(l.sub("bind_port"), "false with use_original_dst: a bind_port: false listener is never opened, so it captures nothing; connections handed to it run its network filters only")
+        }
         let idleTimeout = l.duration("connection_idle_timeout") ?? 90_000
         var filters: [NetworkFilterPlan] = []
         let chains = l.objects("filter_chains")
@@ -175,7 +192,52 @@ struct ConfigCompiler {
             }
             if filters.isEmpty && diagnostics.errors.isEmpty { diagnostics.error(chain.sub("filters"), "no network filter") }
         }
-        return ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
+        var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
+        plan.capture = bindPort ? capture : nil
+        return plan
+    }
+
+    /// `use_original_dst` and `listener_filters`. As in MOSN, either one makes the listener
+    /// capture: `use_original_dst: true` alone reads SO_ORIGINAL_DST (redirect); an `original_dst`
+    /// filter's `config.type` picks `redirect` (the default) or `tproxy`.
+    func compileCapture(_ l: JSONObject) -> CapturePlan? {
+        let useOriginalDestination = l.bool("use_original_dst") ?? false
+        var found: CapturePlan?
+        for item in l.array("listener_filters") ?? [] {
+            guard let f = JSONObject(item.value, path: item.path, diagnostics: diagnostics) else { continue }
+            f.checkKeys(known: ["type", "config"])
+            guard let type = f.requiredString("type") else { continue }
+            guard type == "original_dst" else {
+                diagnostics.error(f.sub("type"), "listener filter \"\(type)\" is unknown (supported: original_dst)")
+                continue
+            }
+            if found != nil { diagnostics.error(f.path, "original_dst is listed twice"); continue }
+            let config = f.object("config")
+            config?.checkKeys(known: ["type", "fallback_to_local"])
+            let modeName = config?.string("type") ?? OriginalDestinationMode.redirect.rawValue
+            guard let mode = OriginalDestinationMode(rawValue: modeName) else {
+                diagnostics.error(f.sub("config.type"), "unknown original_dst type \"\(modeName)\" (redirect, tproxy)")
+                continue
+            }
+            found = CapturePlan(mode: mode, fallbackToLocal: config?.bool("fallback_to_local") ?? false)
+        }
+        if let found { return found }
+        return useOriginalDestination ? CapturePlan(mode: .redirect, fallbackToLocal: false) : nil
+    }
+
+    /// Listeners that are never opened only make sense as hand-off targets of a capturing one;
+    /// two that own the same address would make the hand-off ambiguous.
+    func checkHandOffTargets(_ listeners: [ListenerPlan]) {
+        var owners: [String: String] = [:]
+        for l in listeners where !l.bindPort {
+            if let other = owners[l.address.description] {
+                diagnostics.error("$.servers", "listeners \(other) and \(l.name) both own \(l.address) for hand-off (bind_port: false)")
+            }
+            owners[l.address.description] = l.name
+        }
+        if !owners.isEmpty && !listeners.contains(where: { $0.capture != nil }) {
+            diagnostics.warn("$.servers", "bind_port: false listener(s) \(owners.values.sorted().joined(separator: ", ")) receive nothing: no listener has use_original_dst or an original_dst listener filter")
+        }
     }
 
     /// `address` read as `network` says: tcp (the default) takes ip:port, unix a socket path.

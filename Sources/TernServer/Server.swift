@@ -56,16 +56,19 @@ public final class Server: Sendable {
         let worker = Worker(id: id, clusters: plan.clusters, logger: logger)
         var failure: String?
         let shared = unixSockets.withLock { $0 }
+        // Every listener's chain, opened or not: bind_port: false listeners take hand-offs.
+        let chains = plan.listeners.map { l in NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) }) }
         for (index, l) in plan.listeners.enumerated() where l.bindPort {
-            let chain = NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) })
+            let handler: AcceptHandler = l.capture.map { captureStage($0, own: chains[index], chains: chains, worker: worker) } ?? chains[index]
             do {
                 let listener: Listener
                 if let socket = shared[index] {
                     let fd = socket.duplicate()
                     guard fd >= 0 else { throw ListenError.socket("dup \(l.address)", errno) }
-                    listener = Listener(name: l.name, address: l.address, listeningDescriptor: fd, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                    listener = Listener(name: l.name, address: l.address, listeningDescriptor: fd, loop: worker.loop, buffers: worker.buffers, handler: handler)
                 } else {
-                    listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: chain)
+                    listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: handler,
+                                            transparent: l.capture?.mode == .tproxy)
                 }
                 listener.onAcceptError = { [logger] in logger.error("listener", $0) }
                 worker.listeners.append(listener)
@@ -81,6 +84,16 @@ public final class Server: Sendable {
         let drainPoller = DrainPoller(worker: worker) { [self] in self.drained.withLock { $0 += 1 } }
         WorkerRegistry.attach(drainPoller, to: worker)
         worker.loop.run()
+    }
+
+    /// The listener-filter stage of a capturing listener: original_dst, then hand-off to whichever
+    /// listener of the plan owns the original destination (itself included).
+    private func captureStage(_ capture: CapturePlan, own: NetworkFilterChain, chains: [NetworkFilterChain], worker: Worker) -> ListenerFilterStage {
+        let targets = zip(plan.listeners, chains).map { l, chain in
+            HandOffTarget(name: l.name, address: l.address, isPortFallback: isPortFallback(l.address, toLocal: capture.fallbackToLocal), chain: chain)
+        }
+        return ListenerFilterStage(filters: [OriginalDestinationFilter(mode: capture.mode, logger: logger)], ownChain: own,
+                                   handOff: targets, logger: logger)
     }
 
     /// Blocks the calling (main) thread on signals: SIGTERM drains then returns 0; SIGINT and
@@ -227,4 +240,12 @@ func probeBind(_ address: SocketAddress) -> String? {
     let rc = address.withSockAddr { bind(fd, $0, $1) }
     if rc != 0 { return "bind \(address): \(String(cString: strerror(errno)))" }
     return nil
+}
+
+/// Whether a listener on `address` takes hand-offs for any address of its port: 0.0.0.0 or [::]
+/// (MOSN), or with `fallback_to_local` the loopback address instead.
+func isPortFallback(_ address: SocketAddress, toLocal: Bool) -> Bool {
+    guard toLocal else { return address.isUnspecified }
+    let loopback = address.family == AF_INET ? "127.0.0.1:\(address.port)" : "[::1]:\(address.port)"
+    return SocketAddress.parse(loopback) == address
 }

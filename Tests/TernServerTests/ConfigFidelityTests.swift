@@ -109,11 +109,8 @@ struct ConfigFidelityTests {
 
     @Test(arguments: [
         // (where the key goes, the key and value, the path of the error)
-        ("listener", "\"use_original_dst\": true", "$.servers[0].listeners[0].use_original_dst"),
-        ("listener", "\"use_original_dst\": \"redirect\"", "$.servers[0].listeners[0].use_original_dst"),
         ("listener", "\"inspector\": true", "$.servers[0].listeners[0].inspector"),
         ("listener", "\"stream_filters\": [{\"type\": \"fault\", \"config\": {}}]", "$.servers[0].listeners[0].stream_filters"),
-        ("listener", "\"listener_filters\": [{\"type\": \"original_dst\"}]", "$.servers[0].listeners[0].listener_filters"),
         ("chain", "\"tls_context\": {\"status\": true}", "$.servers[0].listeners[0].filter_chains[0].tls_context"),
         ("chain", "\"tls_context_set\": [{\"status\": false}, {\"status\": true}]", "$.servers[0].listeners[0].filter_chains[0].tls_context_set"),
         ("cluster", "\"tls_context\": {\"status\": true}", "$.cluster_manager.clusters[0].tls_context"),

@@ -37,7 +37,11 @@ int tern_dup_cloexec(int fd);
 int tern_set_reuse(int fd, int reuse_port);
 int tern_set_nodelay(int fd);
 int tern_socket_error(int fd);
-int tern_original_dst(int fd, struct sockaddr_storage *out, socklen_t *len);
+/// Where a connection redirected by iptables REDIRECT was going (SO_ORIGINAL_DST, or
+/// IP6T_SO_ORIGINAL_DST for IPv6 sockets); -1 with errno when it was not redirected.
+int tern_original_dst(int fd, int family, struct sockaddr_storage *out, socklen_t *len);
+/// IP_TRANSPARENT / IPV6_TRANSPARENT: accept connections TPROXY steers to this socket.
+int tern_set_transparent(int fd, int family);
 
 int tern_cpu_count_affinity(void);
 int64_t tern_monotonic_ms(void);

@@ -36,11 +36,17 @@ public final class Listener: EventHandler, TimerTarget {
     /// TCP only on TCP sockets: a unix socket has no Nagle to turn off.
     private let setsNoDelay: Bool
 
-    /// Opens this worker's own TCP listening socket (SO_REUSEPORT).
-    public convenience init(name: String, address: SocketAddress, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler, backlog: Int32 = 1024) throws {
+    /// Opens this worker's own TCP listening socket (SO_REUSEPORT). `transparent`: IP_TRANSPARENT,
+    /// so connections iptables TPROXY steers here are accepted with the address the client
+    /// dialled as their local address (needs CAP_NET_ADMIN).
+    public convenience init(name: String, address: SocketAddress, loop: EventLoop, buffers: BufferPool, handler: AcceptHandler, backlog: Int32 = 1024,
+                            transparent: Bool = false) throws {
         let fd = tern_socket_tcp(address.family)
         guard fd >= 0 else { throw ListenError.socket("socket", errno) }
         guard tern_set_reuse(fd, 1) == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("setsockopt", e) }
+        if transparent && tern_set_transparent(fd, address.family) != 0 {
+            let e = errno; Glibc.close(fd); throw ListenError.socket("setsockopt IP_TRANSPARENT", e)
+        }
         let rc = address.withSockAddr { bind(fd, $0, $1) }
         guard rc == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("bind \(address)", e) }
         guard listen(fd, backlog) == 0 else { let e = errno; Glibc.close(fd); throw ListenError.socket("listen \(address)", e) }

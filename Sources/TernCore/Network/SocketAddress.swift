@@ -240,3 +240,14 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
         return b.high & mask.high == network.high && b.low & mask.low == network.low
     }
 }
+
+extension SocketAddress {
+    /// 0.0.0.0 or [::]: a listener on it owns its port on every address of its family.
+    public var isUnspecified: Bool {
+        switch family {
+        case AF_INET: return ipv4 == 0
+        case AF_INET6: return ipv6 == (0, 0)
+        default: return false
+        }
+    }
+}
