@@ -1,9 +1,10 @@
 # Tern: `make run` builds and starts the quick-start example; `make test` runs every test.
 # Both install what the machine lacks (Debian packages via apt-get).
 SWIFT ?= swift
-# The L4 integration tests start real redis, PostgreSQL and mosquitto servers with their own clients.
+# The L4 integration tests start real redis, PostgreSQL and mosquitto servers with their own clients;
+# the interception tests build network namespaces and iptables rules (iproute2, iptables).
 APT_PACKAGES = curl python3 libssl-dev pkg-config \
-	redis-server redis-tools postgresql postgresql-client mosquitto mosquitto-clients
+	redis-server redis-tools postgresql postgresql-client mosquitto mosquitto-clients iptables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build release run test unit integration integration-release bench clean venv fuzz

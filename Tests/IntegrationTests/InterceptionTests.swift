@@ -1,0 +1,249 @@
+import Foundation
+import Glibc
+import Testing
+import TernTestSupport
+
+extension Tag {
+    /// Needs root: creates network namespaces, veth pairs and iptables rules inside them.
+    @Tag static var netns: Self
+}
+
+/// Three network namespaces joined by veth pairs, only for one test:
+///
+///     client 10.77.1.2 / fd77:1::2  ──  router 10.77.1.1 / fd77:1::1 (Tern, forwarding, iptables)
+///                                       router 10.77.2.1 / fd77:2::1  ──  server 10.77.2.2 / fd77:2::2
+///
+/// The addresses exist only inside these namespaces. Deleting a namespace removes its veth end,
+/// its iptables rules, policy rules and routes, so `tearDown` (run by deinit, also when a test
+/// fails) deletes the three namespaces; a run killed before that leaves namespaces named after
+/// its PID, which the next run deletes first.
+final class NetnsLab {
+    static let prefix = "tern-ic-"
+    nonisolated(unsafe) private static var created = 0
+    let client: String, router: String, server: String
+    private var children: [ChildProcess] = []
+
+    /// nil when the lab can run here; otherwise why not (printed, and the suite is skipped).
+    static let problem: String? = {
+        if getuid() != 0 { return report("not root (uid \(getuid())): network namespaces and iptables need root") }
+        let probe = "\(prefix)probe-\(getpid())"
+        let added = (try? run("/usr/sbin/ip", ["netns", "add", probe]).0) ?? -1
+        _ = try? run("/usr/sbin/ip", ["netns", "del", probe])
+        if added != 0 { return report("`ip netns add` does not work here (exit \(added))") }
+        return nil
+    }()
+
+    private static func report(_ reason: String) -> String {
+        FileHandle.standardError.write(Data("InterceptionTests skipped: \(reason)\n".utf8))
+        return reason
+    }
+
+    init() throws {
+        NetnsLab.removeStale()
+        NetnsLab.created += 1
+        let base = "\(NetnsLab.prefix)\(getpid())-\(NetnsLab.created)-"
+        client = base + "c"; router = base + "r"; server = base + "s"
+        do { try build() } catch { tearDown(); throw error }
+    }
+
+    deinit { tearDown() }
+
+    /// Namespaces of earlier runs whose process is gone (killed before its cleanup ran).
+    static func removeStale() {
+        let list = (try? run("/usr/sbin/ip", ["netns", "list"]).1) ?? ""
+        for line in list.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            guard name.hasPrefix(prefix) else { continue }
+            let pid = Int32(name.dropFirst(prefix.count).split(separator: "-").first ?? "") ?? 0
+            if pid > 0 && pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                _ = try? run("/usr/sbin/ip", ["netns", "del", name])
+            }
+        }
+    }
+
+    private func build() throws {
+        for ns in [client, router, server] {
+            _ = try? run("/usr/sbin/ip", ["netns", "del", ns])   // delete-if-exists
+            try ip(["netns", "add", ns])
+            try ip(["-n", ns, "link", "set", "lo", "up"])
+        }
+        // Each veth end is created inside its namespace, so the names need not be unique outside.
+        try ip(["link", "add", "name", "to-router", "netns", client, "type", "veth", "peer", "name", "to-client", "netns", router])
+        try ip(["link", "add", "name", "to-server", "netns", router, "type", "veth", "peer", "name", "to-router", "netns", server])
+        let addresses = [(client, "to-router", ["10.77.1.2/24", "fd77:1::2/64"]),
+                         (router, "to-client", ["10.77.1.1/24", "fd77:1::1/64"]),
+                         (router, "to-server", ["10.77.2.1/24", "fd77:2::1/64"]),
+                         (server, "to-router", ["10.77.2.2/24", "fd77:2::2/64"])]
+        for (ns, device, list) in addresses {
+            for a in list { try ip(["-n", ns, "addr", "add", a, "dev", device] + (a.contains(":") ? ["nodad"] : [])) }
+            try ip(["-n", ns, "link", "set", device, "up"])
+        }
+        try ip(["-n", client, "route", "add", "default", "via", "10.77.1.1"])
+        try ip(["-n", client, "-6", "route", "add", "default", "via", "fd77:1::1"])
+        try ip(["-n", server, "route", "add", "default", "via", "10.77.2.1"])
+        try ip(["-n", server, "-6", "route", "add", "default", "via", "fd77:2::1"])
+        try exec(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
+    }
+
+    func tearDown() {
+        for c in children { c.stop() }
+        children = []
+        for ns in [client, router, server] { _ = try? run("/usr/sbin/ip", ["netns", "del", ns]) }
+    }
+
+    func ip(_ arguments: [String]) throws {
+        let (status, output) = try run("/usr/sbin/ip", arguments)
+        guard status == 0 else { throw TestError("ip \(arguments.joined(separator: " ")): exit \(status) \(output)") }
+    }
+
+    /// Runs a command inside `ns` to its end; throws unless it exits 0.
+    @discardableResult
+    func exec(_ ns: String, _ command: [String], timeout: Double = 15) throws -> String {
+        let (status, output) = try run("/usr/sbin/ip", ["netns", "exec", ns] + command, timeout: timeout)
+        guard status == 0 else { throw TestError("in \(ns): \(command.joined(separator: " ")): exit \(status) \(output)") }
+        return output
+    }
+
+    /// iptables or ip6tables inside the router namespace.
+    func iptables(ipv6: Bool = false, _ rule: [String]) throws {
+        let tool = ipv6 ? "ip6tables" : "iptables"
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/\(tool)") else {
+            throw TestError("/usr/sbin/\(tool) is missing: `make test` installs iptables (apt-get install -y iptables)")
+        }
+        try exec(router, [tool] + rule)
+    }
+
+    /// A process started inside `ns` (`ip netns exec` execs it, so the PID is the process's own).
+    func spawn(_ ns: String, _ command: [String], name: String) throws -> ChildProcess {
+        let child = try ChildProcess("/usr/sbin/ip", ["netns", "exec", ns] + command, name: name)
+        children.append(child)
+        return child
+    }
+
+    /// intercept_peer.py in the server namespace; returns once it listens.
+    func startPeer(host: String, port: Int, name: String, mode: String = "http") throws {
+        let peer = try spawn(server, ["python3", "-u", TestPaths.peers + "/intercept_peer.py", "--host", host, "--port", String(port),
+                                      "--name", name, "--mode", mode], name: "peer")
+        guard waitUntil(timeout: 10, { peer.output.contains("ready") || !peer.isRunning }), peer.isRunning else {
+            throw TestError("peer \(name) did not start: \(peer.output)")
+        }
+    }
+
+    /// Tern in the router namespace on `config`; returns once it logged that it started.
+    func startTern(_ config: String) throws -> ChildProcess {
+        let path = NSTemporaryDirectory() + "tern-intercept-\(UUID().uuidString).json"
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        let tern = try spawn(router, [TestPaths.ternBinary, "start", "-c", path, "--workers", "2"], name: "tern")
+        guard waitUntil(timeout: 10, { tern.output.contains("started") || !tern.isRunning }), tern.isRunning else {
+            throw TestError("tern did not start: \(tern.output)")
+        }
+        return tern
+    }
+
+    /// curl in the client namespace: the body, or the error curl printed.
+    func get(_ url: String) throws -> String {
+        let (status, output) = try run("/usr/sbin/ip", ["netns", "exec", client, "curl", "-sS", "--max-time", "5", url], timeout: 10)
+        return status == 0 ? output : "curl exit \(status): \(output)"
+    }
+}
+
+/// Tern's config for these tests: a capturing listener per family (`capture` below), listeners
+/// that own the server's port 8080 (bind_port: false) and proxy HTTP to it, and a direct answer on
+/// the capturing listeners' own chain.
+func interceptConfig(capture4: String, capture6: String, extraListeners: String = "", extraClusters: String = "") -> String {
+    """
+    { "servers": [{ "default_log_path": "stderr", "default_log_level": "DEBUG",
+      "routers": [
+        { "router_config_name": "to_app", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "app"} }] }] },
+        { "router_config_name": "to_app6", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "app6"} }] }] },
+        { "router_config_name": "own", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+            "routers": [{ "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "capturing listener's own chain"} }] }] } ],
+      "listeners": [
+        { "name": "capture", \(capture4),
+          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "own" } }] }] },
+        { "name": "capture6", \(capture6),
+          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "own" } }] }] },
+        { "name": "app-8080", "address": "10.77.2.2:8080", "bind_port": false,
+          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "to_app" } }] }] },
+        { "name": "app6-8080", "address": "[fd77:2::2]:8080", "bind_port": false,
+          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "to_app6" } }] }] }
+        \(extraListeners) ] }],
+      "cluster_manager": { "clusters": [
+        { "name": "app", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "10.77.2.2:8080" }] },
+        { "name": "app6", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "[fd77:2::2]:8080" }] }
+        \(extraClusters) ] } }
+    """
+}
+
+let redirectCapture4 = """
+    "address": "0.0.0.0:15001", "bind_port": true, "use_original_dst": true,
+    "listener_filters": [{ "type": "original_dst", "config": { "type": "redirect" } }]
+    """
+let redirectCapture6 = """
+    "address": "[::]:15006", "bind_port": true, "use_original_dst": true,
+    "listener_filters": [{ "type": "original_dst", "config": { "type": "redirect" } }]
+    """
+
+@Suite(.serialized, .timeLimit(.minutes(3)), .tags(.netns),
+       .enabled(if: NetnsLab.problem == nil, "needs root and a working `ip netns` (the reason is printed on stderr)"))
+struct InterceptionTests {
+    /// The server answers with the peer it saw: the router's address means the request came
+    /// through Tern, the client's (10.77.1.2) that it went around it.
+    @Test func redirectHandsConnectionsToTheListenerOwningTheOriginalDestination() throws {
+        let lab = try NetnsLab()
+        try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
+        try lab.startPeer(host: "fd77:2::2", port: 8080, name: "app6")
+        // Without Tern or a rule, the client reaches the server directly.
+        #expect(try lab.get("http://10.77.2.2:8080/direct") == "app saw 10.77.1.2 /direct")
+        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
+        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6))
+
+        #expect(try lab.get("http://10.77.2.2:8080/v4") == "app saw 10.77.2.1 /v4")
+        #expect(try lab.get("http://[fd77:2::2]:8080/v6") == "app6 saw fd77:2::1 /v6")
+        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:8080 -> app-8080"), "\(tern.output)")
+        #expect(tern.output.contains("listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"), "\(tern.output)")
+    }
+
+    @Test func redirectWithNoOwningListenerRunsTheCapturingChainAndDirectConnectionsDoNotLoop() throws {
+        let lab = try NetnsLab()
+        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
+        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6))
+
+        #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
+        #expect(try lab.get("http://[fd77:2::2]:9090/nobody") == "capturing listener's own chain")
+        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:9090 -> own filters"), "\(tern.output)")
+        // A client that dials the capturing listener itself gets its chain once, not a loop.
+        #expect(try lab.get("http://10.77.1.1:15001/itself") == "capturing listener's own chain")
+        #expect(tern.output.contains("listener capture: original destination 10.77.1.1:15001 -> capture"), "\(tern.output)")
+        #expect(tern.isRunning)
+    }
+
+    /// TPROXY leaves the destination alone: the listener is IP_TRANSPARENT, a mark sends the
+    /// packets to the local table, and the accepted socket's local address is the original one.
+    @Test func tproxyHandsOffByTheAcceptedSocketsLocalAddress() throws {
+        let lab = try NetnsLab()
+        try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
+        try lab.startPeer(host: "fd77:2::2", port: 8080, name: "app6")
+        try lab.iptables(["-t", "mangle", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "TPROXY",
+                          "--on-ip", "0.0.0.0", "--on-port", "15001", "--tproxy-mark", "0x1/0x1"])
+        try lab.iptables(ipv6: true, ["-t", "mangle", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "TPROXY",
+                                      "--on-ip", "::", "--on-port", "15006", "--tproxy-mark", "0x1/0x1"])
+        for family in ["-4", "-6"] {
+            try lab.exec(lab.router, ["ip", family, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100"])
+            try lab.exec(lab.router, ["ip", family, "route", "add", "local", family == "-4" ? "0.0.0.0/0" : "::/0", "dev", "lo", "table", "100"])
+        }
+        let tproxy4 = redirectCapture4.replacingOccurrences(of: "\"redirect\"", with: "\"tproxy\"")
+        let tproxy6 = redirectCapture6.replacingOccurrences(of: "\"redirect\"", with: "\"tproxy\"")
+        let tern = try lab.startTern(interceptConfig(capture4: tproxy4, capture6: tproxy6))
+
+        #expect(try lab.get("http://10.77.2.2:8080/t4") == "app saw 10.77.2.1 /t4")
+        #expect(try lab.get("http://[fd77:2::2]:8080/t6") == "app6 saw fd77:2::1 /t6")
+        #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
+        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:8080 -> app-8080"), "\(tern.output)")
+        #expect(tern.output.contains("listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"), "\(tern.output)")
+    }
+}
