@@ -150,7 +150,7 @@ final class NetnsLab {
 /// Tern's config for these tests: a capturing listener per family (`capture` below), listeners
 /// that own the server's port 8080 (bind_port: false) and proxy HTTP to it, and a direct answer on
 /// the capturing listeners' own chain.
-func interceptConfig(capture4: String, capture6: String, extraListeners: String = "", extraClusters: String = "") -> String {
+func interceptConfig(capture4: String, capture6: String, captureFilter: String = ownChainFilter) -> String {
     """
     { "servers": [{ "default_log_path": "stderr", "default_log_level": "DEBUG",
       "routers": [
@@ -162,21 +162,24 @@ func interceptConfig(capture4: String, capture6: String, extraListeners: String 
             "routers": [{ "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "capturing listener's own chain"} }] }] } ],
       "listeners": [
         { "name": "capture", \(capture4),
-          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "own" } }] }] },
+          "filter_chains": [{ "filters": [\(captureFilter)] }] },
         { "name": "capture6", \(capture6),
-          "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "own" } }] }] },
+          "filter_chains": [{ "filters": [\(captureFilter)] }] },
         { "name": "app-8080", "address": "10.77.2.2:8080", "bind_port": false,
           "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "to_app" } }] }] },
         { "name": "app6-8080", "address": "[fd77:2::2]:8080", "bind_port": false,
           "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "to_app6" } }] }] }
-        \(extraListeners) ] }],
+        ] }],
       "cluster_manager": { "clusters": [
         { "name": "app", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "10.77.2.2:8080" }] },
-        { "name": "app6", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "[fd77:2::2]:8080" }] }
-        \(extraClusters) ] } }
+        { "name": "app6", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "[fd77:2::2]:8080" }] },
+        { "name": "original", "type": "ORIGINAL_DST", "lb_type": "LB_ORIGINAL_DST", "connect_timeout": "2s" } ] } }
     """
 }
 
+let ownChainFilter = """
+    { "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "own" } }
+    """
 let redirectCapture4 = """
     "address": "0.0.0.0:15001", "bind_port": true, "use_original_dst": true,
     "listener_filters": [{ "type": "original_dst", "config": { "type": "redirect" } }]
@@ -245,5 +248,39 @@ struct InterceptionTests {
         #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
         #expect(tern.output.contains("listener capture: original destination 10.77.2.2:8080 -> app-8080"), "\(tern.output)")
         #expect(tern.output.contains("listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"), "\(tern.output)")
+    }
+
+    /// tcp_proxy to an ORIGINAL_DST cluster: each redirected connection goes on to where its
+    /// client was going, whatever the port (here an echo server standing in for redis on 6379).
+    @Test func redirectThenTcpProxyToTheOriginalDestinationCluster() throws {
+        let lab = try NetnsLab()
+        try lab.startPeer(host: "10.77.2.2", port: 6379, name: "echo", mode: "echo")
+        try lab.startPeer(host: "fd77:2::2", port: 6379, name: "echo6", mode: "echo")
+        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
+        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        let tcpProxy = "{ \"type\": \"tcp_proxy\", \"config\": { \"cluster\": \"original\" } }"
+        let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6, captureFilter: tcpProxy))
+
+        #expect(try lab.echo(host: "10.77.2.2", port: 6379) == "echo saw 10.77.2.1 | ping")
+        #expect(try lab.echo(host: "fd77:2::2", port: 6379) == "echo6 saw fd77:2::1 | ping")
+        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:6379 -> own filters"), "\(tern.output)")
+        // HTTP to the server's port 8080 still goes to the listener owning it, not tcp_proxy.
+        try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
+        #expect(try lab.get("http://10.77.2.2:8080/http") == "app saw 10.77.2.1 /http")
+    }
+}
+
+extension NetnsLab {
+    /// A TCP client in the client namespace: the server's greeting line, then the echo of "ping".
+    func echo(host: String, port: Int) throws -> String {
+        let script = """
+            import socket, sys
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+            f = s.makefile("rb")
+            greeting = f.readline().decode().strip()
+            s.sendall(b"ping\\n")
+            print(greeting, "|", f.readline().decode().strip())
+            """
+        return try exec(client, ["python3", "-c", script, host, String(port)]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
