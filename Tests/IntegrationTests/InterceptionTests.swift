@@ -284,3 +284,96 @@ extension NetnsLab {
         return try exec(client, ["python3", "-c", script, host, String(port)]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+/// examples/redis-intercept and examples/postgres-intercept as shipped: their config and the
+/// namespace script their setup.sh and teardown.sh call (under a name unique to this run), with
+/// the real redis-server / postgres and their clients.
+@Suite(.serialized, .timeLimit(.minutes(3)), .tags(.netns),
+       .enabled(if: NetnsLab.problem == nil, "needs root and a working `ip netns` (the reason is printed on stderr)"))
+struct InterceptionExampleTests {
+    let script = TestPaths.root + "/examples/intercept-netns.sh"
+
+    /// Runs `body` between the example's `up` and `down` (also when it throws).
+    func withExampleNamespaces(_ name: String, subnet: String, port: Int, _ body: () throws -> Void) throws {
+        NetnsLab.removeStale()
+        let (status, output) = try run("/bin/sh", [script, "up", name, subnet, String(port)])
+        defer { _ = try? run("/bin/sh", [script, "down", name]) }
+        guard status == 0 else { throw TestError("intercept-netns.sh up: exit \(status) \(output)") }
+        try body()
+    }
+
+    func startTern(example: String, namespace: String) throws -> ChildProcess {
+        let tern = try ChildProcess("/usr/sbin/ip", ["netns", "exec", namespace, TestPaths.ternBinary, "start", "-c",
+                                                     TestPaths.root + "/examples/\(example)/config.json"], name: "tern")
+        guard waitUntil(timeout: 10, { tern.output.contains("started") || !tern.isRunning }), tern.isRunning else {
+            throw TestError("tern did not start: \(tern.output)")
+        }
+        return tern
+    }
+
+    func require(_ path: String, package: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestError("\(path) is missing: install \(package) (`make test` does, from APT_PACKAGES)")
+        }
+    }
+
+    @Test func redisInterceptExample() throws {
+        try require("/usr/bin/redis-server", package: "redis-server")
+        try require("/usr/bin/redis-cli", package: "redis-tools")
+        let name = "\(NetnsLab.prefix)\(getpid())-redis"
+        try withExampleNamespaces(name, subnet: "10.78", port: 6379) {
+            let redis = try ChildProcess("/usr/sbin/ip", ["netns", "exec", "\(name)-db", "redis-server", "--bind", "10.78.2.2", "--port", "6379",
+                                                          "--save", "", "--appendonly", "no", "--protected-mode", "no"], name: "redis")
+            defer { redis.stop() }
+            let tern = try startTern(example: "redis-intercept", namespace: "\(name)-proxy")
+            defer { tern.stop() }
+            func cli(_ args: String...) throws -> String {
+                try run("/usr/sbin/ip", ["netns", "exec", "\(name)-app", "redis-cli", "-h", "10.78.2.2", "-p", "6379"] + args).1
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            _ = waitUntil(timeout: 5) { (try? cli("ping")) == "PONG" }
+            #expect(try cli("set", "greeting", "hello") == "OK")
+            #expect(try cli("get", "greeting") == "hello")
+            // redis sees Tern's address on its side as the client, not the app's 10.78.1.2.
+            #expect(try cli("client", "list").contains("addr=10.78.2.1:"))
+            #expect(tern.output.contains("listener capture: original destination 10.78.2.2:6379 -> own filters"), "\(tern.output)")
+        }
+    }
+
+    @Test func postgresInterceptExample() throws {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).sorted { Int($0) ?? 0 < Int($1) ?? 0 }
+        let bin = "/usr/lib/postgresql/\(versions.last ?? "?")/bin"
+        try require(bin + "/pg_ctl", package: "postgresql")
+        try require("/usr/bin/psql", package: "postgresql-client")
+        let name = "\(NetnsLab.prefix)\(getpid())-pg"
+        let data = NSTemporaryDirectory() + "tern-pg-\(UUID().uuidString)"
+        try withExampleNamespaces(name, subnet: "10.79", port: 5432) {
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: data) }
+            try #require(try run("/bin/chown", ["postgres", data]).0 == 0)
+            let asPostgres = ["/usr/sbin/runuser", "-u", "postgres", "--"]
+            try #require(try run(asPostgres[0], Array(asPostgres.dropFirst()) + [bin + "/initdb", "-D", data + "/data", "-A", "trust", "-U", "postgres"], timeout: 60).0 == 0)
+            try "host all all 10.79.0.0/16 trust\n".appendLine(to: data + "/data/pg_hba.conf")
+            let pgctl = ["/usr/sbin/ip", "netns", "exec", "\(name)-db"] + asPostgres + [bin + "/pg_ctl", "-D", data + "/data"]
+            let started = try run(pgctl[0], Array(pgctl.dropFirst()) + ["-l", data + "/log", "-w", "-o",
+                                  "-c listen_addresses=10.79.2.2 -c unix_socket_directories=\(data)", "start"], timeout: 60)
+            try #require(started.0 == 0, "pg_ctl start: \(started.1)")
+            defer { _ = try? run(pgctl[0], Array(pgctl.dropFirst()) + ["-m", "immediate", "stop"], timeout: 30) }
+            let tern = try startTern(example: "postgres-intercept", namespace: "\(name)-proxy")
+            defer { tern.stop() }
+            let answer = try run("/usr/sbin/ip", ["netns", "exec", "\(name)-app", "psql", "host=10.79.2.2 user=postgres dbname=postgres connect_timeout=5",
+                                                  "-Atc", "select 'server sees client ' || inet_client_addr()"]).1
+            #expect(answer.trimmingCharacters(in: .whitespacesAndNewlines) == "server sees client 10.79.2.1/32")
+            #expect(tern.output.contains("listener capture: original destination 10.79.2.2:5432 -> own filters"), "\(tern.output)")
+        }
+    }
+}
+
+extension String {
+    func appendLine(to path: String) throws {
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw TestError("cannot open \(path)") }
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data(utf8))
+    }
+}
