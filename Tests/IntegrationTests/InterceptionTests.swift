@@ -196,24 +196,20 @@ struct InterceptionTests {
     /// through Tern, the client's (10.77.1.2) that it went around it.
     @Test func redirectHandsConnectionsToTheListenerOwningTheOriginalDestination() throws {
         let lab = try NetnsLab()
-        try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
-        try lab.startPeer(host: "fd77:2::2", port: 8080, name: "app6")
+        try lab.startPeers(port: 8080, names: ("app", "app6"))
         // Without Tern or a rule, the client reaches the server directly.
         #expect(try lab.get("http://10.77.2.2:8080/direct") == "app saw 10.77.1.2 /direct")
-        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
-        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        try lab.redirectClientConnections()
         let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6))
 
         #expect(try lab.get("http://10.77.2.2:8080/v4") == "app saw 10.77.2.1 /v4")
         #expect(try lab.get("http://[fd77:2::2]:8080/v6") == "app6 saw fd77:2::1 /v6")
-        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:8080 -> app-8080"), "\(tern.output)")
-        #expect(tern.output.contains("listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"), "\(tern.output)")
+        expectHandOffsLogged(tern)
     }
 
     @Test func redirectWithNoOwningListenerRunsTheCapturingChainAndDirectConnectionsDoNotLoop() throws {
         let lab = try NetnsLab()
-        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
-        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        try lab.redirectClientConnections()
         let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6))
 
         #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
@@ -229,8 +225,7 @@ struct InterceptionTests {
     /// packets to the local table, and the accepted socket's local address is the original one.
     @Test func tproxyHandsOffByTheAcceptedSocketsLocalAddress() throws {
         let lab = try NetnsLab()
-        try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
-        try lab.startPeer(host: "fd77:2::2", port: 8080, name: "app6")
+        try lab.startPeers(port: 8080, names: ("app", "app6"))
         try lab.iptables(["-t", "mangle", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "TPROXY",
                           "--on-ip", "0.0.0.0", "--on-port", "15001", "--tproxy-mark", "0x1/0x1"])
         try lab.iptables(ipv6: true, ["-t", "mangle", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "TPROXY",
@@ -246,18 +241,15 @@ struct InterceptionTests {
         #expect(try lab.get("http://10.77.2.2:8080/t4") == "app saw 10.77.2.1 /t4")
         #expect(try lab.get("http://[fd77:2::2]:8080/t6") == "app6 saw fd77:2::1 /t6")
         #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
-        #expect(tern.output.contains("listener capture: original destination 10.77.2.2:8080 -> app-8080"), "\(tern.output)")
-        #expect(tern.output.contains("listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"), "\(tern.output)")
+        expectHandOffsLogged(tern)
     }
 
     /// tcp_proxy to an ORIGINAL_DST cluster: each redirected connection goes on to where its
     /// client was going, whatever the port (here an echo server standing in for redis on 6379).
     @Test func redirectThenTcpProxyToTheOriginalDestinationCluster() throws {
         let lab = try NetnsLab()
-        try lab.startPeer(host: "10.77.2.2", port: 6379, name: "echo", mode: "echo")
-        try lab.startPeer(host: "fd77:2::2", port: 6379, name: "echo6", mode: "echo")
-        try lab.iptables(["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"])
-        try lab.iptables(ipv6: true, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"])
+        try lab.startPeers(port: 6379, names: ("echo", "echo6"), mode: "echo")
+        try lab.redirectClientConnections()
         let tcpProxy = "{ \"type\": \"tcp_proxy\", \"config\": { \"cluster\": \"original\" } }"
         let tern = try lab.startTern(interceptConfig(capture4: redirectCapture4, capture6: redirectCapture6, captureFilter: tcpProxy))
 
@@ -270,7 +262,29 @@ struct InterceptionTests {
     }
 }
 
+/// Both families' connections to the server's 8080 went to the bind_port: false listeners.
+func expectHandOffsLogged(_ tern: ChildProcess, sourceLocation: SourceLocation = #_sourceLocation) {
+    for line in ["listener capture: original destination 10.77.2.2:8080 -> app-8080",
+                 "listener capture6: original destination [fd77:2::2]:8080 -> app6-8080"] {
+        #expect(tern.output.contains(line), "\(tern.output)", sourceLocation: sourceLocation)
+    }
+}
+
 extension NetnsLab {
+    /// iptables REDIRECT of every TCP connection from the client into the capturing listeners:
+    /// 15001 (IPv4) and 15006 (IPv6).
+    func redirectClientConnections() throws {
+        for (ipv6, port) in [(false, "15001"), (true, "15006")] {
+            try iptables(ipv6: ipv6, ["-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p", "tcp", "-j", "REDIRECT", "--to-ports", port])
+        }
+    }
+
+    /// One peer on the server's IPv4 address and one on its IPv6 address.
+    func startPeers(port: Int, names: (String, String), mode: String = "http") throws {
+        try startPeer(host: "10.77.2.2", port: port, name: names.0, mode: mode)
+        try startPeer(host: "fd77:2::2", port: port, name: names.1, mode: mode)
+    }
+
     /// A TCP client in the client namespace: the server's greeting line, then the echo of "ping".
     func echo(host: String, port: Int) throws -> String {
         let script = """
