@@ -234,6 +234,9 @@ struct InterceptionTests {
             try lab.exec(lab.router, ["ip", family, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100"])
             try lab.exec(lab.router, ["ip", family, "route", "add", "local", family == "-4" ? "0.0.0.0/0" : "::/0", "dev", "lo", "table", "100"])
         }
+        // IPv4 connections to port 7070 go to the dual-stack [::] listener instead.
+        try lab.iptables(["-t", "mangle", "-I", "PREROUTING", "-i", "to-client", "-p", "tcp", "--dport", "7070", "-j", "TPROXY",
+                          "--on-ip", "0.0.0.0", "--on-port", "15006", "--tproxy-mark", "0x1/0x1"])
         let tproxy4 = redirectCapture4.replacingOccurrences(of: "\"redirect\"", with: "\"tproxy\"")
         let tproxy6 = redirectCapture6.replacingOccurrences(of: "\"redirect\"", with: "\"tproxy\"")
         let tern = try lab.startTern(interceptConfig(capture4: tproxy4, capture6: tproxy6))
@@ -242,6 +245,9 @@ struct InterceptionTests {
         #expect(try lab.get("http://[fd77:2::2]:8080/t6") == "app6 saw fd77:2::1 /t6")
         #expect(try lab.get("http://10.77.2.2:9090/nobody") == "capturing listener's own chain")
         expectHandOffsLogged(tern)
+        // Its local address is v4-mapped (::ffff:10.77.2.2); the original destination is IPv4.
+        #expect(try lab.get("http://10.77.2.2:7070/mapped") == "capturing listener's own chain")
+        #expect(tern.output.contains("listener capture6: original destination 10.77.2.2:7070 -> own filters"), "\(tern.output)")
     }
 
     /// tcp_proxy to an ORIGINAL_DST cluster: each redirected connection goes on to where its

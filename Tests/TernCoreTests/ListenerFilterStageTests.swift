@@ -27,4 +27,13 @@ struct ListenerFilterStageTests {
         #expect(owner(noFallback, "127.0.0.1:80") == "lo")
         #expect(owner(noFallback, "10.0.0.1:80") == nil)
     }
+
+    @Test func aV4MappedOriginalDestinationMatchesIPv4Listeners() {
+        let mapped = SocketAddress.parse("[::ffff:10.0.0.2]:80")!.unmappingIPv4
+        #expect(mapped == SocketAddress.parse("10.0.0.2:80")!)
+        #expect(mapped.description == "10.0.0.2:80")
+        #expect(owner(stage([("exact", "10.0.0.2:80", false)]), "10.0.0.2:80") == "exact")
+        let plain6 = SocketAddress.parse("[fd00::2]:80")!
+        #expect(plain6.unmappingIPv4 == plain6)
+    }
 }

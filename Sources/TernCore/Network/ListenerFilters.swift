@@ -43,7 +43,8 @@ public final class OriginalDestinationFilter: ListenerFilter {
                 else { logger.error("listener", "listener \(listener.name): SO_ORIGINAL_DST failed: \(String(cString: strerror(e))); its own filters run") }
             }
         case .tproxy:
-            connection.originalDestination = SocketAddress.local(of: connection.fd)
+            // An IPv4 client on a dual-stack [::] listener has a v4-mapped local address.
+            connection.originalDestination = SocketAddress.local(of: connection.fd)?.unmappingIPv4
             if connection.originalDestination == nil {
                 logger.error("listener", "listener \(listener.name): getsockname failed: \(String(cString: strerror(errno))); its own filters run")
             }

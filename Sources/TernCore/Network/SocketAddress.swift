@@ -243,6 +243,16 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
 
 extension SocketAddress {
     /// 0.0.0.0 or [::]: a listener on it owns its port on every address of its family.
+    /// ::ffff:a.b.c.d:port (an IPv4 client seen through a dual-stack IPv6 socket) as a.b.c.d:port,
+    /// so it matches IPv4 listeners; any other address unchanged.
+    public var unmappingIPv4: SocketAddress {
+        guard let v4 = unmappedIPv4 else { return self }
+        let address = in_addr_t(UInt32(truncatingIfNeeded: v4).bigEndian)
+        var text = in_addr(s_addr: address)
+        return SocketAddress(family: AF_INET, port: port, ipv4: address, ipv6: (0, 0), unixPath: nil,
+                             description: "\(presentation(AF_INET, &text)):\(port)")
+    }
+
     public var isUnspecified: Bool {
         switch family {
         case AF_INET: return ipv4 == 0
