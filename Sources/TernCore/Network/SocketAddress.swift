@@ -242,7 +242,6 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension SocketAddress {
-    /// 0.0.0.0 or [::]: a listener on it owns its port on every address of its family.
     /// ::ffff:a.b.c.d:port (an IPv4 client seen through a dual-stack IPv6 socket) as a.b.c.d:port,
     /// so it matches IPv4 listeners; any other address unchanged.
     public var unmappingIPv4: SocketAddress {
@@ -253,6 +252,7 @@ extension SocketAddress {
                              description: "\(presentation(AF_INET, &text)):\(port)")
     }
 
+    /// 0.0.0.0 or [::]: a listener on it owns its port on every address of its family.
     public var isUnspecified: Bool {
         switch family {
         case AF_INET: return ipv4 == 0
