@@ -118,3 +118,13 @@ long tern_raise_nofile_limit(void) {
     if (rl.rlim_cur < rl.rlim_max) { rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); getrlimit(RLIMIT_NOFILE, &rl); }
     return (long)rl.rlim_cur;
 }
+
+int tern_pipe_nonblock(int *read_end, int *write_end) {
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    *read_end = fds[0]; *write_end = fds[1];
+    return 0;
+}
+long tern_splice(int in, int out, size_t count) {
+    return (long)splice(in, NULL, out, NULL, count, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+}

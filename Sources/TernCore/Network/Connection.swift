@@ -29,6 +29,13 @@ public protocol ConnectionDelegate: AnyObject {
     /// Pending output fell below the low watermark after having passed the high one.
     func connectionWriteDrained(_ connection: Connection)
     func connectionClosed(_ connection: Connection, reason: CloseReason)
+    /// Only when `ownerMovesBytes`: the socket may be readable and/or writable (edge-triggered;
+    /// `writable` is false while output queued in the connection is still unsent).
+    func connectionSocketReady(_ connection: Connection, readable: Bool, writable: Bool)
+}
+
+extension ConnectionDelegate {
+    public func connectionSocketReady(_ connection: Connection, readable: Bool, writable: Bool) {}
 }
 
 /// A non-blocking stream socket (TCP or unix) registered once, edge-triggered, with its loop. Input and output
@@ -72,6 +79,10 @@ public final class Connection: EventHandler, TimerTarget {
     public private(set) var lastProgressMS: Int64
     /// Set while the connection waits in its loop's end-of-batch flush list.
     public var flushScheduled = false
+    /// The owner moves the bytes itself (tcp_proxy's splice path): readiness goes to
+    /// `connectionSocketReady` and nothing is read here. Output already queued is still written
+    /// first; the owner calls `noteProgress()` for the bytes it moves.
+    public var ownerMovesBytes = false
 
     public init(fd: Int32, loop: EventLoop, buffers: BufferPool, connecting: Bool = false) {
         self.fd = fd
@@ -129,6 +140,7 @@ public final class Connection: EventHandler, TimerTarget {
                 if state != .open { return }
             } else { return }
         }
+        if ownerMovesBytes { reportReadiness(events); return }
         // A FIN (or hang-up) while reading is paused is only remembered: the bytes before it are
         // still in the kernel and are delivered, then the end, once the owner resumes reading.
         if events & (Readiness.readHangup | Readiness.hangup) != 0 { peerHalfClosed = true }
@@ -142,6 +154,21 @@ public final class Connection: EventHandler, TimerTarget {
             flush()
         }
     }
+
+    private func reportReadiness(_ events: UInt32) {
+        let readable = events & (Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error) != 0
+        var writable = events & (Readiness.writable | Readiness.error | Readiness.hangup) != 0
+        if writable && writeBlocked {
+            writeBlocked = false
+            flush()
+            guard state == .open else { return }
+            writable = !writeBlocked
+        }
+        delegate?.connectionSocketReady(self, readable: readable, writable: writable)
+    }
+
+    /// For an owner that moves bytes itself: feeds the no-progress timeouts.
+    public func noteProgress() { lastProgressMS = loop.nowMS }
 
     /// Reads until the socket is drained (edge-triggered), then hands the bytes to the delegate.
     private func readAvailable() {

@@ -34,6 +34,13 @@ public struct TCPProxyRoute: Sendable {
     }
 }
 
+/// `TERN_TCP_SPLICE=1` in the environment (read once, at the first tcp_proxy connection): pairs
+/// move their bytes with splice(2) through a pipe per direction instead of user-space buffers.
+let tcpProxySplice: Bool = {
+    guard let value = getenv("TERN_TCP_SPLICE") else { return false }
+    return strcmp(value, "1") == 0
+}()
+
 /// Read-only settings of one `tcp_proxy` filter, shared by all workers.
 public struct TCPProxySettings: Sendable {
     public let listenerName: String
@@ -110,6 +117,8 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
     private var bytesFromClient = 0, bytesToClient = 0
     private var phase = Phase.connecting
     private var idleTimer: LoopTimer?
+    /// Set when the pair moves its bytes with splice(2) (`tcpProxySplice`).
+    private var spliced: SplicedPair?
     /// The session keeps itself alive until both connections are closed: connections hold their
     /// delegate weakly, and the worker forgets the session as soon as the client's side is closed.
     private var keepAlive: TCPProxySession?
@@ -196,7 +205,17 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
         cluster?.stats.connectionsOpened += 1
         worker.logger.debug("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): \(SocketAddress.peer(of: downstream.fd)?.description ?? "?") connected to \(upstreamName) (cluster \(cluster?.config.name ?? ""))")
         armIdleTimer()
+        if tcpProxySplice, downstream.transport == nil, connection.transport == nil,
+           let pair = SplicedPair(client: downstream, upstream: connection) {
+            spliced = pair
+            pair.start()
+            return
+        }
         downstream.resumeReading()
+    }
+
+    func connectionSocketReady(_ connection: Connection, readable: Bool, writable: Bool) {
+        spliced?.socketReady(connection, readable: readable, writable: writable)
     }
 
     private func peer(of connection: Connection) -> Connection? { connection === downstream ? upstream : downstream }
@@ -256,6 +275,11 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
     /// The last thing any path calls: it lets go of the session.
     private func end() {
         guard phase != .closed else { return }
+        if let pair = spliced {
+            bytesFromClient += pair.fromClient.moved
+            bytesToClient += pair.toClient.moved
+            pair.close()
+        }
         if phase == .streaming {
             worker.logger.debug("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): pair with \(upstreamName) closed; \(bytesFromClient) bytes from the client, \(bytesToClient) to it")
         }
