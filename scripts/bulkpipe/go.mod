@@ -1,0 +1,3 @@
+module bulkpipe
+
+go 1.19
