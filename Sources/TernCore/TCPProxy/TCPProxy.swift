@@ -34,12 +34,27 @@ public struct TCPProxyRoute: Sendable {
     }
 }
 
-/// `TERN_TCP_SPLICE=1` in the environment (read once, at the first tcp_proxy connection): pairs
-/// move their bytes with splice(2) through a pipe per direction instead of user-space buffers.
-let tcpProxySplice: Bool = {
-    guard let value = getenv("TERN_TCP_SPLICE") else { return false }
-    return strcmp(value, "1") == 0
-}()
+/// When a tcp_proxy pair moves its bytes with splice(2) (a pipe per direction, no user-space
+/// copy) instead of through pooled buffers: `TERN_TCP_SPLICE` in the environment, read once at
+/// the first tcp_proxy connection. See docs/benchmarks.md for the numbers behind the default.
+enum TCPProxySpliceMode {
+    /// `0`: copies only.
+    case never
+    /// `1`: from the first byte.
+    case always
+    /// Unset (the default): copies, then splice once the pair has moved `bulkBytes` and a read
+    /// filled a whole 64 KiB batch. Chatty and idle pairs never hold pipes; bulk ones save CPU.
+    case afterBulk
+
+    static let bulkBytes = 1 << 20
+
+    static let current: TCPProxySpliceMode = {
+        guard let value = getenv("TERN_TCP_SPLICE") else { return .afterBulk }
+        if strcmp(value, "0") == 0 { return .never }
+        if strcmp(value, "1") == 0 { return .always }
+        return .afterBulk
+    }()
+}
 
 /// Read-only settings of one `tcp_proxy` filter, shared by all workers.
 public struct TCPProxySettings: Sendable {
@@ -117,7 +132,7 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
     private var bytesFromClient = 0, bytesToClient = 0
     private var phase = Phase.connecting
     private var idleTimer: LoopTimer?
-    /// Set when the pair moves its bytes with splice(2) (`tcpProxySplice`).
+    /// Set once the pair moves its bytes with splice(2) (`TCPProxySpliceMode`).
     private var spliced: SplicedPair?
     /// The session keeps itself alive until both connections are closed: connections hold their
     /// delegate weakly, and the worker forgets the session as soon as the client's side is closed.
@@ -205,13 +220,19 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
         cluster?.stats.connectionsOpened += 1
         worker.logger.debug("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): \(SocketAddress.peer(of: downstream.fd)?.description ?? "?") connected to \(upstreamName) (cluster \(cluster?.config.name ?? ""))")
         armIdleTimer()
-        if tcpProxySplice, downstream.transport == nil, connection.transport == nil,
-           let pair = SplicedPair(client: downstream, upstream: connection) {
-            spliced = pair
-            pair.start()
-            return
-        }
+        if TCPProxySpliceMode.current == .always && startSplicing() { return }
         downstream.resumeReading()
+    }
+
+    /// Hands both connections to a `SplicedPair`; false (the pair keeps copying) for a TLS
+    /// connection or when no pipe can be made.
+    private func startSplicing() -> Bool {
+        guard let upstream, downstream.transport == nil, upstream.transport == nil,
+              let pair = SplicedPair(client: downstream, upstream: upstream) else { return false }
+        spliced = pair
+        worker.logger.debug("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): pair with \(upstreamName) moves its bytes with splice(2) from here on")
+        pair.start()
+        return true
     }
 
     func connectionSocketReady(_ connection: Connection, readable: Bool, writable: Bool) {
@@ -230,11 +251,16 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
         if eof {
             other.shutdownWriteWhenFlushed()
             if other.inputEnded { finishWhenFlushed() }
+        } else if count >= Connection.readBatchLimit && bytesFromClient + bytesToClient >= TCPProxySpliceMode.bulkBytes
+                    && TCPProxySpliceMode.current == .afterBulk && !other.inputEnded {
+            // A bulk pair: splice from here on. The read loop below this call stops at the pause.
+            connection.pauseReading()
+            if !startSplicing() && !other.exceedsHighWatermark() { connection.resumeReading() }
         }
     }
 
     func connectionWriteDrained(_ connection: Connection) {
-        guard phase == .streaming, let other = peer(of: connection), !other.inputEnded else { return }
+        guard phase == .streaming, spliced == nil, let other = peer(of: connection), !other.inputEnded else { return }
         other.resumeReading()
     }
 
