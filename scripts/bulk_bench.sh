@@ -4,13 +4,13 @@
 # share CPU 0 (as ../shared/bench does). Prints throughput and the proxy's CPU seconds per GB
 # (utime+stime from /proc/PID/stat).
 # Usage (from the project root, after swift build -c release): scripts/bulk_bench.sh [-n BYTES] [-c CONNS] [NAME...]
-# NAMES: direct tern-copy tern-splice haproxy haproxy-splice
+# NAMES: direct tern-copy (TERN_TCP_SPLICE=0) tern-splice (=1) tern-auto (unset: the default) haproxy haproxy-splice (option splice-auto)
 set -u
 . "$(dirname "$0")/../../shared/bench/lib.sh"
 BYTES=2000000000; CONNS=1
 while getopts "n:c:" o; do case $o in n) BYTES=$OPTARG;; c) CONNS=$OPTARG;; *) exit 2;; esac; done
 shift $((OPTIND-1))
-NAMES=${*:-"direct tern-copy tern-splice haproxy haproxy-splice"}
+NAMES=${*:-"direct tern-copy tern-splice tern-auto haproxy haproxy-splice"}
 TERN_BIN=${TERN_BIN:-.build/release/tern}
 need haproxy; need taskset util-linux; need go golang-go
 BULK=/tmp/tern-bench-tools/bulkpipe; mkdir -p /tmp/tern-bench-tools
@@ -26,7 +26,7 @@ for n in $NAMES; do
   haproxy|haproxy-splice) opt=""; [ $n = haproxy-splice ] && opt=" option splice-auto"
      printf 'global\n nbthread 1\ndefaults\n mode tcp\n timeout connect 5s\n timeout client 30s\n timeout server 30s\n%s\nlisten l\n bind 127.0.0.1:%s\n server s 127.0.0.1:%s\n' "$opt" $PX $UP > "$W/h.cfg"
      taskset -c 1 haproxy -db -f "$W/h.cfg" >"$W/px.log" 2>&1 & P=$!;;
-  tern-copy|tern-splice) sp=0; [ $n = tern-splice ] && sp=1
+  tern-copy|tern-splice|tern-auto) sp=0; [ $n = tern-splice ] && sp=1; [ $n = tern-auto ] && sp=auto
      mosn_tcp_config "$W/px.err" "127.0.0.1:$PX" "127.0.0.1:$UP" > "$W/t.json"
      TERN_TCP_SPLICE=$sp taskset -c 1 "$TERN_BIN" start -c "$W/t.json" >"$W/px.log" 2>&1 & P=$!;;
   *) echo "unknown name $n" >&2; continue;;

@@ -119,10 +119,9 @@ long tern_raise_nofile_limit(void) {
     return (long)rl.rlim_cur;
 }
 
-int tern_pipe_nonblock(int *read_end, int *write_end, int size) {
+int tern_pipe_nonblock(int *read_end, int *write_end) {
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-    if (size > 0) (void)fcntl(fds[1], F_SETPIPE_SZ, size);
     *read_end = fds[0]; *write_end = fds[1];
     return 0;
 }

@@ -53,9 +53,9 @@ void tern_set_thread_name(const char *name);
 /// Raises the soft descriptor limit to the hard one (as HAProxy does); returns the new soft limit.
 long tern_raise_nofile_limit(void);
 
-/// A non-blocking, close-on-exec pipe (tcp_proxy's splice path), resized to `size` bytes when
-/// positive (F_SETPIPE_SZ; the default size stays when the kernel refuses); 0 or -1 with errno.
-int tern_pipe_nonblock(int *read_end, int *write_end, int size);
+/// A non-blocking, close-on-exec pipe of the default size (tcp_proxy's splice path; larger pipes
+/// saved little CPU and count against the per-user pipe page limit); 0 or -1 with errno.
+int tern_pipe_nonblock(int *read_end, int *write_end);
 /// splice(2) of up to `count` bytes from `in` to `out` (one must be a pipe), moving pages and
 /// never blocking: a byte count, 0 at the end of the input, or -1 with errno (EAGAIN: not ready).
 long tern_splice(int in, int out, size_t count);

@@ -28,8 +28,9 @@ final class SplicedPair {
         }
     }
 
-    /// The default pipe size; one splice reads at most this (the copy path reads 64 KiB batches).
-    static let pipeBytes: Int = { if let v = getenv("TERN_SPLICE_PIPE") { return Int(atoi(v)) }; return 64 * 1024 }()
+    /// The kernel's default pipe size; one splice reads at most this (the copy path reads 64 KiB
+    /// batches too).
+    static let pipeBytes = 64 * 1024
 
     let fromClient: Lane, toClient: Lane
     private var closed = false
@@ -37,8 +38,8 @@ final class SplicedPair {
     /// nil when the pipes cannot be made (descriptor limit): the caller copies instead.
     init?(client: Connection, upstream: Connection) {
         var r1: Int32 = -1, w1: Int32 = -1, r2: Int32 = -1, w2: Int32 = -1
-        guard tern_pipe_nonblock(&r1, &w1, Int32(SplicedPair.pipeBytes)) == 0 else { return nil }
-        guard tern_pipe_nonblock(&r2, &w2, Int32(SplicedPair.pipeBytes)) == 0 else { Glibc.close(r1); Glibc.close(w1); return nil }
+        guard tern_pipe_nonblock(&r1, &w1) == 0 else { return nil }
+        guard tern_pipe_nonblock(&r2, &w2) == 0 else { Glibc.close(r1); Glibc.close(w1); return nil }
         fromClient = Lane(source: client, destination: upstream, pipeRead: r1, pipeWrite: w1)
         toClient = Lane(source: upstream, destination: client, pipeRead: r2, pipeWrite: w2)
     }
