@@ -2,7 +2,8 @@
 # One long transfer through each proxy on loopback: scripts/bulkpipe sends BYTES (default 2 GB) on
 # CONNS connections to a sink that checks the count. The proxy gets CPU 1 alone, sender and sink
 # share CPU 0 (as ../shared/bench does). Prints throughput and the proxy's CPU seconds per GB
-# (utime+stime from /proc/PID/stat).
+# (utime+stime from /proc/PID/stat), and CPU 0's busy seconds per GB (sender and sink, from
+# /proc/stat): what the proxy's way of writing costs the endpoints.
 # Usage (from the project root, after swift build -c release): scripts/bulk_bench.sh [-n BYTES] [-c CONNS] [NAME...]
 # NAMES: direct tern-copy (TERN_TCP_SPLICE=0) tern-splice (=1) tern-auto (unset: the default) haproxy haproxy-splice (option splice-auto)
 set -u
@@ -18,7 +19,8 @@ BULK=/tmp/tern-bench-tools/bulkpipe; mkdir -p /tmp/tern-bench-tools
 W=$(mktemp -d /tmp/bulkbench.XXXX); UP=12300; PX=12301
 taskset -c 0 "$BULK" -mode sink -addr 127.0.0.1:$UP & UPPID=$!
 wait_port $UP || { echo "sink did not start" >&2; exit 1; }
-printf "%-15s %8s %10s %12s\n" proxy "MB/s" "seconds" "cpu_s/GB"
+cpu0_busy() { awk '$1=="cpu0"{print $2+$3+$4+$7+$8}' /proc/stat; }   # user nice system irq softirq, in ticks
+printf "%-15s %8s %10s %12s %12s\n" proxy "MB/s" "seconds" "cpu_s/GB" "cpu0_s/GB"
 for n in $NAMES; do
   port=$PX; P=""
   case $n in
@@ -32,11 +34,12 @@ for n in $NAMES; do
   *) echo "unknown name $n" >&2; continue;;
   esac
   if [ -n "$P" ]; then wait_port $PX || { echo "$n did not listen" >&2; tail -5 "$W/px.log" >&2; stop $P; continue; }; fi
-  t0=$( [ -n "$P" ] && cpu_ticks $P || echo 0 )
+  t0=$( [ -n "$P" ] && cpu_ticks $P || echo 0 ); c0=$(cpu0_busy)
   out=$(taskset -c 0 "$BULK" -addr 127.0.0.1:$port -bytes $BYTES -c $CONNS) || { echo "$n: transfer failed" >&2; stop "$P"; continue; }
-  t1=$( [ -n "$P" ] && cpu_ticks $P || echo 0 )
+  t1=$( [ -n "$P" ] && cpu_ticks $P || echo 0 ); c1=$(cpu0_busy)
   set -- $out   # bytes N seconds S MBps R
-  printf "%-15s %8s %10s %12s\n" $n "$6" "$4" "$(awk -v a=$t0 -v b=$t1 -v n=$2 -v hz=$HZ 'BEGIN{ if (b>a) printf "%.3f", (b-a)/hz/(n/1e9); else print "-" }')"
+  per_gb() { awk -v a=$1 -v b=$2 -v n=$3 -v hz=$HZ 'BEGIN{ if (b>a) printf "%.3f", (b-a)/hz/(n/1e9); else print "-" }'; }
+  printf "%-15s %8s %10s %12s %12s\n" $n "$6" "$4" "$(per_gb $t0 $t1 $2)" "$(per_gb $c0 $c1 $2)"
   stop "$P"; sleep 0.3
 done
 stop $UPPID; rm -rf "$W"
