@@ -31,13 +31,17 @@ func echoPeer(port: UInt16 = 0, trailer: [UInt8] = []) throws -> TCPPeer {
     }
 }
 
+/// Each byte-moving test runs with copies (the default), with splice(2) from the first byte, and
+/// with splice once a pair turns out to be bulk (`TERN_TCP_SPLICE`, docs/behaviour.md).
+let spliceModes = ["0", "1", "bulk"]
+
 @Suite(.tags(.l4), .serialized)
 struct TCPProxyTests {
-    @Test func twoHundredMegabytesEachWayArriveWholeAndTheClientsFinIsPassedOn() throws {
+    @Test(arguments: spliceModes) func twoHundredMegabytesEachWayArriveWholeAndTheClientsFinIsPassedOn(splice: String) throws {
         let peer = try echoPeer(trailer: Array("bye".utf8))
         defer { peer.stop() }
         let port = freePort()
-        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let client = try RawClient(port: port, timeout: 20)
         let pattern = PatternBlock()
@@ -64,7 +68,7 @@ struct TCPProxyTests {
         #expect(tail == Array("bye".utf8))
     }
 
-    @Test func theUpstreamsFinIsPassedOnAndTheClientCanStillSend() throws {
+    @Test(arguments: spliceModes) func theUpstreamsFinIsPassedOnAndTheClientCanStillSend(splice: String) throws {
         let heard = Mutex<[UInt8]>([])
         let peer = try TCPPeer { fd in
             TCPBytes.writeAll(fd, Array("hello".utf8))
@@ -74,7 +78,7 @@ struct TCPProxyTests {
         }
         defer { peer.stop() }
         let port = freePort()
-        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let client = try RawClient(port: port, timeout: 5)
         var got: [UInt8] = []
@@ -86,14 +90,14 @@ struct TCPProxyTests {
         #expect(waitUntil(timeout: 5) { heard.withLock { $0 } == Array("still here".utf8) })
     }
 
-    @Test func anUpstreamResetReachesTheClientAsAReset() throws {
+    @Test(arguments: spliceModes) func anUpstreamResetReachesTheClientAsAReset(splice: String) throws {
         let peer = try TCPPeer { fd in
             _ = TCPBytes.readExactly(fd, 4)
             TCPBytes.reset(fd)
         }
         defer { peer.stop() }
         let port = freePort()
-        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let client = try RawClient(port: port, timeout: 5)
         client.send("ping")
@@ -103,7 +107,7 @@ struct TCPProxyTests {
         #expect(Date().timeIntervalSince(started) < 3)
     }
 
-    @Test func aClientResetClosesTheUpstreamAndTernServesTheNext() throws {
+    @Test(arguments: spliceModes) func aClientResetClosesTheUpstreamAndTernServesTheNext(splice: String) throws {
         let ended = Mutex<[TCPBytes.End]>([])
         let peer = try TCPPeer { fd in
             let end = TCPBytes.readToEnd(fd) { TCPBytes.writeAll(fd, $0) }
@@ -112,7 +116,7 @@ struct TCPProxyTests {
         }
         defer { peer.stop() }
         let port = freePort()
-        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let first = try RawClient(port: port, timeout: 5)
         first.send("abc")
@@ -155,12 +159,12 @@ struct TCPProxyTests {
         #expect(waitUntil(timeout: 3) { tern.child.output.contains("upstream_connect_failed") }, "\(tern.child.output)")
     }
 
-    @Test func anIdlePairIsClosedAndABusyOneIsNot() throws {
+    @Test(arguments: spliceModes) func anIdlePairIsClosedAndABusyOneIsNot(splice: String) throws {
         let peer = try echoPeer()
         defer { peer.stop() }
         let port = freePort()
         let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(extra: #", "idle_timeout": "1s""#),
-                                                    clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+                                                    clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let idle = try RawClient(port: port, timeout: 5)
         let busy = try RawClient(port: port, timeout: 5)
@@ -180,7 +184,7 @@ struct TCPProxyTests {
         #expect(tern.child.output.contains("no byte moved"))
     }
 
-    @Test func anUpstreamThatDoesNotReadStopsTheClientInsteadOfGrowingTern() throws {
+    @Test(arguments: spliceModes) func anUpstreamThatDoesNotReadStopsTheClientInsteadOfGrowingTern(splice: String) throws {
         let release = SharedFlag()
         let checked = Mutex<(Int, Bool)>((0, false))
         let pattern = PatternBlock()
@@ -194,9 +198,10 @@ struct TCPProxyTests {
         }
         defer { peer.stop() }
         let port = freePort()
-        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: clusterJSON("up", ports: [peer.port])), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let baseline = tern.child.rssKB
+        let pipeEndsBefore = tern.child.openPipeEnds
         let client = try RawClient(port: port, timeout: 30)
         let total = 100 * 1_048_576
         let done = SharedFlag()
@@ -211,6 +216,15 @@ struct TCPProxyTests {
         #expect(!done.isSet)
         let grown = tern.child.rssKB - baseline
         #expect(grown < 16 * 1024, "Tern grew by \(grown) KB while the upstream did not read")
+        // The mode is the one asked for: a pipe per direction once a pair splices (bulk: after
+        // 1 MiB; with "1" the readiness probe's pair, which the stalled peer keeps open, may add
+        // its own four).
+        let pipeEnds = tern.child.openPipeEnds - pipeEndsBefore
+        switch splice {
+        case "0": #expect(pipeEnds == 0, "\(pipeEnds) new pipe ends with copies")
+        case "bulk": #expect(pipeEnds == 4, "\(pipeEnds) new pipe ends with TERN_TCP_SPLICE=bulk")
+        default: #expect(pipeEnds >= 4, "\(pipeEnds) new pipe ends with TERN_TCP_SPLICE=1")
+        }
         // ...and everything arrives intact once the upstream reads.
         release.set()
         #expect(waitUntil(timeout: 30) { checked.withLock { $0.0 } == total }, "\(checked.withLock { $0 })")
@@ -218,7 +232,7 @@ struct TCPProxyTests {
     }
 
     /// MOSN's proxy-fallback-example: one port, HTTP to the HTTP cluster, anything else to tcp_proxy.
-    @Test func unknownProtocolFallsBackToTcpProxyWithItsBytesIntact() throws {
+    @Test(arguments: spliceModes) func unknownProtocolFallsBackToTcpProxyWithItsBytesIntact(splice: String) throws {
         let http = try PythonUpstream()
         defer { http.stop() }
         let peer = try echoPeer()
@@ -228,7 +242,7 @@ struct TCPProxyTests {
         let filters = #"{ "type": "proxy", "config": { "fallback_for_unknown_protocol": true, "downstream_protocol": "Auto", "upstream_protocol": "Http1", "router_config_name": "router_to_http_server" } }, "#
             + tcpProxyFilter(cluster: "server_tcp_cluster")
         let clusters = clusterJSON("server_http_cluster", ports: [http.port], lbType: "LB_RANDOM") + ", " + clusterJSON("server_tcp_cluster", ports: [peer.port], lbType: "LB_RANDOM")
-        let tern = try TernProcess(config: l4Config(listen: port, filters: filters, clusters: clusters, routers: routers), waitFor: [port])
+        let tern = try TernProcess(config: l4Config(listen: port, filters: filters, clusters: clusters, routers: routers), waitFor: [port], environment: ["TERN_TCP_SPLICE": splice])
         defer { tern.stop() }
         let web = try RawClient(port: port)
         web.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")

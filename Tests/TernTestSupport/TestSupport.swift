@@ -108,9 +108,10 @@ public final class ChildProcess: @unchecked Sendable {
     public let outputPath: String
     private let state = Mutex<(exited: Bool, status: Int32)>((false, 0))
 
-    /// `standardInput` is a file the child reads as its stdin (/dev/null when nil).
+    /// `standardInput` is a file the child reads as its stdin (/dev/null when nil); `environment`
+    /// is added to (or overrides) the test process's own.
     public init(_ executable: String, _ arguments: [String], name: String, stderrToNull: Bool = false,
-                standardInput: String? = nil) throws {
+                standardInput: String? = nil, environment: [String: String] = [:]) throws {
         outputPath = NSTemporaryDirectory() + "tern-test-\(name)-\(UUID().uuidString).log"
         let out = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard out >= 0 else { throw TestError("cannot create \(outputPath)") }
@@ -123,7 +124,7 @@ public final class ChildProcess: @unchecked Sendable {
         if stderrToNull { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
         else { posix_spawn_file_actions_adddup2(&actions, out, 2) }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for p in argv + envp { free(p) } }
         _ = reaperInstalled
         var child: pid_t = 0
@@ -165,6 +166,13 @@ public final class ChildProcess: @unchecked Sendable {
             _ = waitUntil(timeout: 10) { !isRunning }
         }
         untrack(pid)
+    }
+
+    /// Pipe ends the child holds open (Linux /proc): tcp_proxy's splice path holds a pipe per
+    /// direction, so four per pair.
+    public var openPipeEnds: Int {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return entries.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("pipe:") }.count
     }
 
     /// Resident memory of the child in KiB (Linux /proc).
@@ -225,10 +233,10 @@ public final class TernProcess: @unchecked Sendable {
     public let child: ChildProcess
     public let configPath: String
 
-    public init(config: String, waitFor ports: [UInt16], extraArguments: [String] = []) throws {
+    public init(config: String, waitFor ports: [UInt16], extraArguments: [String] = [], environment: [String: String] = [:]) throws {
         configPath = NSTemporaryDirectory() + "tern-config-\(UUID().uuidString).json"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        let child = try ChildProcess(TestPaths.ternBinary, ["start", "-c", configPath] + extraArguments, name: "tern")
+        let child = try ChildProcess(TestPaths.ternBinary, ["start", "-c", configPath] + extraArguments, name: "tern", environment: environment)
         self.child = child
         for p in ports {
             guard waitUntil(timeout: 10, { canConnect(p) || !child.isRunning }), child.isRunning else {
