@@ -289,10 +289,8 @@ struct TCPProxyTests {
             defer { close(fd) }
             var tv = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            var local = sockaddr_in(); local.sin_family = sa_family_t(AF_INET); local.sin_addr.s_addr = inet_addr(source)
-            _ = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            var remote = sockaddr_in(); remote.sin_family = sa_family_t(AF_INET); remote.sin_addr.s_addr = inet_addr("127.0.0.1"); remote.sin_port = port.bigEndian
-            let rc = withUnsafePointer(to: &remote) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = withIPv4Address(source, port: 0) { bind(fd, $0, $1) }
+            let rc = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
             guard rc == 0 else { throw TestError("connect from \(source) failed: errno \(errno)") }
             return String(decoding: TCPBytes.readExactly(fd, 1) ?? [], as: UTF8.self)
         }

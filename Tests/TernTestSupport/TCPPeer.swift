@@ -17,11 +17,7 @@ public final class TCPPeer: @unchecked Sendable {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = requested.bigEndian
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withIPv4Address("127.0.0.1", port: requested) { bind(fd, $0, $1) }
         guard rc == 0, listen(fd, 128) == 0 else { Glibc.close(fd); throw TestError("TCPPeer: bind/listen failed: errno \(errno)") }
         var bound = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -183,4 +179,13 @@ public final class SharedFlag: Sendable {
     public init() {}
     public var isSet: Bool { state.withLock { $0 } }
     public func set(_ value: Bool = true) { state.withLock { $0 = value } }
+}
+
+/// Calls `body` with a sockaddr for an IPv4 address and port (tests' bind and connect).
+public func withIPv4Address<R>(_ ip: String, port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr(ip)
+    addr.sin_port = port.bigEndian
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
 }
