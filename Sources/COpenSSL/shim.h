@@ -4,4 +4,46 @@
 #include <openssl/err.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+// Function-like OpenSSL macros, which Swift cannot call: one inline wrapper each.
+
+static inline int tern_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, version);
+}
+static inline int tern_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_max_proto_version(ctx, version);
+}
+static inline int tern_ssl_ctx_set1_groups_list(SSL_CTX *ctx, const char *list) {
+    return (int)SSL_CTX_set1_groups_list(ctx, list);
+}
+/// Takes ownership of `x509` on success.
+static inline int tern_ssl_ctx_add0_chain_cert(SSL_CTX *ctx, X509 *x509) {
+    return (int)SSL_CTX_add0_chain_cert(ctx, x509);
+}
+
+/// The name of the one cipher `ctx` allows, or NULL when it allows none or several (the
+/// STACK_OF accessors are macros).
+static inline const char *tern_ssl_ctx_single_cipher_name(SSL_CTX *ctx) {
+    STACK_OF(SSL_CIPHER) *list = SSL_CTX_get_ciphers(ctx);
+    if (list == NULL || sk_SSL_CIPHER_num(list) != 1) return NULL;
+    return SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list, 0));
+}
+
+/// A server context's fixed modes and options: partial writes with a buffer that may move
+/// between retries (the connection's output buffer is retried at its current read pointer),
+/// OpenSSL's buffers released while a connection is idle, read-ahead (one read(2) per batch of
+/// records instead of two per record), no renegotiation (a CPU-cost lever for clients), the
+/// server's cipher order, and a peer's TCP close without close_notify read as the end of the
+/// stream (HTTP and bolt frame their own messages, as nginx and HAProxy treat it).
+static inline void tern_ssl_ctx_set_server_defaults(SSL_CTX *ctx) {
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF
+                             | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+}
+
 #endif

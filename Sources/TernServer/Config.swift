@@ -1,5 +1,6 @@
 import Glibc
 import TernCore
+import TernTLS
 
 /// A listener ready to be opened on every worker.
 public struct ListenerPlan: Sendable {
@@ -9,6 +10,8 @@ public struct ListenerPlan: Sendable {
     public let filters: [NetworkFilterPlan]
     /// Set for a capturing listener (`use_original_dst`, or an `original_dst` listener filter).
     public var capture: CapturePlan? = nil
+    /// Downstream TLS (`tls_context` with `status: true`); nil for plain text.
+    public var tls: TLSServerContext? = nil
 }
 
 /// What a capturing listener does with each accepted connection: find its original destination
@@ -156,7 +159,6 @@ struct ConfigCompiler {
         let capture = compileCapture(l)
         checkStreamFilters(l)
         if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
-        for key in ["tls_context", "tls_context_set"] where l.enablesTLS(key) { l.refuse(key, what: "TLS with status: true") }
         let name = l.string("name") ?? l.path
         guard let address = listenAddress(l) else { return nil }
         let bindPort = l.bool("bind_port") ?? true
@@ -175,7 +177,6 @@ struct ConfigCompiler {
         if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
         if let chain = chains.first {
             chain.checkKeys(known: ["filters"], ignored: ["match", "tls_context", "tls_context_set"])
-            for key in ["tls_context", "tls_context_set"] where chain.enablesTLS(key) { chain.refuse(key, what: "TLS with status: true") }
             let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])
@@ -194,6 +195,7 @@ struct ConfigCompiler {
         }
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
         plan.capture = bindPort ? capture : nil
+        plan.tls = downstreamTLS(listener: l, chain: chains.first, name: name)
         return plan
     }
 

@@ -2,6 +2,7 @@ import CTernShim
 import Glibc
 import Synchronization
 import TernCore
+import TernTLS
 
 /// Runs a `ServerPlan`: one worker thread per CPU (or as configured), each with its own loop,
 /// listeners (SO_REUSEPORT for TCP; a duplicate of the one shared socket for unix), pools and
@@ -58,8 +59,13 @@ public final class Server: Sendable {
         let shared = unixSockets.withLock { $0 }
         // Every listener's chain, opened or not: bind_port: false listeners take hand-offs.
         let chains = plan.listeners.map { l in NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) }) }
+        // Where a listener's connections enter: TLS first when it terminates TLS, for its own
+        // accepts and for connections handed off to it alike.
+        let entries: [AcceptHandler] = zip(plan.listeners, chains).map { l, chain in
+            l.tls.map { TLSAcceptHandler(context: $0, next: chain, logger: logger) } ?? chain
+        }
         for (index, l) in plan.listeners.enumerated() where l.bindPort {
-            let handler: AcceptHandler = l.capture.map { captureStage($0, own: chains[index], chains: chains, worker: worker) } ?? chains[index]
+            let handler: AcceptHandler = l.capture.map { captureStage($0, own: entries[index], entries: entries, worker: worker) } ?? entries[index]
             do {
                 let listener: Listener
                 if let socket = shared[index] {
@@ -88,9 +94,9 @@ public final class Server: Sendable {
 
     /// The listener-filter stage of a capturing listener: original_dst, then hand-off to whichever
     /// listener of the plan owns the original destination (itself included).
-    private func captureStage(_ capture: CapturePlan, own: NetworkFilterChain, chains: [NetworkFilterChain], worker: Worker) -> ListenerFilterStage {
-        let targets = zip(plan.listeners, chains).map { l, chain in
-            HandOffTarget(name: l.name, address: l.address, isPortFallback: isPortFallback(l.address, toLocal: capture.fallbackToLocal), chain: chain)
+    private func captureStage(_ capture: CapturePlan, own: AcceptHandler, entries: [AcceptHandler], worker: Worker) -> ListenerFilterStage {
+        let targets = zip(plan.listeners, entries).map { l, entry in
+            HandOffTarget(name: l.name, address: l.address, isPortFallback: isPortFallback(l.address, toLocal: capture.fallbackToLocal), entry: entry)
         }
         return ListenerFilterStage(filters: [OriginalDestinationFilter(mode: capture.mode, logger: logger)], ownChain: own,
                                    handOff: targets, logger: logger)

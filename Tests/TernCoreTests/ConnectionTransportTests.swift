@@ -16,6 +16,7 @@ private final class FlipTransport: Transport {
         let flipped = (0..<count).map { buffer[$0] ^ 0xFF }
         return flipped.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, count) }
     }
+    func shutdown(fd: Int32, closing: Bool) {}
 }
 
 private final class Collector: ConnectionDelegate {

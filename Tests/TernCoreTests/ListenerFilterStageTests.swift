@@ -7,7 +7,7 @@ struct ListenerFilterStageTests {
 
     func stage(_ listeners: [(String, String, Bool)]) -> ListenerFilterStage {
         let targets = listeners.enumerated().map { i, l in
-            HandOffTarget(name: l.0, address: SocketAddress.parse(l.1)!, isPortFallback: l.2, chain: chains[i])
+            HandOffTarget(name: l.0, address: SocketAddress.parse(l.1)!, isPortFallback: l.2, entry: chains[i])
         }
         return ListenerFilterStage(filters: [], ownChain: chains[5], handOff: targets, logger: Logger(level: .fatal, fd: 2))
     }

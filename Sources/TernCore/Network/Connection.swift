@@ -16,9 +16,15 @@ public enum CloseReason: Sendable, Equatable {
 /// common path pays one nil check. Both calls follow the syscalls' contract: a count of bytes,
 /// 0 for the end of the stream (read), or -1 with `errno` set (EAGAIN when the socket must
 /// become ready first; the connection is registered for both directions, edge-triggered).
+/// A transport may wait on either direction for either call (a TLS handshake flight to send
+/// during a read), so with a transport every readiness edge retries both a pending read and a
+/// blocked write, and reads go on until EAGAIN (a short read says nothing about the socket).
 public protocol Transport: AnyObject {
     func read(fd: Int32, into buffer: UnsafeMutablePointer<UInt8>, count: Int) -> Int
     func write(fd: Int32, from buffer: UnsafePointer<UInt8>, count: Int) -> Int
+    /// Our output ends (half-close, `closing: false`) or the socket is about to be closed
+    /// (`closing: true`): TLS sends its close_notify here, and frees its state on close.
+    func shutdown(fd: Int32, closing: Bool)
 }
 
 public protocol ConnectionDelegate: AnyObject {
@@ -144,12 +150,15 @@ public final class Connection: EventHandler, TimerTarget {
         // A FIN (or hang-up) while reading is paused is only remembered: the bytes before it are
         // still in the kernel and are delivered, then the end, once the owner resumes reading.
         if events & (Readiness.readHangup | Readiness.hangup) != 0 { peerHalfClosed = true }
-        if events & (Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error) != 0 {
+        let readEdge = Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error
+        let writeEdge = Readiness.writable | Readiness.error | Readiness.hangup
+        let edges = transport == nil || events & (readEdge | writeEdge) == 0 ? events : readEdge | writeEdge
+        if edges & readEdge != 0 {
             readReady = true
             if !readPaused { readAvailable() }
         }
         // An error or hang-up also ends a blocked write: the next write reports why.
-        if state == .open && events & (Readiness.writable | Readiness.error | Readiness.hangup) != 0 && writeBlocked {
+        if state == .open && edges & writeEdge != 0 && writeBlocked {
             writeBlocked = false
             flush()
         }
@@ -183,10 +192,11 @@ public final class Connection: EventHandler, TimerTarget {
                 buffer.writerIndex += n
                 lastProgressMS = loop.nowMS
                 // A short read drains the socket unless the peer also closed (then EOF is still to read).
-                if n < room && !peerHalfClosed { readReady = false }
+                if n < room && !peerHalfClosed && transport == nil { readReady = false }
                 // A full read: gather the rest first (up to 64 KiB), so the delegate sees it in one
-                // call and answers with one write instead of one per buffer-full.
-                if n == room && buffer.readableBytes < Connection.readBatchLimit { continue }
+                // call and answers with one write instead of one per buffer-full. A transport returns
+                // a record at a time, so everything it gives is gathered.
+                if (n == room || transport != nil) && buffer.readableBytes < Connection.readBatchLimit { continue }
             } else if n == 0 {
                 readReady = false
                 eof = true
@@ -302,6 +312,7 @@ public final class Connection: EventHandler, TimerTarget {
     private func shutOutput() {
         shutAfterFlush = false
         outputShut = true
+        transport?.shutdown(fd: fd, closing: false)
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
@@ -324,6 +335,7 @@ public final class Connection: EventHandler, TimerTarget {
         state = .closed
         stopConnectTimer()
         loop.unregister(fd: fd)
+        transport?.shutdown(fd: fd, closing: true)
         Glibc.close(fd)
         if let b = input { input = nil; buffers.give(b) }
         if let b = output { output = nil; buffers.give(b) }

@@ -61,9 +61,10 @@ public struct HandOffTarget {
     /// Takes connections to any address of its family on its port (0.0.0.0 / [::], or the
     /// loopback address with MOSN's `fallback_to_local`), when no listener owns the exact address.
     public let isPortFallback: Bool
-    public let chain: NetworkFilterChain
-    public init(name: String, address: SocketAddress, isPortFallback: Bool, chain: NetworkFilterChain) {
-        self.name = name; self.address = address; self.isPortFallback = isPortFallback; self.chain = chain
+    /// Its filter chain, or what comes before it (TLS on a listener that terminates TLS).
+    public let entry: AcceptHandler
+    public init(name: String, address: SocketAddress, isPortFallback: Bool, entry: AcceptHandler) {
+        self.name = name; self.address = address; self.isPortFallback = isPortFallback; self.entry = entry
     }
 }
 
@@ -74,11 +75,11 @@ public struct HandOffTarget {
 /// connections do not run listener filters again, so a capture can never loop.
 public final class ListenerFilterStage: AcceptHandler {
     let filters: [ListenerFilter]
-    let ownChain: NetworkFilterChain
+    let ownChain: AcceptHandler
     let targets: [HandOffTarget]
     let logger: Logger
 
-    public init(filters: [ListenerFilter], ownChain: NetworkFilterChain, handOff targets: [HandOffTarget], logger: Logger) {
+    public init(filters: [ListenerFilter], ownChain: AcceptHandler, handOff targets: [HandOffTarget], logger: Logger) {
         self.filters = filters
         self.ownChain = ownChain
         self.targets = targets
@@ -98,7 +99,7 @@ public final class ListenerFilterStage: AcceptHandler {
         if logger.enabled(.debug) {
             logger.debug("listener", "listener \(listener.name): original destination \(destination) -> \(target?.name ?? "own filters (no listener owns it)")")
         }
-        (target?.chain ?? ownChain).accepted(connection, listener: listener)
+        (target?.entry ?? ownChain).accepted(connection, listener: listener)
     }
 
     /// The listener owning `destination`: exact address first, then the port's fallback.

@@ -1,0 +1,147 @@
+import Glibc
+import TernTLS
+
+/// Downstream TLS: a listener's (or its first filter chain's) `tls_context` with `status: true`,
+/// read with MOSN's keys (pkg/config/v2/tls.go) into one `TLSServerContext` per listener.
+extension ConfigCompiler {
+    /// nil when the listener serves plain text, or when the context has errors (recorded).
+    func downstreamTLS(listener l: JSONObject, chain: JSONObject?, name: String) -> TLSServerContext? {
+        // Several certificates picked by SNI: not yet, and never read as if it were one.
+        if l.enablesTLS("tls_context_set") { l.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
+        if let chain, chain.enablesTLS("tls_context_set") { chain.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
+        let candidates = [l, chain].compactMap { $0 }.filter { $0.enablesTLS("tls_context") }.compactMap { $0.object("tls_context") }
+        guard let t = candidates.first else { return nil }
+        if candidates.count > 1 {
+            diagnostics.error(candidates[1].path, "a TLS context is set on both the listener and its filter chain; keep one")
+            return nil
+        }
+        return compileServerTLS(t, listenerName: name)
+    }
+
+    func compileServerTLS(_ t: JSONObject, listenerName: String) -> TLSServerContext? {
+        let errorsBefore = diagnostics.errors.count
+        t.checkKeys(known: ["status", "type", "server_name", "ca_cert", "cert_chain", "private_key", "verify_client",
+                            "require_client_cert", "insecure_skip", "cipher_suites", "ecdh_curves", "min_version",
+                            "max_version", "alpn", "ticket", "fall_back", "extend_verify", "sds_source"])
+        if let type = t.string("type"), !type.isEmpty { t.refuse("type", what: "TLS context extension types") }
+        if t.bool("fall_back") == true { t.refuse("fall_back", what: "plain text when the TLS context cannot be built") }
+        if t.isNonEmpty("extend_verify") { t.refuse("extend_verify", what: "extended certificate verification") }
+        if t.isNonEmpty("sds_source") { t.refuse("sds_source", what: "certificates from SDS") }
+        if t.isNonEmpty("server_name") { diagnostics.warn(t.sub("server_name"), "verifies an upstream's name; MOSN and Tern do not use it on a listener") }
+        if t.bool("insecure_skip") == true { diagnostics.warn(t.sub("insecure_skip"), "applies to upstream TLS; ignored on a listener, as in MOSN") }
+        if t.isNonEmpty("ticket") { diagnostics.warn(t.sub("ticket"), "a shared session ticket key is not supported yet; tickets use a key of this process") }
+
+        let chainPEM = pem(t, "cert_chain", required: true)
+        let keyPEM = pem(t, "private_key", required: true)
+        let caPEM = pem(t, "ca_cert", required: false)
+        let verifyClient = t.bool("verify_client") ?? false
+        let requireClientCert = t.bool("require_client_cert") ?? false
+        if verifyClient || requireClientCert {
+            // Tern never takes a client certificate it has not verified.
+            if caPEM == nil && (t.string("ca_cert") ?? "").isEmpty {
+                diagnostics.error(t.sub("ca_cert"), "required with \(verifyClient ? "verify_client" : "require_client_cert"): client certificates are verified against it")
+            }
+        } else if caPEM != nil {
+            diagnostics.warn(t.sub("ca_cert"), "without verify_client, clients are not asked for a certificate (as in MOSN)")
+        }
+        let minVersion = tlsVersion(t, "min_version") ?? .tls1_2
+        let maxVersion = tlsVersion(t, "max_version") ?? .tls1_3
+        if minVersion == .tls1_3 && maxVersion == .tls1_2 {
+            diagnostics.error(t.sub("max_version"), "TLSv1_2 is below min_version TLSv1_3")
+        }
+        let ciphers = tlsList(t, "cipher_suites")
+        let curves = tlsList(t, "ecdh_curves").compactMap { curve(t, $0) }
+        let alpn = alpnList(t)
+
+        guard diagnostics.errors.count == errorsBefore, let chainPEM, let keyPEM else { return nil }
+        var settings = TLSServerSettings(certificateChainPEM: chainPEM, privateKeyPEM: keyPEM, listenerName: listenerName)
+        settings.clientCAPEM = caPEM
+        settings.requireClientCertificate = verifyClient || requireClientCert
+        settings.minVersion = minVersion
+        settings.maxVersion = maxVersion
+        settings.cipherSuites = ciphers
+        settings.curves = curves
+        settings.alpn = alpn
+        do {
+            return try TLSServerContext(settings)
+        } catch {
+            diagnostics.error(t.sub(error.key), error.message)
+            return nil
+        }
+    }
+
+    /// A PEM value as MOSN reads it: inline when it holds a PEM header, else a file path.
+    func pem(_ t: JSONObject, _ key: String, required: Bool) -> [UInt8]? {
+        guard let value = required ? t.requiredString(key) : t.string(key) else { return nil }
+        if value.isEmpty {
+            if required { diagnostics.error(t.sub(key), "required") }
+            return nil
+        }
+        if value.contains("-----BEGIN") { return Array(value.utf8) }
+        guard let text = readFile(value) else {
+            diagnostics.error(t.sub(key), "cannot read \(value): \(String(cString: strerror(errno)))")
+            return nil
+        }
+        return Array(text.utf8)
+    }
+
+    /// MOSN's version names. TLS 1.0 and 1.1 are refused (RFC 8996 deprecates them).
+    func tlsVersion(_ t: JSONObject, _ key: String) -> TLSVersion? {
+        guard let text = t.string(key) else { return nil }
+        switch text {
+        case "", "TLS_AUTO": return nil
+        case "TLSv1_2": return .tls1_2
+        case "TLSv1_3": return .tls1_3
+        case "TLSv1_0", "TLSv1_1":
+            diagnostics.error(t.sub(key), "\(text) is not offered by Tern (TLS 1.0 and 1.1 are deprecated, RFC 8996); use TLSv1_2 or TLSv1_3")
+            return nil
+        default:
+            diagnostics.error(t.sub(key), "unknown TLS version \"\(text)\" (TLS_AUTO, TLSv1_2, TLSv1_3)")
+            return nil
+        }
+    }
+
+    /// MOSN writes cipher suites and curves as one string separated by `:` (commas read too).
+    func tlsList(_ t: JSONObject, _ key: String) -> [String] {
+        guard let text = t.string(key) else { return [] }
+        return text.split(whereSeparator: { $0 == ":" || $0 == "," }).map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+    }
+
+    /// MOSN's curve names (Go's: P256, X25519...) and OpenSSL's, to OpenSSL's group names.
+    func curve(_ t: JSONObject, _ name: String) -> String? {
+        switch name.uppercased().replacingDashes {
+        case "X25519": return "X25519"
+        case "X448": return "X448"
+        case "P256", "CURVEP256", "PRIME256V1", "SECP256R1": return "P-256"
+        case "P384", "CURVEP384", "SECP384R1": return "P-384"
+        case "P521", "CURVEP521", "SECP521R1": return "P-521"
+        default:
+            diagnostics.error(t.sub("ecdh_curves"), "unknown curve \"\(name)\" (X25519, P256, P384, P521, X448)")
+            return nil
+        }
+    }
+
+    /// `alpn`: MOSN's comma-separated string, or a list of protocol names.
+    func alpnList(_ t: JSONObject) -> [String] {
+        let names: [String]
+        switch t.present("alpn") {
+        case nil: return []
+        case .string(let s)?: names = s.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+        default: names = t.strings("alpn") ?? []
+        }
+        for n in names where n.utf8.count > 255 || n.isEmpty {
+            diagnostics.error(t.sub("alpn"), "protocol name \"\(n)\" must be 1 to 255 bytes")
+        }
+        return names
+    }
+}
+
+private extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+    var replacingDashes: String { String(filter { $0 != "-" && $0 != "_" }) }
+}
