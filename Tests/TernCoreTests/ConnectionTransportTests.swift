@@ -19,6 +19,29 @@ private final class FlipTransport: Transport {
     func shutdown(fd: Int32, closing: Bool) {}
 }
 
+/// A stand-in for a TLS read that must first send (a handshake flight): its first read takes
+/// what the socket holds into its own buffer (as OpenSSL's read-ahead does) and answers EAGAIN,
+/// as OpenSSL's WANT_WRITE does; the next read hands the bytes over.
+private final class WantsWriteFirstTransport: Transport {
+    var held: [UInt8]? = nil
+    func read(fd: Int32, into buffer: UnsafeMutablePointer<UInt8>, count: Int) -> Int {
+        guard let bytes = held else {
+            var tmp = [UInt8](repeating: 0, count: 4096)
+            let n = Glibc.read(fd, &tmp, tmp.count)
+            if n > 0 { held = Array(tmp[0..<n]) }
+            errno = EAGAIN
+            return -1
+        }
+        if bytes.isEmpty { errno = EAGAIN; return -1 }
+        for (i, b) in bytes.prefix(count).enumerated() { buffer[i] = b }
+        let n = min(count, bytes.count)
+        held = Array(bytes.dropFirst(n))
+        return n
+    }
+    func write(fd: Int32, from buffer: UnsafePointer<UInt8>, count: Int) -> Int { Glibc.write(fd, buffer, count) }
+    func shutdown(fd: Int32, closing: Bool) {}
+}
+
 private final class Collector: ConnectionDelegate {
     var bytes: [UInt8] = []
     var eofs = 0
@@ -77,6 +100,33 @@ private func turn(_ loop: EventLoop, times: Int = 3) { for _ in 0..<times { loop
         turn(loop)
         #expect(d.bytes == Array("abc".utf8))
         #expect(d.eofs == 1)
+        c.close()
+    }
+
+    /// Edge-triggered: a read that waited on writability, with the socket already emptied into
+    /// the transport, gets no readable edge again, so the writable edge must retry the read.
+    @Test func aReadThatWaitedOnWritabilityIsRetriedOnTheWritableEdge() {
+        let loop = EventLoop(), buffers = BufferPool(bufferSize: 4096)
+        let (mine, peer) = socketPair()
+        defer { close(peer) }
+        let c = Connection(fd: mine, loop: loop, buffers: buffers)
+        c.transport = WantsWriteFirstTransport()
+        let d = Collector()
+        c.delegate = d
+        // Our output fills the socket, so a writable edge comes once the peer drains it.
+        let chunk = [UInt8](repeating: 0x61, count: 64 * 1024)
+        for _ in 0..<32 { c.outputBuffer.write(chunk) }
+        c.flush()
+        #expect(c.pendingOutput > 0, "the socket buffer should be full")
+        peerWrite(peer, Array("ping".utf8))
+        turn(loop)
+        #expect(d.bytes.isEmpty, "the first read waits")
+        var sink = [UInt8](repeating: 0, count: 65536)
+        for _ in 0..<200 where c.pendingOutput > 0 || d.bytes.isEmpty {
+            while recv(peer, &sink, sink.count, Int32(MSG_DONTWAIT)) > 0 {}
+            turn(loop, times: 1)
+        }
+        #expect(d.bytes == Array("ping".utf8))
         c.close()
     }
 
