@@ -151,10 +151,10 @@ struct ConfigCompiler {
 
     func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout",
-                            "use_original_dst", "listener_filters"],
+                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set"],
                     ignored: ["access_logs", "stream_filters", "inspector",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
-                              "option", "transparent", "default_read_buffer_size", "reuseport", "tls_context", "tls_context_set"])
+                              "option", "transparent", "default_read_buffer_size", "reuseport"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
         let capture = compileCapture(l)
         checkStreamFilters(l)
@@ -176,7 +176,7 @@ struct ConfigCompiler {
         // MOSN itself uses only the first chain; more would mean chain matching, which neither does.
         if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
         if let chain = chains.first {
-            chain.checkKeys(known: ["filters"], ignored: ["match", "tls_context", "tls_context_set"])
+            chain.checkKeys(known: ["filters", "tls_context", "tls_context_set"], ignored: ["match"])
             let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
             for f in chain.objects("filters") {
                 f.checkKeys(known: ["type", "config"])

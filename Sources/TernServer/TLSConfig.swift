@@ -9,7 +9,13 @@ extension ConfigCompiler {
         // Several certificates picked by SNI: not yet, and never read as if it were one.
         if l.enablesTLS("tls_context_set") { l.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
         if let chain, chain.enablesTLS("tls_context_set") { chain.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
-        let candidates = [l, chain].compactMap { $0 }.filter { $0.enablesTLS("tls_context") }.compactMap { $0.object("tls_context") }
+        let owners = [l, chain].compactMap { $0 }
+        for o in owners {
+            for key in ["tls_context", "tls_context_set"] where o.has(key) && !o.enablesTLS(key) {
+                diagnostics.warn(o.sub(key), "status is not true: this listener serves plain text")
+            }
+        }
+        let candidates = owners.filter { $0.enablesTLS("tls_context") }.compactMap { $0.object("tls_context") }
         guard let t = candidates.first else { return nil }
         if candidates.count > 1 {
             diagnostics.error(candidates[1].path, "a TLS context is set on both the listener and its filter chain; keep one")

@@ -50,6 +50,7 @@ struct TLSConfigTests {
         #expect(try #require(r.plan).listeners[0].tls == nil)
         let off = load(config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \"tls_context\": {\"status\": false},"))
         #expect(try #require(off.plan).listeners[0].tls == nil)
+        #expect(off.diagnostics.warnings.contains { $0.hasPrefix("\(contextPath): status is not true") }, "\(off.diagnostics.warnings)")
     }
 
     @Test func errorsNameTheKeyTheyComeFrom() throws {
@@ -92,6 +93,8 @@ struct TLSConfigTests {
     @Test func clientSideKeysOnAListenerAreWarnings() throws {
         let r = load(tlsConfig(serverFiles + ", \"server_name\": \"example.com\", \"insecure_skip\": true"))
         #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
+        // The context itself is read, not reported as ignored.
+        #expect(!r.diagnostics.warnings.contains { $0.hasPrefix("\(contextPath):") }, "\(r.diagnostics.warnings)")
         #expect(r.diagnostics.warnings.contains { $0.hasPrefix("\(contextPath).server_name:") })
         #expect(r.diagnostics.warnings.contains { $0.hasPrefix("\(contextPath).insecure_skip:") })
     }
