@@ -136,6 +136,54 @@ final class TLSTests {
         #expect(try curl(["https://localhost:\(port)/after"]).output == "hello from upstream /after")
     }
 
+    /// Bolt over TLS without anthunder: Python's ssl module sends two heartbeats and a call no
+    /// route takes; Tern answers all three itself (heartbeat acks, NO_PROCESSOR) through the codec.
+    @Test func boltSpeaksOverTLS() throws {
+        let port = freePort()
+        let context = "\"tls_context\": {\"status\": true, \"cert_chain\": \"\(certs.serverCert)\", \"private_key\": \"\(certs.serverKey)\"},"
+        let config = boltConfig(listen: port, upstream: freePort()).replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(context)")
+        terns.append(try TernProcess(config: config, waitFor: [port]))
+        let frames = BoltTestFrame.heartbeat(id: 7) + BoltTestFrame.heartbeat(id: 8)
+            + BoltTestFrame.request(id: 9, service: "com.other.Unrouted:1.0", method: "m", body: [1, 2, 3])
+        let input = NSTemporaryDirectory() + "tern-tls-bolt-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: input, contents: Data(frames))
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        let script = """
+        import socket, ssl, sys
+        ctx = ssl.create_default_context(cafile=sys.argv[2])
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+        s.sendall(sys.stdin.buffer.read())
+        got = b""
+        while got.count(b"\\x01\\x00") < 3 or len(got) < 60:
+            chunk = s.recv(65536)
+            if not chunk: break
+            got += chunk
+        print(s.version(), got.hex())
+        """
+        let (status, out) = try run("/usr/bin/python3", ["-c", script, String(port), certs.caCert], timeout: 20, standardInput: input, includeStderr: true)
+        #expect(status == 0, "\(out)")
+        let parts = out.split(separator: " ")
+        try #require(parts.count == 2, "\(out)")
+        #expect(parts[0].hasPrefix("TLSv1.3"))
+        let hex = String(parts[1]).trimmingCharacters(in: .whitespacesAndNewlines)
+        var bytes: [UInt8] = []
+        var i = hex.startIndex
+        while i < hex.endIndex, let next = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) { bytes.append(UInt8(hex[i..<next], radix: 16) ?? 0); i = next }
+        // Three bolt v1 responses (20-byte header, then class, header and content lengths).
+        var ids: [(id: Int, status: Int)] = []
+        var at = 0
+        while at + 20 <= bytes.count && bytes[at] == 1 && bytes[at + 1] == 0 {
+            let id = Int(bytes[at + 5]) << 24 | Int(bytes[at + 6]) << 16 | Int(bytes[at + 7]) << 8 | Int(bytes[at + 8])
+            let status = Int(bytes[at + 10]) << 8 | Int(bytes[at + 11])
+            let rest = (Int(bytes[at + 12]) << 8 | Int(bytes[at + 13])) + (Int(bytes[at + 14]) << 8 | Int(bytes[at + 15]))
+                + (Int(bytes[at + 16]) << 24 | Int(bytes[at + 17]) << 16 | Int(bytes[at + 18]) << 8 | Int(bytes[at + 19]))
+            ids.append((id, status))
+            at += 20 + rest
+        }
+        #expect(ids.map(\.id) == [7, 8, 9], "\(out)")
+        #expect(ids.first?.status == 0 && ids.last?.status != 0, "\(ids)")
+    }
+
     @Test func sessionsAreResumed() throws {
         let (port, _) = try startTern()
         let session = NSTemporaryDirectory() + "tern-tls-session-\(UUID().uuidString)"
