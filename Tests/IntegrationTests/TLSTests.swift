@@ -54,12 +54,8 @@ final class TLSTests {
     @Test func fiveMegabytesBothWaysArriveIntact() throws {
         let (port, _) = try startTern()
         let size = 5 * 1024 * 1024 + 321
-        let path = NSTemporaryDirectory() + "tern-tls-upload-\(UUID().uuidString)"
-        var bytes = [UInt8](repeating: 0, count: size)
-        for i in 0..<size { bytes[i] = UInt8(truncatingIfNeeded: i &* 131 &+ i >> 9) }
-        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        let (path, expected) = try temporaryPatternFile(size: size, multiplier: 131)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let expected = try run("/usr/bin/sha256sum", [path]).1.split(separator: " ")[0]
         let upload = try curl(["--data-binary", "@\(path)", "https://localhost:\(port)/sha"])
         #expect(upload.output == "\(expected) \(size)", "\(upload.output)")
 

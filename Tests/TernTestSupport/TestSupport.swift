@@ -433,6 +433,16 @@ public func run(_ executable: String, _ arguments: [String], timeout: Double = 3
     return (status, child.output)
 }
 
+/// A temporary file of `size` pattern bytes and its SHA-256 (hex, from sha256sum), for transfers
+/// that must arrive intact. The caller removes the file.
+public func temporaryPatternFile(size: Int, multiplier: Int = 31) throws -> (path: String, sha256: String) {
+    let path = NSTemporaryDirectory() + "tern-upload-\(UUID().uuidString)"
+    var bytes = [UInt8](repeating: 0, count: size)
+    for i in 0..<size { bytes[i] = UInt8(truncatingIfNeeded: i &* multiplier &+ i >> 7) }
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    return (path, String(try run("/usr/bin/sha256sum", [path]).1.split(separator: " ")[0]))
+}
+
 /// A simple MOSN config: one HTTP listener routing everything to one cluster.
 public func proxyConfig(listen: UInt16, upstream: UInt16, protocolName: String = "Http1", routeTimeout: String? = nil,
                         extraProxyConfig: String = "", logLevel: String = "INFO", logPath: String = "stderr",
