@@ -2,8 +2,9 @@
 # Both install what the machine lacks (Debian packages via apt-get).
 SWIFT ?= swift
 # The L4 integration tests start real redis, PostgreSQL and mosquitto servers with their own clients;
-# the interception tests build network namespaces and iptables rules (iproute2, iptables).
-APT_PACKAGES = curl python3 libssl-dev pkg-config \
+# the interception tests build network namespaces and iptables rules (iproute2, iptables); the TLS
+# tests make their certificates with the openssl command.
+APT_PACKAGES = curl python3 libssl-dev pkg-config openssl \
 	redis-server redis-tools postgresql postgresql-client mosquitto mosquitto-clients iptables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
