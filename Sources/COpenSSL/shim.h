@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 // Function-like OpenSSL macros, which Swift cannot call: one inline wrapper each.
 
@@ -45,5 +46,27 @@ static inline void tern_ssl_ctx_set_server_defaults(SSL_CTX *ctx) {
                              | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 }
+
+// Certificates by SNI (tls_context_set): a connection's SSL moves to the chosen context in the
+// ClientHello callback, and the settings SSL_new copied from the first context follow it.
+
+static inline int tern_ssl_ctx_get_min_proto_version(SSL_CTX *ctx) { return (int)SSL_CTX_get_min_proto_version(ctx); }
+static inline int tern_ssl_ctx_get_max_proto_version(SSL_CTX *ctx) { return (int)SSL_CTX_get_max_proto_version(ctx); }
+static inline int tern_ssl_set_min_proto_version(SSL *ssl, int version) { return (int)SSL_set_min_proto_version(ssl, version); }
+static inline int tern_ssl_set_max_proto_version(SSL *ssl, int version) { return (int)SSL_set_max_proto_version(ssl, version); }
+
+/// A certificate's subjectAltName entries (NULL when it has none); free with tern_alt_names_free.
+static inline GENERAL_NAMES *tern_x509_alt_names(const X509 *x509) {
+    return (GENERAL_NAMES *)X509_get_ext_d2i(x509, NID_subject_alt_name, NULL, NULL);
+}
+static inline int tern_alt_names_count(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
+/// The bytes of entry `index` when it is a DNS name (its length), else -1.
+static inline int tern_alt_name_dns(const GENERAL_NAMES *names, int index, const unsigned char **bytes) {
+    const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, index);
+    if (name == NULL || name->type != GEN_DNS) return -1;
+    *bytes = ASN1_STRING_get0_data(name->d.dNSName);
+    return ASN1_STRING_length(name->d.dNSName);
+}
+static inline void tern_alt_names_free(GENERAL_NAMES *names) { GENERAL_NAMES_free(names); }
 
 #endif

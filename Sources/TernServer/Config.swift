@@ -10,8 +10,8 @@ public struct ListenerPlan: Sendable {
     public let filters: [NetworkFilterPlan]
     /// Set for a capturing listener (`use_original_dst`, or an `original_dst` listener filter).
     public var capture: CapturePlan? = nil
-    /// Downstream TLS (`tls_context` with `status: true`); nil for plain text.
-    public var tls: TLSServerContext? = nil
+    /// Downstream TLS (`tls_context` with `status: true`, or `tls_context_set`); nil for plain text.
+    public var tls: TLSServerContextSet? = nil
 }
 
 /// What a capturing listener does with each accepted connection: find its original destination

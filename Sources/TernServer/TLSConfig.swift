@@ -2,26 +2,59 @@ import Glibc
 import TernTLS
 
 /// Downstream TLS: a listener's (or its first filter chain's) `tls_context` with `status: true`,
-/// read with MOSN's keys (pkg/config/v2/tls.go) into one `TLSServerContext` per listener.
+/// or its `tls_context_set` (several certificates picked by SNI), read with MOSN's keys
+/// (pkg/config/v2/tls.go) into one `TLSServerContextSet` per listener.
 extension ConfigCompiler {
-    /// nil when the listener serves plain text, or when the context has errors (recorded).
-    func downstreamTLS(listener l: JSONObject, chain: JSONObject?, name: String) -> TLSServerContext? {
-        // Several certificates picked by SNI: not yet, and never read as if it were one.
-        if l.enablesTLS("tls_context_set") { l.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
-        if let chain, chain.enablesTLS("tls_context_set") { chain.refuse("tls_context_set", what: "several TLS certificates picked by SNI") }
+    /// nil when the listener serves plain text, or when a context has errors (recorded).
+    func downstreamTLS(listener l: JSONObject, chain: JSONObject?, name: String) -> TLSServerContextSet? {
         let owners = [l, chain].compactMap { $0 }
+        for o in owners where o.has("tls_context") && !o.enablesTLS("tls_context") {
+            diagnostics.warn(o.sub("tls_context"), "status is not true: this listener serves plain text")
+        }
+        // Each place that turns TLS on, as the contexts it lists (`tls_context`: one).
+        var sources: [(path: String, contexts: [JSONObject])] = []
         for o in owners {
-            for key in ["tls_context", "tls_context_set"] where o.has(key) && !o.enablesTLS(key) {
-                diagnostics.warn(o.sub(key), "status is not true: this listener serves plain text")
+            if o.enablesTLS("tls_context"), let t = o.object("tls_context") { sources.append((t.path, [t])) }
+            if o.has("tls_context_set") {
+                let all = o.objects("tls_context_set")
+                for t in all where !(t.bool("status") == true) {
+                    diagnostics.warn(t.path, "status is not true: this context is left out of the set")
+                }
+                let on = all.filter { $0.bool("status") == true }
+                if on.isEmpty { diagnostics.warn(o.sub("tls_context_set"), "no context with status true: this listener serves plain text") }
+                else { sources.append((o.sub("tls_context_set"), on)) }
             }
         }
-        let candidates = owners.filter { $0.enablesTLS("tls_context") }.compactMap { $0.object("tls_context") }
-        guard let t = candidates.first else { return nil }
-        if candidates.count > 1 {
-            diagnostics.error(candidates[1].path, "a TLS context is set on both the listener and its filter chain; keep one")
+        guard let source = sources.first else { return nil }
+        if sources.count > 1 {
+            diagnostics.error(sources[1].path, "TLS is set on both \(sources[0].path) and here; keep one tls_context or tls_context_set")
             return nil
         }
-        return compileServerTLS(t, listenerName: name)
+        return compileServerTLSSet(source.contexts, listenerName: name)
+    }
+
+    /// The contexts of one listener, the first being the default for clients whose SNI no
+    /// certificate names. Cipher suites and curves apply before the SNI is read, so they must be
+    /// the same in every context.
+    func compileServerTLSSet(_ list: [JSONObject], listenerName: String) -> TLSServerContextSet? {
+        var contexts: [TLSServerContext] = []
+        for (i, t) in list.enumerated() {
+            if i > 0 {
+                for key in ["cipher_suites", "ecdh_curves"] where tlsList(t, key) != tlsList(list[0], key) {
+                    diagnostics.error(t.sub(key), "must be the same in every context of a tls_context_set (Tern applies it before the SNI picks a context): \(list[0].sub(key))")
+                }
+            }
+            // Each context resumes only its own sessions: its own session id context.
+            if let c = compileServerTLS(t, listenerName: i == 0 ? listenerName : "\(listenerName)#\(i)") { contexts.append(c) }
+        }
+        guard contexts.count == list.count else { return nil }
+        let set = TLSServerContextSet(contexts)
+        if list.count > 1 {
+            for (i, t) in list.enumerated() where i > 0 && set.names(of: i).isEmpty {
+                diagnostics.warn(t.sub("cert_chain"), "the certificate has no DNS name in subjectAltName, so no SNI picks this context")
+            }
+        }
+        return set
     }
 
     func compileServerTLS(_ t: JSONObject, listenerName: String) -> TLSServerContext? {

@@ -9,14 +9,15 @@ import TernCore
 /// readiness edge, so a handshake flight that waits for writability during a read cannot stall.
 public final class TLSTransport: Transport {
     private var ssl: OpaquePointer?
-    private let context: TLSServerContext
+    /// Retained for the handshake: the first context's ClientHello callback points at the set.
+    private let context: TLSServerContextSet
     private let logger: Logger
     /// After a fatal error OpenSSL forbids SSL_shutdown.
     private var failed = false
     private var closeNotifySent = false
 
-    public init?(context: TLSServerContext, fd: Int32, logger: Logger) {
-        guard let ssl = SSL_new(context.ctx) else { _ = TLSLibrary.takeErrors(); return nil }
+    public init?(context: TLSServerContextSet, fd: Int32, logger: Logger) {
+        guard let ssl = SSL_new(context.primary) else { _ = TLSLibrary.takeErrors(); return nil }
         guard SSL_set_fd(ssl, fd) == 1 else { SSL_free(ssl); _ = TLSLibrary.takeErrors(); return nil }
         SSL_set_accept_state(ssl)
         self.ssl = ssl
@@ -101,11 +102,11 @@ public final class TLSTransport: Transport {
 /// Puts a `TLSTransport` on every connection a listener accepts, before the filter chain (and
 /// with it any protocol) sees a byte.
 public final class TLSAcceptHandler: AcceptHandler {
-    let context: TLSServerContext
+    let context: TLSServerContextSet
     let next: AcceptHandler
     let logger: Logger
 
-    public init(context: TLSServerContext, next: AcceptHandler, logger: Logger) {
+    public init(context: TLSServerContextSet, next: AcceptHandler, logger: Logger) {
         self.context = context
         self.next = next
         self.logger = logger

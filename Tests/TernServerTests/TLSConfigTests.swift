@@ -81,13 +81,41 @@ struct TLSConfigTests {
     }
 
     @Test func whatIsNotBuiltYetStaysRefused() {
-        let set = load(config().replacingOccurrences(of: "\"bind_port\": true,",
-                                                     with: "\"bind_port\": true, \"tls_context_set\": [{\"status\": true, \(serverFiles)}],"))
-        #expect(hasError(set, at: "$.servers[0].listeners[0].tls_context_set", saying: "not supported by Tern yet", "SNI"))
         let both = load(tlsConfig(serverFiles).replacingOccurrences(of: "\"filter_chains\": [{ ", with: "\"filter_chains\": [{ \"tls_context\": {\"status\": true, \(serverFiles)}, "))
         #expect(hasError(both, at: "$.servers[0].listeners[0].filter_chains[0].tls_context", saying: "both"))
         let upstream = load(config(cluster: "\"name\": \"c\", \"hosts\": [{\"address\": \"127.0.0.1:8080\"}], \"tls_context\": {\"status\": true}"))
         #expect(hasError(upstream, at: "$.cluster_manager.clusters[0].tls_context", saying: "not supported by Tern yet"))
+    }
+
+    @Test func aTLSContextSetBuildsOneContextPerEntryWithTheFirstAsDefault() throws {
+        let setPath = "$.servers[0].listeners[0].tls_context_set"
+        func withSet(_ entries: [String], place: String = "listener") -> ConfigResult {
+            let set = "\"tls_context_set\": [\(entries.map { "{\"status\": true, \($0)}" }.joined(separator: ", "))]"
+            return load(place == "listener" ? config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(set),")
+                                            : config().replacingOccurrences(of: "\"filter_chains\": [{ ", with: "\"filter_chains\": [{ \(set), "))
+        }
+        for place in ["listener", "chain"] {
+            let r = withSet([serverFiles, serverFiles], place: place)
+            #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
+            let set = try #require(r.plan?.listeners[0].tls)
+            #expect(set.contexts.count == 2)
+            #expect(set.names(of: 1) == ["localhost"])
+            #expect(set.index(forServerName: "LOCALHOST") == 0 && set.index(forServerName: "other") == 0)
+        }
+        // A context with errors names its index; ciphers and curves are per listener.
+        let bad = withSet([serverFiles, "\"cert_chain\": \(quoted(certs.serverCert))"])
+        #expect(hasError(bad, at: "\(setPath)[1].private_key", saying: "required"))
+        let ciphers = withSet([serverFiles, serverFiles + ", \"cipher_suites\": \"ECDHE-ECDSA-AES128-GCM-SHA256\""])
+        #expect(hasError(ciphers, at: "\(setPath)[1].cipher_suites", saying: "same in every context"))
+        let curves = withSet([serverFiles + ", \"ecdh_curves\": \"P256\"", serverFiles + ", \"ecdh_curves\": \"P256\""])
+        #expect(curves.diagnostics.errors.isEmpty, "\(curves.diagnostics.errors)")
+        // TLS set in two places is refused, as for two tls_context.
+        let twice = load(tlsConfig(serverFiles).replacingOccurrences(of: "\"filter_chains\": [{ ", with: "\"filter_chains\": [{ \"tls_context_set\": [{\"status\": true, \(serverFiles)}], "))
+        #expect(hasError(twice, at: "$.servers[0].listeners[0].filter_chains[0].tls_context_set", saying: "both"))
+        // Entries with status false are left out, with a warning; none left: plain text.
+        let off = load(config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \"tls_context_set\": [{\"status\": false}],"))
+        #expect(try #require(off.plan).listeners[0].tls == nil)
+        #expect(off.diagnostics.warnings.contains { $0.hasPrefix("\(setPath)[0]:") }, "\(off.diagnostics.warnings)")
     }
 
     @Test func clientSideKeysOnAListenerAreWarnings() throws {

@@ -44,7 +44,7 @@ public final class TestCertificates: Sendable {
                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     }
 
-    private func makeLeaf(_ base: String, name: String, ca: String, extensions: String) throws {
+    func makeLeaf(_ base: String, name: String, ca: String, extensions: String) throws {
         let ext = "\(directory)/\(base).ext"
         try extensions.write(toFile: ext, atomically: true, encoding: .utf8)
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(directory)/\(base).key",
