@@ -12,6 +12,9 @@ public struct ListenerPlan: Sendable {
     public var capture: CapturePlan? = nil
     /// Downstream TLS (`tls_context` with `status: true`, or `tls_context_set`); nil for plain text.
     public var tls: TLSServerContextSet? = nil
+    /// `inspector: true` on a TLS listener: TLS and plain text on one port, told apart by the
+    /// first byte, waited for up to this long (the listener's idle timeout; 0: unbounded). nil: off.
+    public var inspectorWaitMS: Int64? = nil
 }
 
 /// What a capturing listener does with each accepted connection: find its original destination
@@ -151,14 +154,13 @@ struct ConfigCompiler {
 
     func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout",
-                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set"],
-                    ignored: ["access_logs", "stream_filters", "inspector",
+                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set", "inspector"],
+                    ignored: ["access_logs", "stream_filters",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
                               "option", "transparent", "default_read_buffer_size", "reuseport"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
         let capture = compileCapture(l)
         checkStreamFilters(l)
-        if l.bool("inspector") == true { l.refuse("inspector", what: "the TLS inspector") }
         let name = l.string("name") ?? l.path
         guard let address = listenAddress(l) else { return nil }
         let bindPort = l.bool("bind_port") ?? true
@@ -196,6 +198,10 @@ struct ConfigCompiler {
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
         plan.capture = bindPort ? capture : nil
         plan.tls = downstreamTLS(listener: l, chain: chains.first, name: name)
+        if l.bool("inspector") == true {
+            if plan.tls != nil { plan.inspectorWaitMS = idleTimeout }
+            else { diagnostics.warn(l.sub("inspector"), "the listener has no TLS context, so every connection is plain text already") }
+        }
         return plan
     }
 

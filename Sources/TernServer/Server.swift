@@ -59,10 +59,14 @@ public final class Server: Sendable {
         let shared = unixSockets.withLock { $0 }
         // Every listener's chain, opened or not: bind_port: false listeners take hand-offs.
         let chains = plan.listeners.map { l in NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) }) }
-        // Where a listener's connections enter: TLS first when it terminates TLS, for its own
-        // accepts and for connections handed off to it alike.
+        // Where a listener's connections enter: TLS first when it terminates TLS (behind the
+        // first-byte inspector when it also serves plain text), for its own accepts and for
+        // connections handed off to it alike.
         let entries: [AcceptHandler] = zip(plan.listeners, chains).map { l, chain in
-            l.tls.map { TLSAcceptHandler(context: $0, next: chain, logger: logger) } ?? chain
+            guard let tls = l.tls else { return chain }
+            let terminate = TLSAcceptHandler(context: tls, next: chain, logger: logger)
+            guard let wait = l.inspectorWaitMS else { return terminate }
+            return TLSInspector(tls: terminate, plain: chain, worker: worker, idleTimeoutMS: wait, listenerName: l.name)
         }
         for (index, l) in plan.listeners.enumerated() where l.bindPort {
             let handler: AcceptHandler = l.capture.map { captureStage($0, own: entries[index], entries: entries, worker: worker) } ?? entries[index]

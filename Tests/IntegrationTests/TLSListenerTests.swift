@@ -109,4 +109,27 @@ final class TLSListenerTests {
             #expect(!other.contains("Reused, TLSv1.") && !other.contains("hello from upstream /r"), "\(version): \(other)")
         }
     }
+
+    @Test func anInspectorServesTLSAndPlainTextOnOnePort() throws {
+        let (port, _) = try startTern("\"inspector\": true, \"tls_context\": \(context(certs.serverCert, certs.serverKey))", idleTimeout: "2s")
+        // TLS, with keep-alive: three requests on one connection.
+        let url = "https://localhost:\(port)"
+        let tls = try curl(["-w", " connects=%{num_connects}\n", "\(url)/a", "\(url)/b", "\(url)/c"])
+        #expect(tls.output.contains("hello from upstream /a connects=1") && tls.output.contains("hello from upstream /c connects=0"), "\(tls.output)")
+        // Plain HTTP on the same port, and a raw client that half-closes after its request: the
+        // FIN seen while the inspector waited still ends the connection after the answer.
+        #expect(try curl(["http://localhost:\(port)/plain"]).output == "hello from upstream /plain")
+        let raw = try RawClient(port: port)
+        raw.send("GET /raw HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw.halfClose()
+        let answer = raw.readUntilClosed(timeout: 5)
+        #expect(String(decoding: answer.bytes, as: UTF8.self).contains("hello from upstream /raw"))
+        #expect(answer.closed && answer.elapsed < 1.5, "closed=\(answer.closed) after \(answer.elapsed) s")
+
+        // A silent client is let go by the idle timeout; the port serves on.
+        let silent = try RawClient(port: port)
+        let r = silent.readUntilClosed(timeout: 8)
+        #expect(r.closed && r.elapsed > 1 && r.elapsed < 4, "closed=\(r.closed) after \(r.elapsed) s")
+        #expect(try curl(["\(url)/after"]).output == "hello from upstream /after")
+    }
 }

@@ -109,9 +109,7 @@ struct ConfigFidelityTests {
 
     @Test(arguments: [
         // (where the key goes, the key and value, the path of the error)
-        ("listener", "\"inspector\": true", "$.servers[0].listeners[0].inspector"),
         ("listener", "\"stream_filters\": [{\"type\": \"fault\", \"config\": {}}]", "$.servers[0].listeners[0].stream_filters"),
-        ("chain", "\"tls_context_set\": [{\"status\": false}, {\"status\": true}]", "$.servers[0].listeners[0].filter_chains[0].tls_context_set"),
         ("cluster", "\"tls_context\": {\"status\": true}", "$.cluster_manager.clusters[0].tls_context"),
         ("cluster", "\"cluster_manager_tls\": true", "$.cluster_manager.clusters[0].cluster_manager_tls"),
         ("match", "\"variables\": [{\"name\": \"x\", \"value\": \"y\"}]", "$.servers[0].routers[0].virtual_hosts[0].routers[0].match.variables"),

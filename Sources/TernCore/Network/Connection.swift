@@ -146,10 +146,12 @@ public final class Connection: EventHandler, TimerTarget {
                 if state != .open { return }
             } else { return }
         }
-        if ownerMovesBytes { reportReadiness(events); return }
         // A FIN (or hang-up) while reading is paused is only remembered: the bytes before it are
         // still in the kernel and are delivered, then the end, once the owner resumes reading.
+        // Remembered with an owner moving bytes too: one that hands reading back (the TLS
+        // inspector) leaves the connection knowing an EOF waits behind the bytes.
         if events & (Readiness.readHangup | Readiness.hangup) != 0 { peerHalfClosed = true }
+        if ownerMovesBytes { reportReadiness(events); return }
         let readEdge = Readiness.readable | Readiness.readHangup | Readiness.hangup | Readiness.error
         let writeEdge = Readiness.writable | Readiness.error | Readiness.hangup
         let edges = transport == nil || events & (readEdge | writeEdge) == 0 ? events : readEdge | writeEdge
