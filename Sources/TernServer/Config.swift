@@ -15,6 +15,8 @@ public struct ListenerPlan: Sendable {
     /// `inspector: true` on a TLS listener: TLS and plain text on one port, told apart by the
     /// first byte, waited for up to this long (the listener's idle timeout; 0: unbounded). nil: off.
     public var inspectorWaitMS: Int64? = nil
+    /// Per context of `tls`, the files a certificate reload (SIGHUP) reads again.
+    public var tlsFiles: [TLSContextFiles] = []
 }
 
 /// What a capturing listener does with each accepted connection: find its original destination
@@ -197,7 +199,7 @@ struct ConfigCompiler {
         }
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
         plan.capture = bindPort ? capture : nil
-        plan.tls = downstreamTLS(listener: l, chain: chains.first, name: name)
+        if let tls = downstreamTLS(listener: l, chain: chains.first, name: name) { (plan.tls, plan.tlsFiles) = (tls.contexts, tls.files) }
         if l.bool("inspector") == true {
             if plan.tls != nil { plan.inspectorWaitMS = idleTimeout }
             else { diagnostics.warn(l.sub("inspector"), "the listener has no TLS context, so every connection is plain text already") }

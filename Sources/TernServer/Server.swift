@@ -62,9 +62,12 @@ public final class Server: Sendable {
         // Where a listener's connections enter: TLS first when it terminates TLS (behind the
         // first-byte inspector when it also serves plain text), for its own accepts and for
         // connections handed off to it alike.
-        let entries: [AcceptHandler] = zip(plan.listeners, chains).map { l, chain in
+        var tlsHandlers: [Int: TLSAcceptHandler] = [:]
+        let entries: [AcceptHandler] = zip(plan.listeners, chains).enumerated().map { index, pair in
+            let (l, chain) = pair
             guard let tls = l.tls else { return chain }
             let terminate = TLSAcceptHandler(context: tls, next: chain, logger: logger)
+            tlsHandlers[index] = terminate
             guard let wait = l.inspectorWaitMS else { return terminate }
             return TLSInspector(tls: terminate, plain: chain, worker: worker, idleTimeoutMS: wait, listenerName: l.name)
         }
@@ -87,6 +90,7 @@ public final class Server: Sendable {
                 break
             }
         }
+        TLSHandlerRegistry.attach(tlsHandlers, to: worker.loop.remote)
         remotes.withLock { $0.append(worker.loop.remote) }
         startup.withLock { if let failure { $0.failures.append(failure) } else { $0.ready += 1 } }
         if failure != nil { return }
@@ -120,8 +124,11 @@ public final class Server: Sendable {
                 logger.info("server", "signal \(sig): exiting now")
                 releaseUnixSockets()
                 return 0
-            case SIGHUP, SIGUSR1:
-                logger.warn("server", "signal \(sig) (hot upgrade / log reopen) is not supported yet; ignored")
+            case SIGHUP:
+                logger.info("server", "SIGHUP: reloading certificates")
+                reloadCertificates()
+            case SIGUSR1:
+                logger.warn("server", "signal \(sig) (log reopen) is not supported yet; ignored")
             default:
                 continue
             }
@@ -149,8 +156,11 @@ public final class Server: Sendable {
         for socket in unixSockets.withLock({ $0.values }) { socket.release() }
     }
 
+    /// Every started worker's task queue.
+    var remoteQueues: [TaskQueue] { remotes.withLock { $0 } }
+
     func drain() -> Int32 {
-        let queues = remotes.withLock { $0 }
+        let queues = remoteQueues
         for q in queues {
             q.execute { WorkerRegistry.startDrain(on: q) }
         }

@@ -6,7 +6,7 @@ import TernTLS
 /// (pkg/config/v2/tls.go) into one `TLSServerContextSet` per listener.
 extension ConfigCompiler {
     /// nil when the listener serves plain text, or when a context has errors (recorded).
-    func downstreamTLS(listener l: JSONObject, chain: JSONObject?, name: String) -> TLSServerContextSet? {
+    func downstreamTLS(listener l: JSONObject, chain: JSONObject?, name: String) -> (contexts: TLSServerContextSet, files: [TLSContextFiles])? {
         let owners = [l, chain].compactMap { $0 }
         for o in owners where o.has("tls_context") && !o.enablesTLS("tls_context") {
             diagnostics.warn(o.sub("tls_context"), "status is not true: this listener serves plain text")
@@ -30,7 +30,8 @@ extension ConfigCompiler {
             diagnostics.error(sources[1].path, "TLS is set on both \(sources[0].path) and here; keep one tls_context or tls_context_set")
             return nil
         }
-        return compileServerTLSSet(source.contexts, listenerName: name)
+        guard let set = compileServerTLSSet(source.contexts, listenerName: name) else { return nil }
+        return (set, source.contexts.map(tlsFiles))
     }
 
     /// The contexts of one listener, the first being the default for clients whose SNI no

@@ -45,6 +45,8 @@ public struct TLSSetupError: Error, Sendable, Equatable {
 public final class TLSServerContext: @unchecked Sendable {
     let ctx: OpaquePointer
     public let listenerName: String
+    /// What it was built from: a certificate reload rebuilds it with the files read again.
+    public let settings: TLSServerSettings
     /// ALPN protocols in wire format (length-prefixed), read by the selection callback.
     private let alpnWire: UnsafeMutableBufferPointer<UInt8>?
 
@@ -55,6 +57,7 @@ public final class TLSServerContext: @unchecked Sendable {
         }
         self.ctx = ctx
         listenerName = s.listenerName
+        settings = s
         if s.alpn.isEmpty {
             alpnWire = nil
         } else {

@@ -102,7 +102,8 @@ public final class TLSTransport: Transport {
 /// Puts a `TLSTransport` on every connection a listener accepts, before the filter chain (and
 /// with it any protocol) sees a byte.
 public final class TLSAcceptHandler: AcceptHandler {
-    let context: TLSServerContextSet
+    /// Replaced by a certificate reload (on this worker's thread); connections keep the set they started with.
+    public var context: TLSServerContextSet
     let next: AcceptHandler
     let logger: Logger
 

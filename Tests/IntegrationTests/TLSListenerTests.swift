@@ -132,4 +132,65 @@ final class TLSListenerTests {
         #expect(r.closed && r.elapsed > 1 && r.elapsed < 4, "closed=\(r.closed) after \(r.elapsed) s")
         #expect(try curl(["\(url)/after"]).output == "hello from upstream /after")
     }
+
+    /// SIGHUP: new handshakes get the certificate now in the files, an open keep-alive connection
+    /// goes on with the old one, and a file that does not load keeps the certificate in use.
+    @Test func sighupReloadsCertificatesForNewHandshakes() throws {
+        let before = try certs.serverLeaf("reload-before", commonName: "before-reload", dnsNames: ["localhost"])
+        let after = try certs.serverLeaf("reload-after", commonName: "after-reload", dnsNames: ["localhost"])
+        let live = NSTemporaryDirectory() + "tern-reload-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: live) }
+        let (cert, key) = (live + "/server.crt", live + "/server.key")
+        func install(_ leaf: (cert: String, key: String)) throws {
+            for (from, to) in [(leaf.cert, cert), (leaf.key, key)] {
+                try? FileManager.default.removeItem(atPath: to)
+                try FileManager.default.copyItem(atPath: from, toPath: to)
+            }
+        }
+        try install(before)
+        let (port, tern) = try startTern("\"tls_context\": \(context(cert, key))")
+        #expect(try servedSubject(port: port, serverName: "localhost") == "subject=CN = before-reload")
+
+        // A keep-alive client: one request, then a second on the same connection once told to.
+        let go = live + "/go"
+        let script = """
+        import os, socket, ssl, sys, time
+        ctx = ssl.create_default_context(cafile=sys.argv[2])
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+        def get(path):
+            s.sendall(b"GET " + path + b" HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            got = b""
+            while b"hello from upstream " + path not in got:
+                chunk = s.recv(65536)
+                if not chunk: return "closed"
+                got += chunk
+            return "ok"
+        print("first", s.getpeercert()["subject"][0][0][1], get(b"/one"), flush=True)
+        deadline = time.time() + 20
+        while not os.path.exists(sys.argv[3]) and time.time() < deadline: time.sleep(0.02)
+        print("second", get(b"/two"), flush=True)
+        """
+        let client = try ChildProcess("/usr/bin/python3", ["-c", script, String(port), certs.caCert, go], name: "keepalive")
+        defer { client.stop() }
+        #expect(waitUntil(timeout: 10) { client.output.contains("first") }, "\(client.output)")
+        #expect(client.output.contains("first before-reload ok"), "\(client.output)")
+
+        try install(after)
+        tern.child.signal(SIGHUP)
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("certificates reloaded") }, "\(tern.child.output)")
+        #expect(waitUntil(timeout: 5) { (try? servedSubject(port: port, serverName: "localhost")) == "subject=CN = after-reload" })
+        #expect(try curl(["https://localhost:\(port)/new"]).output == "hello from upstream /new")
+        // The connection opened before the reload carries on.
+        _ = FileManager.default.createFile(atPath: go, contents: Data())
+        #expect(waitUntil(timeout: 10) { client.output.contains("second") }, "\(client.output)")
+        #expect(client.output.contains("second ok"), "\(client.output)")
+
+        // A broken certificate file: an ERROR, and the certificate in use stays.
+        try "not a certificate".write(toFile: cert, atomically: true, encoding: .utf8)
+        tern.child.signal(SIGHUP)
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("[ERROR] [tls] listener l: certificate reload failed") }, "\(tern.child.output)")
+        #expect(try servedSubject(port: port, serverName: "localhost") == "subject=CN = after-reload")
+        #expect(tern.child.isRunning)
+    }
 }
