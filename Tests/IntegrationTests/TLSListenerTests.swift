@@ -3,26 +3,12 @@ import Glibc
 import Testing
 import TernTestSupport
 
-/// Listener-side TLS features on the real `tern`: certificates picked by SNI (`tls_context_set`),
-/// TLS and plain text on one port (`inspector`), certificate reload.
-@Suite(.serialized, .timeLimit(.minutes(5)))
-final class TLSListenerTests {
-    let certs: TestCertificates
-    let upstream: PythonUpstream
-    var terns: [TernProcess] = []
-
-    init() throws {
-        certs = try TestCertificates.get()
-        upstream = try PythonUpstream()
-    }
-
-    deinit {
-        for t in terns { t.stop() }
-        upstream.stop()
-    }
-
+/// Listener-side TLS features on the real `tern`, in the TLS suite (its certificates, upstream and
+/// curl): certificates picked by SNI (`tls_context_set`), TLS and plain text on one port
+/// (`inspector`), certificate reload.
+extension TLSTests {
     /// A Tern whose listener carries `listenerKeys` (TLS keys, `inspector`...); returns its port.
-    func startTern(_ listenerKeys: String, idleTimeout: String? = nil) throws -> (port: UInt16, tern: TernProcess) {
+    func startTern(listenerKeys: String, idleTimeout: String? = nil) throws -> (port: UInt16, tern: TernProcess) {
         let port = freePort()
         let config = proxyConfig(listen: port, upstream: upstream.port, routeTimeout: "10s", idleTimeout: idleTimeout)
             .replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(listenerKeys),")
@@ -47,10 +33,6 @@ final class TLSListenerTests {
         return out.split(separator: "\n").first { $0.hasPrefix("subject=") }.map(String.init) ?? "no subject in: \(out)"
     }
 
-    func curl(_ args: [String]) throws -> (status: Int32, output: String) {
-        try run("/usr/bin/curl", ["-sS", "--max-time", "20", "--cacert", certs.caCert] + args, includeStderr: true)
-    }
-
     @Test func sniPicksTheCertificateThatNamesItAndTheFirstIsTheDefault() throws {
         let alpha = try certs.serverLeaf("sni-alpha", commonName: "alpha", dnsNames: ["alpha.test", "alpha2.test"])
         let wild = try certs.serverLeaf("sni-wild", commonName: "wild", dnsNames: ["*.wild.test"])
@@ -59,7 +41,7 @@ final class TLSListenerTests {
         let set = [context(certs.serverCert, certs.serverKey), context(alpha.cert, alpha.key), context(wild.cert, wild.key),
                    context(exact.cert, exact.key),
                    context(secure.cert, secure.key, ", \"ca_cert\": \"\(certs.caCert)\", \"verify_client\": true, \"min_version\": \"TLSv1_3\"")]
-        let (port, _) = try startTern("\"tls_context_set\": [\(set.joined(separator: ", "))]")
+        let (port, _) = try startTern(listenerKeys: "\"tls_context_set\": [\(set.joined(separator: ", "))]")
 
         let expected: [(String?, String)] = [
             ("alpha.test", "CN = alpha"), ("ALPHA2.Test", "CN = alpha"),
@@ -93,7 +75,7 @@ final class TLSListenerTests {
         let secure = try certs.serverLeaf("sni-secure", commonName: "secure", dnsNames: ["secure.test"])
         let set = [context(certs.serverCert, certs.serverKey), context(alpha.cert, alpha.key),
                    context(secure.cert, secure.key, ", \"ca_cert\": \"\(certs.caCert)\", \"verify_client\": true")]
-        let (port, _) = try startTern("\"tls_context_set\": [\(set.joined(separator: ", "))]")
+        let (port, _) = try startTern(listenerKeys: "\"tls_context_set\": [\(set.joined(separator: ", "))]")
         let session = NSTemporaryDirectory() + "tern-sni-session-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: session) }
         let request = NSTemporaryDirectory() + "tern-sni-request-\(UUID().uuidString)"
@@ -111,7 +93,7 @@ final class TLSListenerTests {
     }
 
     @Test func anInspectorServesTLSAndPlainTextOnOnePort() throws {
-        let (port, _) = try startTern("\"inspector\": true, \"tls_context\": \(context(certs.serverCert, certs.serverKey))", idleTimeout: "2s")
+        let (port, _) = try startTern(listenerKeys: "\"inspector\": true, \"tls_context\": \(context(certs.serverCert, certs.serverKey))", idleTimeout: "2s")
         // TLS, with keep-alive: three requests on one connection.
         let url = "https://localhost:\(port)"
         let tls = try curl(["-w", " connects=%{num_connects}\n", "\(url)/a", "\(url)/b", "\(url)/c"])
@@ -149,7 +131,7 @@ final class TLSListenerTests {
             }
         }
         try install(before)
-        let (port, tern) = try startTern("\"tls_context\": \(context(cert, key))")
+        let (port, tern) = try startTern(listenerKeys: "\"tls_context\": \(context(cert, key))")
         #expect(try servedSubject(port: port, serverName: "localhost") == "subject=CN = before-reload")
 
         // A keep-alive client: one request, then a second on the same connection once told to.
