@@ -33,6 +33,21 @@ static inline const char *tern_ssl_ctx_single_cipher_name(SSL_CTX *ctx) {
     return SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list, 0));
 }
 
+/// Upstream TLS: SNI (a macro over SSL_ctrl).
+static inline int tern_ssl_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+/// A client context's fixed modes and options: the server side's I/O modes (see below), no
+/// renegotiation or compression, a TCP close without close_notify read as the end of the stream,
+/// and sessions handed to the new-session callback only (Tern keeps them per worker and host).
+static inline void tern_ssl_ctx_set_client_defaults(SSL_CTX *ctx) {
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+}
+
 /// A server context's fixed modes and options: partial writes with a buffer that may move
 /// between retries (the connection's output buffer is retried at its current read pointer),
 /// OpenSSL's buffers released while a connection is idle, read-ahead (one read(2) per batch of

@@ -40,7 +40,7 @@ extension StreamError {
         switch self {
         case .noRoute: return .noProcessor
         case .timeout, .idleTimeout: return .timeout
-        case .noHealthyHost, .connectFailed, .connectTimeout, .upstreamReset, .upstreamMalformed: return .connectionClosed
+        case .noHealthyHost, .connectFailed, .connectTimeout, .upstreamReset, .upstreamMalformed, .upstreamTLSFailed: return .connectionClosed
         case .overloaded: return .serverThreadpoolBusy
         }
     }

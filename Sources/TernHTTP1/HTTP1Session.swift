@@ -6,7 +6,7 @@ extension StreamError {
         switch self {
         case .noRoute: return 404
         case .noHealthyHost, .overloaded: return 503
-        case .connectFailed, .upstreamReset, .upstreamMalformed: return 502
+        case .connectFailed, .upstreamReset, .upstreamMalformed, .upstreamTLSFailed: return 502
         case .connectTimeout, .timeout, .idleTimeout: return 504
         }
     }
@@ -834,6 +834,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 fail(.connectTimeout(host: upstreamHostName))
             case .connectFailed:
                 fail(.connectFailed(host: upstreamHostName, reason: reason))
+            case .handshakeFailed(let why):
+                upstream = nil
+                fail(.upstreamTLSFailed(host: upstreamHostName, why: why))
             default:
                 upstream = nil
                 fail(.upstreamReset(host: upstreamHostName))

@@ -9,6 +9,9 @@ public enum CloseReason: Sendable, Equatable {
     case writeError(Int32)
     case connectFailed(Int32)
     case connectTimeout
+    /// The transport's handshake failed (upstream TLS: unknown CA, wrong name, a client
+    /// certificate the server refused), with the reason for logs and answers.
+    case handshakeFailed(String)
 }
 
 /// How a connection moves bytes over its socket when that is more than read(2)/write(2): TLS
@@ -25,6 +28,13 @@ public protocol Transport: AnyObject {
     /// Our output ends (half-close, `closing: false`) or the socket is about to be closed
     /// (`closing: true`): TLS sends its close_notify here, and frees its state on close.
     func shutdown(fd: Int32, closing: Bool)
+    /// Why the handshake failed, once a call failed because of it; nil otherwise. The connection
+    /// closes with `.handshakeFailed` then, so a session can answer with a TLS-specific error.
+    var handshakeFailure: String? { get }
+}
+
+extension Transport {
+    public var handshakeFailure: String? { nil }
 }
 
 public protocol ConnectionDelegate: AnyObject {
@@ -207,7 +217,7 @@ public final class Connection: EventHandler, TimerTarget {
                 let e = errno
                 if e == EAGAIN || e == EWOULDBLOCK { readReady = false }
                 else if e == EINTR { continue }
-                else { releaseInputIfEmpty(); close(reason: .readError(e)); return }
+                else { releaseInputIfEmpty(); close(reason: transportFailure() ?? .readError(e)); return }
             }
             if input?.readableBytes ?? 0 > 0 || eof {
                 deliver(eof: eof)
@@ -267,7 +277,8 @@ public final class Connection: EventHandler, TimerTarget {
                 writeBlocked = true
                 break
             } else {
-                close(reason: .writeError(errno))
+                let e = errno
+                close(reason: transportFailure() ?? .writeError(e))
                 return
             }
         }
@@ -282,6 +293,10 @@ public final class Connection: EventHandler, TimerTarget {
             aboveHighWatermark = false
             delegate?.connectionWriteDrained(self)
         }
+    }
+
+    private func transportFailure() -> CloseReason? {
+        transport?.handshakeFailure.map { .handshakeFailed($0) }
     }
 
     /// True when queued output passed the high watermark; the caller should stop feeding this

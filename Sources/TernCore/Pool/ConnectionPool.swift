@@ -5,6 +5,7 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
     public let config: ClusterConfig
     unowned let loop: EventLoop
     unowned let buffers: BufferPool
+    let transports: UpstreamTransportFactory?
     private var idle: [[IdleEntry]]
     private var sweepTimer: LoopTimer!
     public private(set) var idleCount = 0
@@ -15,10 +16,11 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
         let requestsServed: Int
     }
 
-    public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool) {
+    public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, transports: UpstreamTransportFactory? = nil) {
         self.config = config
         self.loop = loop
         self.buffers = buffers
+        self.transports = transports
         idle = Array(repeating: [], count: config.hosts.count)
         sweepTimer = LoopTimer(target: self)
     }
@@ -37,7 +39,7 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
 
     /// Starts a new connection to `host`; the caller becomes its delegate.
     public func connect(host: Int) -> Connection? {
-        guard let c = Connection.connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else { return nil }
+        guard let c = Connection.connect(toHost: host, of: config, transports: transports, loop: loop, buffers: buffers) else { return nil }
         c.tag = host
         // conn_buffer_limit_bytes (MOSN: per-connection buffer limit) is the point where writes
         // toward this upstream push back on the client; Tern never goes below 64 KiB of headroom.

@@ -189,6 +189,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         switch reason {
         case .connectFailed: error = .connectFailed(host: hostName, reason: reason)
         case .connectTimeout: error = .connectTimeout(host: hostName)
+        case .handshakeFailed(let why): error = .upstreamTLSFailed(host: hostName, why: why)
         default: error = .upstreamReset(host: hostName)
         }
         if !failed.isEmpty {
@@ -274,7 +275,7 @@ public final class MultiplexPool<P: MultiplexProtocol> {
     func openConnection(clusterIndex: Int, host: Int) -> Pick {
         let cluster = worker.clusters[clusterIndex]
         let address = cluster.config.hosts[host].address
-        guard let c = Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS) else {
+        guard let c = Connection.connect(toHost: host, of: cluster.config, transports: cluster.transports, loop: worker.loop, buffers: worker.buffers) else {
             return .failed(.connectFailed(host: address.description, reason: .connectFailed(0)))
         }
         c.highWatermark = max(cluster.config.connectionBufferLimit, 256 * 1024)

@@ -6,6 +6,9 @@ public enum StreamError: Sendable {
     case connectFailed(host: String, reason: CloseReason)
     case connectTimeout(host: String)
     case upstreamReset(host: String)
+    /// Upstream TLS: the handshake failed (the server's certificate, its name, our client
+    /// certificate refused), with OpenSSL's reason.
+    case upstreamTLSFailed(host: String, why: String)
     case upstreamMalformed(host: String, why: String)
     case timeout(host: String)
     case idleTimeout(host: String, ms: Int64)
@@ -26,6 +29,9 @@ public enum StreamError: Sendable {
     public var retrySafe: Bool {
         switch self {
         case .noHealthyHost, .connectFailed, .connectTimeout, .overloaded: return true
+        // The server refuses before it reads any request (TLS 1.3 refuses a client certificate
+        // after the client's first flight, but still before application data).
+        case .upstreamTLSFailed: return true
         default: return false
         }
     }
@@ -38,6 +44,7 @@ public enum StreamError: Sendable {
         case .connectFailed: return "upstream_connect_failed"
         case .connectTimeout: return "upstream_connect_timeout"
         case .upstreamReset: return "upstream_reset"
+        case .upstreamTLSFailed: return "upstream_tls_handshake_failed"
         case .upstreamMalformed: return "upstream_malformed_response"
         case .timeout: return "upstream_request_timeout"
         case .idleTimeout: return "upstream_idle_timeout"
@@ -53,6 +60,7 @@ public enum StreamError: Sendable {
         case .connectFailed(let h, let r): return "connect to \(h) failed: \(r)"
         case .connectTimeout(let h): return "connect to \(h) timed out"
         case .upstreamReset(let h): return "upstream \(h) closed the connection before a complete response"
+        case .upstreamTLSFailed(let h, let why): return "TLS handshake with \(h) failed: \(why)"
         case .upstreamMalformed(let h, let why): return "upstream \(h) sent a malformed response: \(why)"
         case .timeout(let h): return "upstream \(h) did not answer within the route timeout"
         case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
@@ -65,7 +73,7 @@ extension ClusterStats {
     /// Counts a failure against the cluster it happened in.
     public mutating func record(_ error: StreamError) {
         switch error {
-        case .connectFailed, .connectTimeout: connectFailures += 1
+        case .connectFailed, .connectTimeout, .upstreamTLSFailed: connectFailures += 1
         case .timeout, .idleTimeout: timeouts += 1
         default: break
         }

@@ -26,7 +26,7 @@ public final class Worker {
         let buffers = BufferPool(bufferSize: bufferSize)
         self.loop = loop
         self.buffers = buffers
-        self.clusters = clusters.map { ClusterRuntime(config: $0, loop: loop, buffers: buffers) }
+        self.clusters = clusters.map { ClusterRuntime(config: $0, loop: loop, buffers: buffers, logger: logger) }
         self.logger = logger
     }
 

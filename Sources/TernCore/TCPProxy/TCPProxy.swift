@@ -189,7 +189,10 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
                 address = cluster.config.hosts[host].address
             }
             upstreamName = address.description
-            if let c = Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS) {
+            let connection = cluster.config.originalDestination
+                ? Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS)
+                : Connection.connect(toHost: hostIndex, of: cluster.config, transports: cluster.transports, loop: worker.loop, buffers: worker.buffers)
+            if let c = connection {
                 c.delegate = self
                 upstream = c
                 return

@@ -1,0 +1,148 @@
+import COpenSSL
+import Glibc
+import TernCore
+
+/// What a cluster's `tls_context` asks for on the client side, already read from the config
+/// (PEM bytes, not paths).
+public struct TLSClientSettings: Sendable {
+    /// Roots the servers' certificates are verified against; nil only with `insecureSkipVerify`.
+    public var trustedCAPEM: [UInt8]?
+    /// A client certificate (leaf then intermediates) and its key, for servers that ask (mTLS).
+    public var certificateChainPEM: [UInt8]?
+    public var privateKeyPEM: [UInt8]?
+    /// No verification of the server at all: only when the config says `insecure_skip: true`.
+    public var insecureSkipVerify = false
+    public var minVersion: TLSVersion = .tls1_2
+    public var maxVersion: TLSVersion = .tls1_3
+    public var cipherSuites: [String] = []
+    /// Application protocols offered, in preference order.
+    public var alpn: [String] = []
+
+    public init() {}
+}
+
+/// One client SSL_CTX (TLS_client_method), built once at config load from a cluster's (or the
+/// cluster manager's) `tls_context` and shared read-only by every worker.
+public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
+    let ctx: OpaquePointer
+    public let verifiesServer: Bool
+
+    public init(_ s: TLSClientSettings) throws(TLSSetupError) {
+        _ = TLSLibrary.takeErrors()
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else {
+            throw TLSSetupError(key: "status", message: "OpenSSL cannot create a context: \(TLSLibrary.takeErrors() ?? "unknown error")")
+        }
+        self.ctx = ctx
+        verifiesServer = !s.insecureSkipVerify
+        // From here a throw runs deinit, which frees the context.
+        tern_ssl_ctx_set_client_defaults(ctx)
+        try configure(s)
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+
+    private func configure(_ s: TLSClientSettings) throws(TLSSetupError) {
+        if let ca = s.trustedCAPEM { try trust(ca) }
+        SSL_CTX_set_verify(ctx, s.insecureSkipVerify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nil)
+        if let chain = s.certificateChainPEM, let key = s.privateKeyPEM {
+            try loadCertificateChain(chain)
+            try loadPrivateKey(key)
+            if SSL_CTX_check_private_key(ctx) != 1 {
+                throw TLSSetupError(key: "private_key", message: "does not match the certificate in cert_chain (\(TLSLibrary.takeErrors() ?? "key mismatch"))")
+            }
+        }
+        if tern_ssl_ctx_set_min_proto_version(ctx, s.minVersion.openSSL) != 1 || tern_ssl_ctx_set_max_proto_version(ctx, s.maxVersion.openSSL) != 1 {
+            throw TLSSetupError(key: "min_version", message: "OpenSSL refused the version range: \(TLSLibrary.takeErrors() ?? "")")
+        }
+        try setCipherSuites(s.cipherSuites)
+        if !s.alpn.isEmpty {
+            var wire: [UInt8] = []
+            for name in s.alpn { wire.append(UInt8(name.utf8.count)); wire += Array(name.utf8) }
+            // 0 is success here, unlike the rest of OpenSSL.
+            if SSL_CTX_set_alpn_protos(ctx, wire, UInt32(wire.count)) != 0 {
+                throw TLSSetupError(key: "alpn", message: "OpenSSL refused the protocol list: \(TLSLibrary.takeErrors() ?? "")")
+            }
+        }
+        SSL_CTX_sess_set_new_cb(ctx, rememberSession)
+        _ = TLSLibrary.takeErrors()
+    }
+
+    private func trust(_ pem: [UInt8]) throws(TLSSetupError) {
+        let certificates = readCertificates(pem)
+        if certificates.isEmpty {
+            throw TLSSetupError(key: "ca_cert", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
+        }
+        let store = SSL_CTX_get_cert_store(ctx)
+        for c in certificates {
+            defer { X509_free(c) }
+            if X509_STORE_add_cert(store, c) != 1 {
+                throw TLSSetupError(key: "ca_cert", message: "OpenSSL refused a CA certificate: \(TLSLibrary.takeErrors() ?? "")")
+            }
+        }
+    }
+}
+
+/// A cluster's upstream TLS: the (possibly shared) client context plus, per host, the name sent
+/// as SNI and verified, and whether the host is plain text (`tls_disable`).
+public struct UpstreamTLS: UpstreamTransportSource {
+    public let context: TLSClientContext
+    public let clusterName: String
+    /// Per host: the name to verify (and send as SNI unless it is an IP address); nil: plain text.
+    public let hostNames: [String?]
+
+    public init(context: TLSClientContext, clusterName: String, hostNames: [String?]) {
+        self.context = context
+        self.clusterName = clusterName
+        self.hostNames = hostNames
+    }
+
+    public func makeFactory(logger: Logger) -> UpstreamTransportFactory {
+        TLSUpstreamConnector(tls: self, logger: logger)
+    }
+}
+
+/// One worker's side of a cluster's upstream TLS: makes each connection's `TLSClientTransport`
+/// and keeps the last session each host gave, to resume it on the next connect. Confined to the
+/// worker's thread (OpenSSL's new-session callback runs inside that worker's SSL_read).
+final class TLSUpstreamConnector: UpstreamTransportFactory {
+    let tls: UpstreamTLS
+    let logger: Logger
+    private var sessions: [OpaquePointer?]
+
+    init(tls: UpstreamTLS, logger: Logger) {
+        self.tls = tls
+        self.logger = logger
+        sessions = Array(repeating: nil, count: tls.hostNames.count)
+    }
+
+    deinit { for s in sessions { if let s { SSL_SESSION_free(s) } } }
+
+    func makeTransport(hostIndex: Int, fd: Int32) throws(TransportSetupError) -> Transport? {
+        guard let name = tls.hostNames[hostIndex] else { return nil }
+        guard let t = TLSClientTransport(connector: self, host: hostIndex, name: name, fd: fd, session: sessions[hostIndex]) else {
+            logger.error("tls", "cluster \(tls.clusterName): OpenSSL could not start a TLS session; connect failed")
+            throw TransportSetupError("OpenSSL could not start a TLS session")
+        }
+        return t
+    }
+
+    /// Takes over the reference OpenSSL handed to the new-session callback.
+    func remember(_ session: OpaquePointer, host: Int) {
+        if let old = sessions[host] { SSL_SESSION_free(old) }
+        sessions[host] = session
+    }
+
+    /// After a failed handshake the host may have changed; start afresh.
+    func forget(host: Int) {
+        if let old = sessions[host] { SSL_SESSION_free(old) }
+        sessions[host] = nil
+    }
+}
+
+/// OpenSSL's new-session callback: the SSL's app data is its transport (alive while its SSL is).
+private func rememberSession(_ ssl: OpaquePointer?, _ session: OpaquePointer?) -> Int32 {
+    guard let ssl, let session, let owner = SSL_get_ex_data(ssl, 0) else { return 0 }
+    let transport = Unmanaged<TLSClientTransport>.fromOpaque(owner).takeUnretainedValue()
+    transport.connector.remember(session, host: transport.host)
+    return 1
+}

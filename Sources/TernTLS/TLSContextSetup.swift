@@ -1,0 +1,86 @@
+import COpenSSL
+
+/// What building any SSL_CTX from a `tls_context` needs, shared by the listener side
+/// (`TLSServerContext`) and the upstream side (`TLSClientContext`).
+protocol TLSContextOwner {
+    var ctx: OpaquePointer { get }
+}
+
+extension TLSServerContext: TLSContextOwner {}
+
+extension TLSContextOwner {
+    func loadCertificateChain(_ pem: [UInt8]) throws(TLSSetupError) {
+        let certificates = readCertificates(pem)
+        guard let leaf = certificates.first else {
+            throw TLSSetupError(key: "cert_chain", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
+        }
+        defer { X509_free(leaf) }
+        if SSL_CTX_use_certificate(ctx, leaf) != 1 {
+            for c in certificates.dropFirst() { X509_free(c) }
+            throw TLSSetupError(key: "cert_chain", message: "OpenSSL refused the certificate: \(TLSLibrary.takeErrors() ?? "")")
+        }
+        for intermediate in certificates.dropFirst() where tern_ssl_ctx_add0_chain_cert(ctx, intermediate) != 1 {
+            X509_free(intermediate)
+            throw TLSSetupError(key: "cert_chain", message: "OpenSSL refused an intermediate certificate: \(TLSLibrary.takeErrors() ?? "")")
+        }
+    }
+
+    func loadPrivateKey(_ pem: [UInt8]) throws(TLSSetupError) {
+        // A passphrase callback that gives none: OpenSSL would otherwise prompt on the terminal.
+        let key = withMemoryBIO(pem) { PEM_read_bio_PrivateKey($0, nil, { _, _, _, _ in 0 }, nil) }
+        guard let key else {
+            throw TLSSetupError(key: "private_key", message: "no usable PEM private key (an encrypted key is not supported): \(TLSLibrary.takeErrors() ?? "")")
+        }
+        defer { EVP_PKEY_free(key) }
+        // OpenSSL checks the key against the certificate here already.
+        if SSL_CTX_use_PrivateKey(ctx, key) != 1 {
+            throw TLSSetupError(key: "private_key", message: "does not match the certificate in cert_chain, or OpenSSL refused it: \(TLSLibrary.takeErrors() ?? "")")
+        }
+    }
+
+    /// TLS 1.2 suites and TLS 1.3 suites are set apart in OpenSSL. Each name is checked alone
+    /// first: OpenSSL skips unknown names in a list silently and reads keywords (`HIGH`, `ALL`,
+    /// `!aNULL`) as sets, while a name here must be exactly one suite.
+    func setCipherSuites(_ names: [String]) throws(TLSSetupError) {
+        if names.isEmpty { return }
+        let tls13 = names.filter { $0.hasPrefix("TLS_") }
+        let tls12 = names.filter { !$0.hasPrefix("TLS_") }
+        guard let probe = SSL_CTX_new(TLS_method()) else { return }
+        defer { SSL_CTX_free(probe) }
+        for name in tls13 where SSL_CTX_set_ciphersuites(probe, name) != 1 {
+            _ = TLSLibrary.takeErrors()
+            throw TLSSetupError(key: "cipher_suites", message: "unknown TLS 1.3 cipher suite \"\(name)\" (OpenSSL names: TLS_AES_128_GCM_SHA256, ...)")
+        }
+        _ = SSL_CTX_set_ciphersuites(probe, "")
+        for name in tls12 where !isOneCipher(name, probe) {
+            _ = TLSLibrary.takeErrors()
+            throw TLSSetupError(key: "cipher_suites", message: "unknown cipher suite \"\(name)\" (OpenSSL names: ECDHE-RSA-AES128-GCM-SHA256, ...)")
+        }
+        if !tls13.isEmpty { _ = SSL_CTX_set_ciphersuites(ctx, tls13.joined(separator: ":")) }
+        if !tls12.isEmpty { _ = SSL_CTX_set_cipher_list(ctx, tls12.joined(separator: ":")) }
+    }
+
+    func isOneCipher(_ name: String, _ probe: OpaquePointer) -> Bool {
+        guard SSL_CTX_set_cipher_list(probe, name) == 1, let text = tern_ssl_ctx_single_cipher_name(probe) else { return false }
+        return String(cString: text) == name
+    }
+
+    func readCertificates(_ pem: [UInt8]) -> [OpaquePointer] {
+        let certificates: [OpaquePointer] = withMemoryBIO(pem) { bio in
+            var list: [OpaquePointer] = []
+            while let c = PEM_read_bio_X509(bio, nil, nil, nil) { list.append(c) }
+            return list
+        }
+        // The read that ends the loop leaves "no start line" in the queue.
+        if !certificates.isEmpty { _ = TLSLibrary.takeErrors() }
+        return certificates
+    }
+
+    func withMemoryBIO<R>(_ bytes: [UInt8], _ body: (OpaquePointer) -> R) -> R {
+        bytes.withUnsafeBytes { raw in
+            let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count))!
+            defer { BIO_free(bio) }
+            return body(bio)
+        }
+    }
+}
