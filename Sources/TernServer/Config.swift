@@ -85,10 +85,12 @@ struct ConfigCompiler {
         // Clusters first: routes refer to them by name.
         var clusterIndex: [String: Int] = [:]
         if let cm = root.object("cluster_manager") {
-            cm.checkKeys(known: ["clusters"], ignored: ["clusters_configs", "tls_context", "auto_discovery", "registry_use_health_check"])
-            if cm.enablesTLS("tls_context") { cm.refuse("tls_context", what: "upstream TLS with status: true") }
+            cm.checkKeys(known: ["clusters", "tls_context"], ignored: ["clusters_configs", "auto_discovery", "registry_use_health_check"])
+            // Compiled once, shared by the clusters with cluster_manager_tls: true.
+            let managerEnabled = cm.enablesTLS("tls_context")
+            let managerTLS = managerEnabled ? cm.object("tls_context").flatMap(compileClientTLS) : nil
             for c in cm.objects("clusters") {
-                guard let cluster = compileCluster(c) else { continue }
+                guard let cluster = compileCluster(c, managerTLS: managerTLS, managerTLSEnabled: managerEnabled) else { continue }
                 if clusterIndex[cluster.name] != nil {
                     diagnostics.error(c.sub("name"), "duplicate cluster name \"\(cluster.name)\"")
                     continue
@@ -272,15 +274,13 @@ struct ConfigCompiler {
         }
     }
 
-    func compileCluster(_ c: JSONObject) -> ClusterConfig? {
+    func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
-                            "conn_buffer_limit_bytes", "max_idle_conns_per_host"],
-                    ignored: ["circuit_breakers", "health_check", "lb_subset_config", "spec", "tls_context", "original_dst_lb_config",
-                              "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "cluster_manager_tls",
+                            "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls"],
+                    ignored: ["circuit_breakers", "health_check", "lb_subset_config", "spec", "original_dst_lb_config",
+                              "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "lbconfig", "cluster_pool_enable",
                               "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
-        if c.enablesTLS("tls_context") { c.refuse("tls_context", what: "upstream TLS with status: true") }
-        if c.bool("cluster_manager_tls") == true { c.refuse("cluster_manager_tls", what: "upstream TLS through cluster_manager_tls") }
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
         if !["SIMPLE", "STATIC", "ORIGINAL_DST"].contains(type) {
@@ -303,14 +303,20 @@ struct ConfigCompiler {
             diagnostics.error(c.sub("lb_type"), "load balancer \"\(lbType)\" is not supported yet (\(known))")
         }
         var hosts: [HostConfig] = []
+        var hostObjects: [JSONObject] = []
         for h in c.objects("hosts") {
-            h.checkKeys(known: ["address", "hostname", "weight", "metadata"], ignored: ["tls_disable"])
+            h.checkKeys(known: ["address", "hostname", "weight", "metadata", "tls_disable"])
             guard let address = h.address("address", allowPortZero: false) else { continue }
             var metadata: [String: String] = [:]
             if let m = h.object("metadata"), let fm = m.object("filter_metadata"), let lb = fm.stringMap("mosn.lb") { metadata = lb }
             hosts.append(HostConfig(address: address, hostname: h.string("hostname") ?? "", weight: hostWeight(h), metadata: metadata))
+            hostObjects.append(h)
         }
-        return ClusterConfig(name: name, lbType: lbType, hosts: hosts,
+        let tls = upstreamTLS(cluster: c, name: name, hosts: Array(zip(hostObjects, hosts)), manager: managerTLS, managerEnabled: managerTLSEnabled)
+        if tls != nil && originalDestination {
+            diagnostics.error(c.sub("tls_context"), "TLS to an ORIGINAL_DST cluster is not supported yet (the destination's name is not known)")
+        }
+        var config = ClusterConfig(name: name, lbType: lbType, hosts: hosts,
                              // 0 means the default, as in MOSN; a connect never waits unbounded.
                              connectTimeoutMS: c.duration("connect_timeout", max: 3_600_000).flatMap { $0 > 0 ? $0 : nil } ?? 3_000,
                              idleTimeoutMS: c.duration("idle_timeout") ?? 90_000,
@@ -318,6 +324,8 @@ struct ConfigCompiler {
                              connectionBufferLimit: c.int("conn_buffer_limit_bytes", min: 0, max: Int(UInt32.max)) ?? 16384,
                              maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024,
                              originalDestination: originalDestination)
+        config.upstreamTransport = tls
+        return config
     }
 }
 

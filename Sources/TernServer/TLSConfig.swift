@@ -60,13 +60,7 @@ extension ConfigCompiler {
 
     func compileServerTLS(_ t: JSONObject, listenerName: String) -> TLSServerContext? {
         let errorsBefore = diagnostics.errors.count
-        t.checkKeys(known: ["status", "type", "server_name", "ca_cert", "cert_chain", "private_key", "verify_client",
-                            "require_client_cert", "insecure_skip", "cipher_suites", "ecdh_curves", "min_version",
-                            "max_version", "alpn", "ticket", "fall_back", "extend_verify", "sds_source"])
-        if let type = t.string("type"), !type.isEmpty { t.refuse("type", what: "TLS context extension types") }
-        if t.bool("fall_back") == true { t.refuse("fall_back", what: "plain text when the TLS context cannot be built") }
-        if t.isNonEmpty("extend_verify") { t.refuse("extend_verify", what: "extended certificate verification") }
-        if t.isNonEmpty("sds_source") { t.refuse("sds_source", what: "certificates from SDS") }
+        checkTLSContextKeys(t)
         if t.isNonEmpty("server_name") { diagnostics.warn(t.sub("server_name"), "verifies an upstream's name; MOSN and Tern do not use it on a listener") }
         if t.bool("insecure_skip") == true { diagnostics.warn(t.sub("insecure_skip"), "applies to upstream TLS; ignored on a listener, as in MOSN") }
         if t.isNonEmpty("ticket") { diagnostics.warn(t.sub("ticket"), "a shared session ticket key is not supported yet; tickets use a key of this process") }
@@ -84,11 +78,7 @@ extension ConfigCompiler {
         } else if caPEM != nil {
             diagnostics.warn(t.sub("ca_cert"), "without verify_client, clients are not asked for a certificate (as in MOSN)")
         }
-        let minVersion = tlsVersion(t, "min_version") ?? .tls1_2
-        let maxVersion = tlsVersion(t, "max_version") ?? .tls1_3
-        if minVersion == .tls1_3 && maxVersion == .tls1_2 {
-            diagnostics.error(t.sub("max_version"), "TLSv1_2 is below min_version TLSv1_3")
-        }
+        let (minVersion, maxVersion) = tlsVersionRange(t)
         let ciphers = tlsList(t, "cipher_suites")
         let curves = tlsList(t, "ecdh_curves").compactMap { curve(t, $0) }
         let alpn = alpnList(t)
@@ -110,6 +100,18 @@ extension ConfigCompiler {
         }
     }
 
+    /// MOSN's `tls_context` keys (one struct for listeners and clusters), and the ones Tern refuses
+    /// on either side.
+    func checkTLSContextKeys(_ t: JSONObject) {
+        t.checkKeys(known: ["status", "type", "server_name", "ca_cert", "cert_chain", "private_key", "verify_client",
+                            "require_client_cert", "insecure_skip", "cipher_suites", "ecdh_curves", "min_version",
+                            "max_version", "alpn", "ticket", "fall_back", "extend_verify", "sds_source"])
+        if let type = t.string("type"), !type.isEmpty { t.refuse("type", what: "TLS context extension types") }
+        if t.bool("fall_back") == true { t.refuse("fall_back", what: "plain text when the TLS context cannot be built") }
+        if t.isNonEmpty("extend_verify") { t.refuse("extend_verify", what: "extended certificate verification") }
+        if t.isNonEmpty("sds_source") { t.refuse("sds_source", what: "certificates from SDS") }
+    }
+
     /// A PEM value as MOSN reads it: inline when it holds a PEM header, else a file path.
     func pem(_ t: JSONObject, _ key: String, required: Bool) -> [UInt8]? {
         guard let value = required ? t.requiredString(key) : t.string(key) else { return nil }
@@ -123,6 +125,16 @@ extension ConfigCompiler {
             return nil
         }
         return Array(text.utf8)
+    }
+
+    /// `min_version` and `max_version`, TLS 1.2 to 1.3 by default.
+    func tlsVersionRange(_ t: JSONObject) -> (min: TLSVersion, max: TLSVersion) {
+        let minVersion = tlsVersion(t, "min_version") ?? .tls1_2
+        let maxVersion = tlsVersion(t, "max_version") ?? .tls1_3
+        if minVersion == .tls1_3 && maxVersion == .tls1_2 {
+            diagnostics.error(t.sub("max_version"), "TLSv1_2 is below min_version TLSv1_3")
+        }
+        return (minVersion, maxVersion)
     }
 
     /// MOSN's version names. TLS 1.0 and 1.1 are refused (RFC 8996 deprecates them).

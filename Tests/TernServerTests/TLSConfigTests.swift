@@ -83,8 +83,6 @@ struct TLSConfigTests {
     @Test func whatIsNotBuiltYetStaysRefused() {
         let both = load(tlsConfig(serverFiles).replacingOccurrences(of: "\"filter_chains\": [{ ", with: "\"filter_chains\": [{ \"tls_context\": {\"status\": true, \(serverFiles)}, "))
         #expect(hasError(both, at: "$.servers[0].listeners[0].filter_chains[0].tls_context", saying: "both"))
-        let upstream = load(config(cluster: "\"name\": \"c\", \"hosts\": [{\"address\": \"127.0.0.1:8080\"}], \"tls_context\": {\"status\": true}"))
-        #expect(hasError(upstream, at: "$.cluster_manager.clusters[0].tls_context", saying: "not supported by Tern yet"))
     }
 
     @Test func aTLSContextSetBuildsOneContextPerEntryWithTheFirstAsDefault() throws {
