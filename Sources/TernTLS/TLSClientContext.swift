@@ -42,7 +42,7 @@ public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
     deinit { SSL_CTX_free(ctx) }
 
     private func configure(_ s: TLSClientSettings) throws(TLSSetupError) {
-        if let ca = s.trustedCAPEM { try trust(ca) }
+        if let ca = s.trustedCAPEM { try trust(ca, namingThemToClients: false) }
         SSL_CTX_set_verify(ctx, s.insecureSkipVerify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nil)
         if let chain = s.certificateChainPEM, let key = s.privateKeyPEM {
             try loadCertificateChain(chain)
@@ -65,20 +65,6 @@ public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
         }
         SSL_CTX_sess_set_new_cb(ctx, rememberSession)
         _ = TLSLibrary.takeErrors()
-    }
-
-    private func trust(_ pem: [UInt8]) throws(TLSSetupError) {
-        let certificates = readCertificates(pem)
-        if certificates.isEmpty {
-            throw TLSSetupError(key: "ca_cert", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
-        }
-        let store = SSL_CTX_get_cert_store(ctx)
-        for c in certificates {
-            defer { X509_free(c) }
-            if X509_STORE_add_cert(store, c) != 1 {
-                throw TLSSetupError(key: "ca_cert", message: "OpenSSL refused a CA certificate: \(TLSLibrary.takeErrors() ?? "")")
-            }
-        }
     }
 }
 

@@ -65,6 +65,22 @@ extension TLSContextOwner {
         return String(cString: text) == name
     }
 
+    /// Adds the CA certificates in `ca_cert` to the context's trust store (and, on a listener,
+    /// to the CA names sent with the CertificateRequest).
+    func trust(_ pem: [UInt8], namingThemToClients: Bool) throws(TLSSetupError) {
+        let certificates = readCertificates(pem)
+        if certificates.isEmpty {
+            throw TLSSetupError(key: "ca_cert", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
+        }
+        let store = SSL_CTX_get_cert_store(ctx)
+        for c in certificates {
+            defer { X509_free(c) }
+            if X509_STORE_add_cert(store, c) != 1 || (namingThemToClients && SSL_CTX_add_client_CA(ctx, c) != 1) {
+                throw TLSSetupError(key: "ca_cert", message: "OpenSSL refused a CA certificate: \(TLSLibrary.takeErrors() ?? "")")
+            }
+        }
+    }
+
     func readCertificates(_ pem: [UInt8]) -> [OpaquePointer] {
         let certificates: [OpaquePointer] = withMemoryBIO(pem) { bio in
             var list: [OpaquePointer] = []

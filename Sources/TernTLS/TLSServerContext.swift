@@ -107,20 +107,9 @@ public final class TLSServerContext: @unchecked Sendable {
     }
 
     private func loadClientCAs(_ pem: [UInt8]) throws(TLSSetupError) {
-        let certificates = readCertificates(pem)
-        if certificates.isEmpty {
-            throw TLSSetupError(key: "ca_cert", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
-        }
-        let store = SSL_CTX_get_cert_store(ctx)
-        for c in certificates {
-            defer { X509_free(c) }
-            // The CA names go into the CertificateRequest, so a client with several certificates picks the right one.
-            if X509_STORE_add_cert(store, c) != 1 || SSL_CTX_add_client_CA(ctx, c) != 1 {
-                throw TLSSetupError(key: "ca_cert", message: "OpenSSL refused a CA certificate: \(TLSLibrary.takeErrors() ?? "")")
-            }
-        }
+        // The CA names go into the CertificateRequest, so a client with several certificates picks the right one.
+        try trust(pem, namingThemToClients: true)
     }
-
 }
 
 /// ALPN: the first protocol in the server's list that the client offers. None in common: the
