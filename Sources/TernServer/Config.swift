@@ -314,7 +314,7 @@ struct ConfigCompiler {
         }
         let tls = upstreamTLS(cluster: c, name: name, hosts: Array(zip(hostObjects, hosts)), manager: managerTLS, managerEnabled: managerTLSEnabled)
         if tls != nil && originalDestination {
-            diagnostics.error(c.sub("tls_context"), "TLS to an ORIGINAL_DST cluster is not supported yet (the destination's name is not known)")
+            diagnostics.error(c.sub(c.enablesTLS("tls_context") ? "tls_context" : "cluster_manager_tls"), "TLS to an ORIGINAL_DST cluster is not supported yet (the destination's name is not known)")
         }
         var config = ClusterConfig(name: name, lbType: lbType, hosts: hosts,
                              // 0 means the default, as in MOSN; a connect never waits unbounded.

@@ -156,7 +156,7 @@ extension ConfigCompiler {
     /// MOSN writes cipher suites and curves as one string separated by `:` (commas read too).
     func tlsList(_ t: JSONObject, _ key: String) -> [String] {
         guard let text = t.string(key) else { return [] }
-        return text.split(whereSeparator: { $0 == ":" || $0 == "," }).map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+        return text.split(whereSeparator: { $0 == ":" || $0 == "," }).map { String($0.trimmingSpaces) }.filter { !$0.isEmpty }
     }
 
     /// MOSN's curve names (Go's: P256, X25519...) and OpenSSL's, to OpenSSL's group names.
@@ -178,7 +178,7 @@ extension ConfigCompiler {
         let names: [String]
         switch t.present("alpn") {
         case nil: return []
-        case .string(let s)?: names = s.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+        case .string(let s)?: names = s.split(separator: ",").map { String($0.trimmingSpaces) }.filter { !$0.isEmpty }
         default: names = t.strings("alpn") ?? []
         }
         for n in names where n.utf8.count > 255 || n.isEmpty {
@@ -189,11 +189,5 @@ extension ConfigCompiler {
 }
 
 private extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
-    }
     var replacingDashes: String { String(filter { $0 != "-" && $0 != "_" }) }
 }

@@ -217,7 +217,7 @@ struct InterceptionTests {
         #expect(tern.output.contains("listener capture: original destination 10.77.2.2:9090 -> own filters"), "\(tern.output)")
         // A client that dials the capturing listener itself gets its chain once, not a loop.
         #expect(try lab.get("http://10.77.1.1:15001/itself") == "capturing listener's own chain")
-        #expect(tern.output.contains("listener capture: original destination 10.77.1.1:15001 -> capture"), "\(tern.output)")
+        #expect(tern.output.contains("listener capture: connection made to the listener itself, not intercepted"), "\(tern.output)")
         #expect(tern.isRunning)
     }
 
@@ -265,6 +265,12 @@ struct InterceptionTests {
         // HTTP to the server's port 8080 still goes to the listener owning it, not tcp_proxy.
         try lab.startPeer(host: "10.77.2.2", port: 8080, name: "app")
         #expect(try lab.get("http://10.77.2.2:8080/http") == "app saw 10.77.2.1 /http")
+        // A client that dials the capturing listener itself has no original destination: it is
+        // closed, never sent back into Tern (which would loop until descriptors ran out).
+        let direct = (try? lab.echo(host: "10.77.1.1", port: 15001)) ?? ""
+        #expect(!direct.contains("saw"), "\(direct)")
+        #expect(waitUntil(timeout: 3) { tern.output.contains("is ORIGINAL_DST but the connection has no original destination") }, "\(tern.output)")
+        #expect(!tern.output.contains("connected to 10.77.1.1:15001"), "\(tern.output)")
     }
 }
 

@@ -235,7 +235,7 @@ struct TCPProxyTests {
     @Test(arguments: spliceModes) func unknownProtocolFallsBackToTcpProxyWithItsBytesIntact(splice: String) throws {
         let http = try PythonUpstream()
         defer { http.stop() }
-        let peer = try echoPeer()
+        let peer = try echoPeer(trailer: Array("bye".utf8))
         defer { peer.stop() }
         let port = freePort()
         let routers = #"{ "router_config_name": "router_to_http_server", "virtual_hosts": [{ "name": "server_hosts", "domains": ["*"], "routers": [{ "match": { "prefix": "/" }, "route": { "cluster_name": "server_http_cluster" } }] }] }"#
@@ -253,6 +253,35 @@ struct TCPProxyTests {
         #expect(TCPBytes.readExactly(raw.fd, message.count) == message)
         raw.send("more")
         #expect(TCPBytes.readExactly(raw.fd, 4) == Array("more".utf8))
+        // A client that sends its bytes and its FIN at once: the sniffer reads both before it
+        // hands the connection on, and the FIN must still reach the upstream (which answers it).
+        let brief = try RawClient(port: port)
+        brief.send("unknown and done")
+        brief.halfClose()
+        var got: [UInt8] = []
+        #expect(TCPBytes.readToEnd(brief.fd) { got.append(contentsOf: $0) } == .eof)
+        #expect(got == Array("unknown and donebye".utf8))
+    }
+
+    /// A host whose connect fails at once (a unix socket that does not exist) is skipped, and the
+    /// next try makes exactly one upstream connection (an earlier loop made a second one behind
+    /// it, which leaked).
+    @Test func aHostThatFailsAtOnceIsSkippedWithOneConnectionToTheNext() throws {
+        let peer = try echoPeer()
+        defer { peer.stop() }
+        let port = freePort()
+        let missing = NSTemporaryDirectory() + "tern-missing-\(UUID().uuidString).sock"
+        let cluster = #"{ "name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "hosts": [{ "address": "unix:\#(missing)" }, { "address": "127.0.0.1:\#(peer.port)" }, { "address": "127.0.0.1:\#(peer.port)" }] }"#
+        let tern = try TernProcess(config: l4Config(listen: port, filters: tcpProxyFilter(), clusters: cluster, logLevel: "DEBUG"), waitFor: [port])
+        defer { tern.stop() }
+        #expect(waitUntil(timeout: 3) { peer.accepted == 1 })   // Tern's readiness probe
+        for i in 0..<6 {
+            let client = try RawClient(port: port, timeout: 5)
+            client.send("c\(i)")
+            #expect(TCPBytes.readExactly(client.fd, 2) == Array("c\(i)".utf8))
+        }
+        usleep(200_000)
+        #expect(peer.accepted == 7, "each client connection makes one upstream connection")
     }
 
     /// MOSN's tcpproxy-sample config shape, ports substituted: validates and carries traffic.

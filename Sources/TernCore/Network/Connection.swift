@@ -115,8 +115,8 @@ public final class Connection: EventHandler, TimerTarget {
         let fd = tern_socket_stream(address.family)
         guard fd >= 0 else { return nil }
         if !address.isUnix { _ = tern_set_nodelay(fd) }
-        // A unix socket connects at once (0) or fails at once (EAGAIN: the listener's backlog is
-        // full); either way the connection completes through the writable edge as TCP's does.
+        // A unix socket connects at once (0, completed through the writable edge as TCP's
+        // connect is) or fails at once (EAGAIN when the listener's backlog is full: refused here).
         let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
         if rc != 0 && errno != EINPROGRESS {
             Glibc.close(fd)
@@ -339,6 +339,9 @@ public final class Connection: EventHandler, TimerTarget {
         guard state != .closed else { return }
         var hard = linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+        // No TLS close_notify first: that would tell the peer the stream ended cleanly. Dropping
+        // the transport frees its state without one.
+        transport = nil
         close(reason: .localClose)
     }
 

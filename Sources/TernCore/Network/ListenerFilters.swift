@@ -49,6 +49,14 @@ public final class OriginalDestinationFilter: ListenerFilter {
                 logger.error("listener", "listener \(listener.name): getsockname failed: \(String(cString: strerror(errno))); its own filters run")
             }
         }
+        // A client that connected to this listener itself was not intercepted, though conntrack
+        // (REDIRECT) or the socket (TPROXY) still names an address: the listener's own. Kept, it
+        // would send an ORIGINAL_DST cluster's tcp_proxy back into this listener, over and over.
+        if let destination = connection.originalDestination, destination.port == listener.address.port,
+           let local = SocketAddress.local(of: connection.fd)?.unmappingIPv4, local == destination {
+            logger.debug("listener", "listener \(listener.name): connection made to the listener itself, not intercepted; its own filters run")
+            connection.originalDestination = nil
+        }
         return true
     }
 }

@@ -61,8 +61,11 @@ final class FirstByteWait: ConnectionDelegate, DownstreamSession, TimerTarget {
             if n < 0 && errno == EINTR { continue }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
             // The end of the stream (or an error) before any byte: nothing to serve.
-            detach()
-            connection.close(reason: n == 0 ? .peerClosed : .readError(errno))
+            let reason: CloseReason = n == 0 ? .peerClosed : .readError(errno)
+            withExtendedLifetime(self) {
+                detach()
+                connection.close(reason: reason)
+            }
             return
         }
         detach()
@@ -78,8 +81,12 @@ final class FirstByteWait: ConnectionDelegate, DownstreamSession, TimerTarget {
         self.timer = nil
         guard connection.state == .open, connection.delegate === self else { return }
         inspector.worker.logger.debug("listener", "listener \(inspector.listenerName): no byte within the idle timeout; closing")
-        detach()
-        connection.close()
+        // detach() drops the worker's reference, the only strong one (timers hold their target
+        // unowned): keep self alive until the close is done.
+        withExtendedLifetime(self) {
+            detach()
+            connection.close()
+        }
     }
 
     private func detach() {

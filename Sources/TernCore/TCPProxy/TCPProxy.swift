@@ -17,7 +17,6 @@ public struct TCPProxyRoute: Sendable {
         self.sourcePorts = sourcePorts; self.destinationPorts = destinationPorts
     }
 
-    var matchesAnything: Bool { sources.isEmpty && destinations.isEmpty && sourcePorts.isEmpty && destinationPorts.isEmpty }
     var needsSource: Bool { !sources.isEmpty || !sourcePorts.isEmpty }
     var needsDestination: Bool { !destinations.isEmpty || !destinationPorts.isEmpty }
 
@@ -197,7 +196,10 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
                 upstream = c
                 return
             }
+            // connectFailed goes on to the next host itself (or gives up): this loop must not
+            // start a second connection behind it.
             connectFailed(.connectFailed(host: upstreamName, reason: .connectFailed(errno)))
+            return
         }
     }
 
@@ -248,6 +250,9 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
 
     func connectionReadable(_ connection: Connection, eof: Bool) {
         guard phase == .streaming, let other = peer(of: connection) else { return }
+        // A FIN read before tcp_proxy took the connection (the Auto sniffer's fallback) was
+        // delivered to the sniffer; the connection remembers it, so it is passed on here.
+        let eof = eof || connection.inputEnded
         let count = connection.input?.readableBytes ?? 0
         if connection === downstream { bytesFromClient += count } else { bytesToClient += count }
         connection.forwardInput(to: other)
