@@ -114,15 +114,6 @@ final class TLSClientTransport: Transport {
     private func peer(_ fd: Int32) -> String { SocketAddress.peer(of: fd)?.description ?? "unknown peer" }
 
     func shutdown(fd: Int32, closing: Bool) {
-        guard let ssl else { return }
-        if !failed && !closeNotifySent && SSL_is_init_finished(ssl) == 1 {
-            closeNotifySent = true
-            _ = SSL_shutdown(ssl)
-            _ = TLSLibrary.takeErrors()
-        }
-        if closing {
-            SSL_free(ssl)
-            self.ssl = nil
-        }
+        TLSLibrary.shutdown(&ssl, failed: failed, closeNotifySent: &closeNotifySent, closing: closing)
     }
 }

@@ -20,4 +20,20 @@ public enum TLSLibrary {
         }
         return reasons.isEmpty ? nil : reasons.joined(separator: "; ")
     }
+
+    /// Both sides' half-close and close: close_notify once, best effort (a full socket buffer just
+    /// drops it), never after a failure; on close the TLS state is freed at once rather than with
+    /// the connection object.
+    static func shutdown(_ ssl: inout OpaquePointer?, failed: Bool, closeNotifySent: inout Bool, closing: Bool) {
+        guard let s = ssl else { return }
+        if !failed && !closeNotifySent && SSL_is_init_finished(s) == 1 {
+            closeNotifySent = true
+            _ = SSL_shutdown(s)
+            _ = takeErrors()
+        }
+        if closing {
+            SSL_free(s)
+            ssl = nil
+        }
+    }
 }

@@ -83,16 +83,7 @@ public final class TLSTransport: Transport {
     /// close_notify once, best effort (a full socket buffer just drops it); on close the TLS
     /// state is freed at once rather than with the connection object.
     public func shutdown(fd: Int32, closing: Bool) {
-        guard let ssl else { return }
-        if !failed && !closeNotifySent && SSL_is_init_finished(ssl) == 1 {
-            closeNotifySent = true
-            _ = SSL_shutdown(ssl)
-            _ = TLSLibrary.takeErrors()
-        }
-        if closing {
-            SSL_free(ssl)
-            self.ssl = nil
-        }
+        TLSLibrary.shutdown(&ssl, failed: failed, closeNotifySent: &closeNotifySent, closing: closing)
     }
 
     /// The negotiated protocol version ("TLSv1.3"), for logs and tests.
