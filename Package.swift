@@ -32,7 +32,7 @@ let package = Package(
         .executableTarget(name: "tern-bench", dependencies: ["TernCore", "TernHTTP1", "CAllocCounter", "CTernShim"], swiftSettings: optimize),
         // Fuzz checks: one total function per decoder of untrusted bytes, shared by the libFuzzer
         // harness (Fuzz/Harness) and the replay of the committed corpus in `swift test`.
-        .target(name: "TernFuzzChecks", dependencies: ["TernCore", "TernHTTP1", "TernBolt", "TernServer"]),
+        .target(name: "TernFuzzChecks", dependencies: ["TernCore", "TernHTTP1", "TernBolt", "TernServer", "TernTLS"]),
         .target(name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport"),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"]),
         .testTarget(name: "TernHTTP1Tests", dependencies: ["TernHTTP1", "TernCore", "TernTestSupport"]),

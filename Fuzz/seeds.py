@@ -169,3 +169,15 @@ regex_seeds = {
 }
 for name, data in regex_seeds.items():
     write("regex", name, data)
+
+
+# TLS server_name extension bodies (RFC 6066), as read from a ClientHello.
+def sni(*entries, list_len=None):
+    body = b"".join(bytes([t]) + struct.pack(">H", len(n)) + n for t, n in entries)
+    return struct.pack(">H", len(body) if list_len is None else list_len) + body
+
+write("sni", "one-name", sni((0, b"alpha.test")))
+write("sni", "other-type-first", sni((1, b"x"), (0, b"secure.test")))
+write("sni", "list-longer-than-data", sni((0, b"abc"), list_len=200))
+write("sni", "name-past-list", sni((0, b"abcdef"), list_len=5))
+write("sni", "empty-list", sni())

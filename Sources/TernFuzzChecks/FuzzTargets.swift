@@ -7,6 +7,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("bolt", BoltChecks.check),
     ("config", ConfigChecks.check),
     ("regex", RegexChecks.check),
+    ("sni", ServerNameChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,

@@ -108,28 +108,35 @@ private func equalIgnoringCase(_ lowered: [UInt8], _ from: Int, _ other: UnsafeP
     return true
 }
 
-/// The ClientHello callback of a set's first context: reads the server_name extension in place
-/// (RFC 6066: a 2-byte list length, then entries of a type byte, a 2-byte length and the name;
-/// the first host_name entry counts) and moves the SSL to the context that names it. No SNI, a
-/// malformed list or an unknown name: the default context, as MOSN does.
+/// The first host_name entry of a server_name extension's bytes (RFC 6066: a 2-byte list length,
+/// then entries of a type byte, a 2-byte length and the name), as a range of `count` bytes at `p`;
+/// nil when there is none or the list is malformed. Read in place from the client's bytes, so
+/// every length is checked against what is there before it is used (fuzzed: the `sni` target).
+public func firstHostName(inServerNameExtension p: UnsafePointer<UInt8>, count: Int) -> Range<Int>? {
+    guard count >= 2 else { return nil }
+    let listEnd = min(count, 2 + (Int(p[0]) << 8 | Int(p[1])))
+    var at = 2
+    while at + 3 <= listEnd {
+        let nameLength = Int(p[at + 1]) << 8 | Int(p[at + 2])
+        guard at + 3 + nameLength <= listEnd else { return nil }
+        if p[at] == UInt8(TLSEXT_NAMETYPE_host_name) { return (at + 3)..<(at + 3 + nameLength) }
+        at += 3 + nameLength
+    }
+    return nil
+}
+
+/// The ClientHello callback of a set's first context: moves the SSL to the context that names
+/// the client's server name. No SNI, a malformed list or an unknown name: the default context,
+/// as MOSN does.
 private func chooseContextByServerName(_ ssl: OpaquePointer?, _ alert: UnsafeMutablePointer<Int32>?, _ argument: UnsafeMutableRawPointer?) -> Int32 {
     guard let ssl, let argument else { return SSL_CLIENT_HELLO_SUCCESS }
     let set = Unmanaged<TLSServerContextSet>.fromOpaque(argument).takeUnretainedValue()
     var data: UnsafePointer<UInt8>?
     var length = 0
-    guard SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_server_name), &data, &length) == 1, let data, length >= 2 else {
+    guard SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_server_name), &data, &length) == 1, let data,
+          let name = firstHostName(inServerNameExtension: data, count: length) else {
         return SSL_CLIENT_HELLO_SUCCESS
     }
-    let listEnd = min(length, 2 + (Int(data[0]) << 8 | Int(data[1])))
-    var at = 2
-    while at + 3 <= listEnd {
-        let nameLength = Int(data[at + 1]) << 8 | Int(data[at + 2])
-        guard at + 3 + nameLength <= listEnd else { break }
-        if data[at] == UInt8(TLSEXT_NAMETYPE_host_name) {
-            set.select(set.index(forServerName: data + at + 3, count: nameLength), for: ssl)
-            break
-        }
-        at += 3 + nameLength
-    }
+    set.select(set.index(forServerName: data + name.lowerBound, count: name.count), for: ssl)
     return SSL_CLIENT_HELLO_SUCCESS
 }
