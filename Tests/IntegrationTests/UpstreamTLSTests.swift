@@ -166,4 +166,20 @@ final class UpstreamTLSTests {
                                             filter: "{ \"type\": \"tcp_proxy\", \"config\": { \"cluster\": \"up\" } }")
         #expect(try curl(["http://127.0.0.1:\(port)/l4"]).output == "hello from upstream /l4")
     }
+
+    @Test func tcpProxyToARefusingTLSServerResetsTheClientAndCountsIt() throws {
+        let serverSide = try startServerSide()
+        let (port, clientTern) = try startClientSide(target: serverSide, context: "\"ca_cert\": \"\(rogueCA)\"",
+                                                     filter: "{ \"type\": \"tcp_proxy\", \"config\": { \"cluster\": \"up\" } }")
+        let c = try RawClient(port: port, timeout: 5)
+        c.send("GET /l4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(TCPBytes.readToEnd(c.fd) { _ in } == .reset)
+        #expect(waitUntil(timeout: 5) { clientTern.child.output.contains("upstream_tls_handshake_failed") }, "\(clientTern.child.output)")
+        #expect(clientTern.child.output.contains("certificate verify failed"), "\(clientTern.child.output)")
+        clientTern.child.signal(SIGTERM)
+        _ = clientTern.child.waitForExit(timeout: 10)
+        // The drain line counts the refused handshake (the readiness probe's pair is refused too).
+        #expect(clientTern.child.output.contains("connect_failures="), "\(clientTern.child.output)")
+        #expect(!clientTern.child.output.contains("connect_failures=0"), "\(clientTern.child.output)")
+    }
 }

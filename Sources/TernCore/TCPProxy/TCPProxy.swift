@@ -297,6 +297,13 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
             }
         case .streaming:
             let other = peer(of: connection)
+            if connection === upstream, case .handshakeFailed(let why) = reason {
+                // TCP connected but TLS did not: counted and logged as HTTP and bolt do (the
+                // client is reset; its bytes may have been read, so no other host is tried).
+                let error = StreamError.upstreamTLSFailed(host: upstreamName, why: why)
+                cluster?.stats.record(error)
+                worker.logger.warn("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): \(error.code): \(error.detail); resetting the client")
+            }
             if reason != .localClose {
                 // A reset or an error on one side: the other learns it as a reset, not as a clean end.
                 worker.logger.debug("tcp_proxy", "\(settings.statPrefix) listener \(settings.listenerName): \(connection === downstream ? "client" : "upstream \(upstreamName)") closed with \(reason); resetting the other side")
