@@ -60,6 +60,12 @@ static inline void tern_ssl_ctx_set_server_defaults(SSL_CTX *ctx) {
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF
                              | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    // One TLS 1.3 ticket per full handshake, as Go's server (MOSN) sends: a client resumes with
+    // one, and OpenSSL's default second ticket costs a key derivation and an encryption each time.
+    SSL_CTX_set_num_tickets(ctx, 1);
+    // Go's TLS 1.3 preference with AES hardware (AES-128 first): the cheaper key schedule (SHA-256)
+    // and the suite every TLS 1.3 peer must offer. `cipher_suites` in the config replaces it.
+    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 }
 
 // Certificates by SNI (tls_context_set): a connection's SSL moves to the chosen context in the
