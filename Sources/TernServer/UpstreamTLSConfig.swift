@@ -17,7 +17,6 @@ extension ConfigCompiler {
         for key in ["verify_client", "require_client_cert"] where t.bool(key) == true {
             diagnostics.warn(t.sub(key), "applies to a listener; ignored on the client side, as in MOSN")
         }
-        if t.isNonEmpty("ecdh_curves") { diagnostics.warn(t.sub("ecdh_curves"), "not applied on the client side (OpenSSL's default groups are offered)") }
         if t.isNonEmpty("ticket") { diagnostics.warn(t.sub("ticket"), "a listener key; ignored on the client side") }
         let insecure = t.bool("insecure_skip") ?? false
         let caPEM = pem(t, "ca_cert", required: false)
@@ -35,6 +34,7 @@ extension ConfigCompiler {
         let serverName = t.string("server_name").flatMap { $0.isEmpty ? nil : $0 }
         let (minVersion, maxVersion) = tlsVersionRange(t)
         let ciphers = tlsList(t, "cipher_suites")
+        let curves = tlsList(t, "ecdh_curves").compactMap { curve(t, $0) }
         let alpn = alpnList(t)
         guard diagnostics.errors.count == errorsBefore else { return nil }
 
@@ -46,6 +46,7 @@ extension ConfigCompiler {
         settings.minVersion = minVersion
         settings.maxVersion = maxVersion
         settings.cipherSuites = ciphers
+        settings.curves = curves
         settings.alpn = alpn
         do {
             return ClientTLS(context: try TLSClientContext(settings), serverName: serverName)

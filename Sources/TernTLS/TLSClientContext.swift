@@ -15,6 +15,8 @@ public struct TLSClientSettings: Sendable {
     public var minVersion: TLSVersion = .tls1_2
     public var maxVersion: TLSVersion = .tls1_3
     public var cipherSuites: [String] = []
+    /// OpenSSL group names (`ecdh_curves`): the only key-exchange groups offered; empty: OpenSSL's default.
+    public var curves: [String] = []
     /// Application protocols offered, in preference order.
     public var alpn: [String] = []
 
@@ -55,6 +57,7 @@ public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
             throw TLSSetupError(key: "min_version", message: "OpenSSL refused the version range: \(TLSLibrary.takeErrors() ?? "")")
         }
         try setCipherSuites(s.cipherSuites)
+        try setGroups(s.curves)
         if !s.alpn.isEmpty {
             var wire: [UInt8] = []
             for name in s.alpn { wire.append(UInt8(name.utf8.count)); wire += Array(name.utf8) }

@@ -60,6 +60,14 @@ extension TLSContextOwner {
         if !tls12.isEmpty { _ = SSL_CTX_set_cipher_list(ctx, tls12.joined(separator: ":")) }
     }
 
+    /// `ecdh_curves`, already OpenSSL group names: on a listener the groups accepted, on a
+    /// cluster the only groups offered (Go's CurvePreferences, which MOSN sets on both sides).
+    func setGroups(_ groups: [String]) throws(TLSSetupError) {
+        if !groups.isEmpty && tern_ssl_ctx_set1_groups_list(ctx, groups.joined(separator: ":")) != 1 {
+            throw TLSSetupError(key: "ecdh_curves", message: "OpenSSL refused \(groups.joined(separator: ":")): \(TLSLibrary.takeErrors() ?? "unknown group")")
+        }
+    }
+
     func isOneCipher(_ name: String, _ probe: OpaquePointer) -> Bool {
         guard SSL_CTX_set_cipher_list(probe, name) == 1, let text = tern_ssl_ctx_single_cipher_name(probe) else { return false }
         return String(cString: text) == name

@@ -93,9 +93,7 @@ public final class TLSServerContext: @unchecked Sendable {
             throw TLSSetupError(key: "min_version", message: "OpenSSL refused the version range: \(TLSLibrary.takeErrors() ?? "")")
         }
         try setCipherSuites(s.cipherSuites)
-        if !s.curves.isEmpty && tern_ssl_ctx_set1_groups_list(ctx, s.curves.joined(separator: ":")) != 1 {
-            throw TLSSetupError(key: "ecdh_curves", message: "OpenSSL refused \(s.curves.joined(separator: ":")): \(TLSLibrary.takeErrors() ?? "unknown group")")
-        }
+        try setGroups(s.curves)
         // Sessions resume only on the listener that issued them (and a client certificate
         // verified once is not replayed into another listener's trust).
         let idContext = Array(("tern:" + s.listenerName).utf8.prefix(Int(SSL_MAX_SID_CTX_LENGTH)))
