@@ -6,6 +6,7 @@
 # certificate and one with a certificate from another CA, then stops everything it started.
 # TERN_BIN: the binary (default .build/release/tern, else .build/debug/tern). Exit 0: all as expected.
 set -u
+[ -n "${TERN_BIN:-}" ] && TERN_BIN=$(cd "$(dirname "$TERN_BIN")" && pwd)/$(basename "$TERN_BIN")   # before the cd below
 cd "$(dirname "$0")/../.."
 EX=examples/tls-gateway
 CERTS=$EX/certs
