@@ -108,6 +108,12 @@ int tern_wait_signal(void) {
     if (sigwait(&set, &sig) != 0) return -1;
     return sig;
 }
+int tern_wait_signal_for(int ms) {
+    sigset_t set = handled_signals();
+    struct timespec limit = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    int sig = sigtimedwait(&set, NULL, &limit);
+    return sig > 0 ? sig : 0;   /* 0: the time passed (or EINTR) with no signal */
+}
 int tern_errno(void) { return errno; }
 void tern_set_thread_name(const char *name) { char n[16]; strncpy(n, name, 15); n[15] = 0; pthread_setname_np(pthread_self(), n); }
 

@@ -15,7 +15,7 @@ public struct ListenerPlan: Sendable {
     /// `inspector: true` on a TLS listener: TLS and plain text on one port, told apart by the
     /// first byte, waited for up to this long (the listener's idle timeout; 0: unbounded). nil: off.
     public var inspectorWaitMS: Int64? = nil
-    /// Per context of `tls`, the files a certificate reload (SIGHUP) reads again.
+    /// Per context of `tls`, the files a certificate reload (SIGHUP, or a file changed) reads again.
     public var tlsFiles: [TLSContextFiles] = []
 }
 
@@ -88,7 +88,7 @@ struct ConfigCompiler {
             cm.checkKeys(known: ["clusters", "tls_context"], ignored: ["clusters_configs", "auto_discovery", "registry_use_health_check"])
             // Compiled once, shared by the clusters with cluster_manager_tls: true.
             let managerEnabled = cm.enablesTLS("tls_context")
-            let managerTLS = managerEnabled ? cm.object("tls_context").flatMap(compileClientTLS) : nil
+            let managerTLS = managerEnabled ? cm.object("tls_context").flatMap { compileClientTLS($0, owner: "cluster_manager") } : nil
             for c in cm.objects("clusters") {
                 guard let cluster = compileCluster(c, managerTLS: managerTLS, managerTLSEnabled: managerEnabled) else { continue }
                 if clusterIndex[cluster.name] != nil {

@@ -111,10 +111,16 @@ public final class Server: Sendable {
     }
 
     /// Blocks the calling (main) thread on signals: SIGTERM drains then returns 0; SIGINT and
-    /// SIGQUIT return at once.
+    /// SIGQUIT return at once; SIGHUP reloads certificates.
+    /// Between signals it looks at the certificate files every `CertificateWatch.intervalMS`.
     public func waitForSignals() -> Int32 {
+        var certificates = CertificateWatch(plan: plan)
         while true {
-            let sig = tern_wait_signal()
+            let sig = certificates.isEmpty ? tern_wait_signal() : tern_wait_signal_for(CertificateWatch.intervalMS)
+            if sig == 0 {
+                for target in certificates.changed() { reload(target, cause: "files changed") }
+                continue
+            }
             switch sig {
             case SIGTERM:
                 logger.info("server", "SIGTERM: draining (timeout \(plan.drainTimeoutMS) ms)")
@@ -126,6 +132,7 @@ public final class Server: Sendable {
                 return 0
             case SIGHUP:
                 logger.info("server", "SIGHUP: reloading certificates")
+                certificates.rememberAll()
                 reloadCertificates()
             case SIGUSR1:
                 logger.warn("server", "signal \(sig) (log reopen) is not supported yet; ignored")

@@ -1,17 +1,18 @@
 import TernCore
 import TernTLS
 
-/// A client-side `tls_context` compiled: the OpenSSL context and the name it verifies, when set.
+/// A client-side `tls_context` compiled: the OpenSSL context (reloadable) and the name it
+/// verifies, when set.
 struct ClientTLS {
-    let context: TLSClientContext
+    let context: TLSClientContextSlot
     let serverName: String?
 }
 
 /// Upstream TLS: a cluster's `tls_context` (or, with `cluster_manager_tls: true`, the cluster
 /// manager's) read with MOSN's keys into one `TLSClientContext`, hung on the `ClusterConfig`.
 extension ConfigCompiler {
-    /// nil when the context has errors (recorded).
-    func compileClientTLS(_ t: JSONObject) -> ClientTLS? {
+    /// nil when the context has errors (recorded). `owner` names it in reload logs.
+    func compileClientTLS(_ t: JSONObject, owner: String) -> ClientTLS? {
         let errorsBefore = diagnostics.errors.count
         checkTLSContextKeys(t)
         for key in ["verify_client", "require_client_cert"] where t.bool(key) == true {
@@ -49,7 +50,8 @@ extension ConfigCompiler {
         settings.curves = curves
         settings.alpn = alpn
         do {
-            return ClientTLS(context: try TLSClientContext(settings), serverName: serverName)
+            let context = try TLSClientContext(settings)
+            return ClientTLS(context: TLSClientContextSlot(context, owner: owner, files: tlsFiles(t)), serverName: serverName)
         } catch {
             diagnostics.error(t.sub(error.key), error.message)
             return nil
@@ -74,7 +76,7 @@ extension ConfigCompiler {
             }
             tls = manager
         } else if own, let t = c.object("tls_context") {
-            tls = compileClientTLS(t)
+            tls = compileClientTLS(t, owner: "cluster \(name)")
         } else {
             for (h, _) in hosts where h.bool("tls_disable") == true {
                 diagnostics.warn(h.sub("tls_disable"), "the cluster has no TLS; this host is plain text anyway")
@@ -87,7 +89,7 @@ extension ConfigCompiler {
             if h.bool("tls_disable") == true { names.append(nil); continue }
             // The name verified (and sent as SNI): server_name, else the host's hostname, else its IP.
             let name = tls.serverName ?? (host.hostname.isEmpty ? ipText(of: host.address) : host.hostname)
-            if name.isEmpty && tls.context.verifiesServer {
+            if name.isEmpty && tls.context.context.verifiesServer {
                 diagnostics.error(h.sub("address"), "a unix socket host needs server_name or a hostname to verify the server's certificate against")
             }
             names.append(name)

@@ -1,5 +1,6 @@
 import COpenSSL
 import Glibc
+import Synchronization
 import TernCore
 
 /// What a cluster's `tls_context` asks for on the client side, already read from the config
@@ -28,6 +29,8 @@ public struct TLSClientSettings: Sendable {
 public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
     let ctx: OpaquePointer
     public let verifiesServer: Bool
+    /// What it was built from: a certificate reload rebuilds it with the files read again.
+    public let settings: TLSClientSettings
 
     public init(_ s: TLSClientSettings) throws(TLSSetupError) {
         _ = TLSLibrary.takeErrors()
@@ -36,6 +39,7 @@ public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
         }
         self.ctx = ctx
         verifiesServer = !s.insecureSkipVerify
+        settings = s
         // From here a throw runs deinit, which frees the context.
         tern_ssl_ctx_set_client_defaults(ctx)
         try configure(s)
@@ -71,15 +75,68 @@ public final class TLSClientContext: @unchecked Sendable, TLSContextOwner {
     }
 }
 
-/// A cluster's upstream TLS: the (possibly shared) client context plus, per host, the name sent
-/// as SNI and verified, and whether the host is plain text (`tls_disable`).
+/// The client context in use for one `tls_context` (a cluster's, or the cluster manager's shared
+/// by several clusters), replaced as a whole by a certificate reload. Each worker's connector
+/// keeps the context it last took and looks at the generation (one atomic load) before each new
+/// connection; a connection keeps the SSL_CTX it started with (OpenSSL counts the reference).
+public final class TLSClientContextSlot: Sendable {
+    /// Names the context in logs: "cluster up", "cluster_manager".
+    public let owner: String
+    /// The files it was read from, read again on reload (all nil: inline PEM only).
+    public let files: TLSContextFiles
+    private let current: Mutex<(generation: Int, context: TLSClientContext)>
+    private let generation = Atomic<Int>(0)
+
+    public init(_ context: TLSClientContext, owner: String, files: TLSContextFiles) {
+        self.owner = owner
+        self.files = files
+        current = Mutex((0, context))
+    }
+
+    public var context: TLSClientContext { current.withLock { $0.context } }
+
+    /// New connections from now on use `context`.
+    public func replace(with context: TLSClientContext) {
+        let next = current.withLock { state in
+            state = (state.generation + 1, context)
+            return state.generation
+        }
+        generation.store(next, ordering: .releasing)
+    }
+
+    /// The context and its generation, when newer than `seen`.
+    func newer(than seen: Int) -> (generation: Int, context: TLSClientContext)? {
+        guard generation.load(ordering: .acquiring) != seen else { return nil }
+        return current.withLock { $0 }
+    }
+
+    func snapshot() -> (generation: Int, context: TLSClientContext) { current.withLock { $0 } }
+}
+
+/// Where one `tls_context`'s PEM came from on disk; nil where the config holds it inline (inline
+/// PEM has nothing to reload). `ca` is `ca_cert`: client CAs on a listener, server CAs upstream.
+public struct TLSContextFiles: Sendable, Equatable {
+    public var certificateChain: String?
+    public var privateKey: String?
+    public var ca: String?
+    public init(certificateChain: String?, privateKey: String?, ca: String?) {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+        self.ca = ca
+    }
+    public var isEmpty: Bool { certificateChain == nil && privateKey == nil && ca == nil }
+    public var paths: [String] { [certificateChain, privateKey, ca].compactMap { $0 } }
+}
+
+/// A cluster's upstream TLS: the (possibly shared, reloadable) client context plus, per host, the
+/// name sent as SNI and verified, and whether the host is plain text (`tls_disable`).
 public struct UpstreamTLS: UpstreamTransportSource {
-    public let context: TLSClientContext
+    public let context: TLSClientContextSlot
     public let clusterName: String
     /// Per host: the name to verify (and send as SNI unless it is an IP address); nil: plain text.
     public let hostNames: [String?]
 
-    public init(context: TLSClientContext, clusterName: String, hostNames: [String?]) {
+    public init(context: TLSClientContextSlot, clusterName: String, hostNames: [String?]) {
         self.context = context
         self.clusterName = clusterName
         self.hostNames = hostNames
@@ -97,17 +154,26 @@ final class TLSUpstreamConnector: UpstreamTransportFactory {
     let tls: UpstreamTLS
     let logger: Logger
     private var sessions: [OpaquePointer?]
+    /// The context new connections start from, and the slot's generation it came with.
+    private(set) var context: TLSClientContext
+    private var generation: Int
 
     init(tls: UpstreamTLS, logger: Logger) {
         self.tls = tls
         self.logger = logger
         sessions = Array(repeating: nil, count: tls.hostNames.count)
+        (generation, context) = tls.context.snapshot()
     }
 
     deinit { for s in sessions { if let s { SSL_SESSION_free(s) } } }
 
     func makeTransport(hostIndex: Int, fd: Int32) throws(TransportSetupError) -> Transport? {
         guard let name = tls.hostNames[hostIndex] else { return nil }
+        if let reloaded = tls.context.newer(than: generation) {
+            (generation, context) = reloaded
+            // A session resumed from the old context would carry the old client certificate's identity.
+            for host in sessions.indices { forget(host: host) }
+        }
         guard let t = TLSClientTransport(connector: self, host: hostIndex, name: name, fd: fd, session: sessions[hostIndex]) else {
             logger.error("tls", "cluster \(tls.clusterName): OpenSSL could not start a TLS session; connect failed")
             throw TransportSetupError("OpenSSL could not start a TLS session")

@@ -22,7 +22,7 @@ final class TLSClientTransport: Transport {
     private(set) var handshakeFailure: String?
 
     init?(connector: TLSUpstreamConnector, host: Int, name: String, fd: Int32, session: OpaquePointer?) {
-        guard let ssl = SSL_new(connector.tls.context.ctx) else { _ = TLSLibrary.takeErrors(); return nil }
+        guard let ssl = SSL_new(connector.context.ctx) else { _ = TLSLibrary.takeErrors(); return nil }
         self.connector = connector
         self.host = host
         guard SSL_set_fd(ssl, fd) == 1, TLSClientTransport.expect(name, on: ssl) else {

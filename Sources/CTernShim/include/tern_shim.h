@@ -48,6 +48,8 @@ int64_t tern_monotonic_ms(void);
 int64_t tern_monotonic_ns(void);
 void tern_block_signals(void);
 int tern_wait_signal(void);
+/* A handled signal, or 0 when none came within `ms` milliseconds. */
+int tern_wait_signal_for(int ms);
 int tern_errno(void);
 void tern_set_thread_name(const char *name);
 /// Raises the soft descriptor limit to the hard one (as HAProxy does); returns the new soft limit.
