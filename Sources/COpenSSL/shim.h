@@ -33,6 +33,13 @@ static inline const char *tern_ssl_ctx_single_cipher_name(SSL_CTX *ctx) {
     return SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list, 0));
 }
 
+/// Whether the last error queued is PEM's "no start line": a read of PEM blocks that ends with it
+/// ran out of blocks; any other error is a malformed (truncated, half-written) block.
+static inline int tern_err_last_is_pem_end(void) {
+    unsigned long e = ERR_peek_last_error();
+    return ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+}
+
 /// Upstream TLS: SNI (a macro over SSL_ctrl).
 static inline int tern_ssl_set_tlsext_host_name(SSL *ssl, const char *name) {
     return (int)SSL_set_tlsext_host_name(ssl, name);

@@ -10,7 +10,7 @@ extension TLSServerContext: TLSContextOwner {}
 
 extension TLSContextOwner {
     func loadCertificateChain(_ pem: [UInt8]) throws(TLSSetupError) {
-        let certificates = readCertificates(pem)
+        let certificates = try readCertificates(pem, key: "cert_chain")
         guard let leaf = certificates.first else {
             throw TLSSetupError(key: "cert_chain", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
         }
@@ -76,7 +76,7 @@ extension TLSContextOwner {
     /// Adds the CA certificates in `ca_cert` to the context's trust store (and, on a listener,
     /// to the CA names sent with the CertificateRequest).
     func trust(_ pem: [UInt8], namingThemToClients: Bool) throws(TLSSetupError) {
-        let certificates = readCertificates(pem)
+        let certificates = try readCertificates(pem, key: "ca_cert")
         if certificates.isEmpty {
             throw TLSSetupError(key: "ca_cert", message: "no PEM certificate in it (\(TLSLibrary.takeErrors() ?? "empty"))")
         }
@@ -89,15 +89,23 @@ extension TLSContextOwner {
         }
     }
 
-    func readCertificates(_ pem: [UInt8]) -> [OpaquePointer] {
+    /// Every certificate in `pem`, in order (empty: none, the reason left in the error queue). A
+    /// block that does not parse after good ones (a file cut short mid-write) is an error, not the
+    /// end of the list: the chain or CA list would otherwise load silently without it.
+    func readCertificates(_ pem: [UInt8], key: String) throws(TLSSetupError) -> [OpaquePointer] {
         let certificates: [OpaquePointer] = withMemoryBIO(pem) { bio in
             var list: [OpaquePointer] = []
             while let c = PEM_read_bio_X509(bio, nil, nil, nil) { list.append(c) }
             return list
         }
-        // The read that ends the loop leaves "no start line" in the queue.
-        if !certificates.isEmpty { _ = TLSLibrary.takeErrors() }
-        return certificates
+        if certificates.isEmpty { return [] }
+        // A clean end: the read after the last block found no "-----BEGIN".
+        if tern_err_last_is_pem_end() == 1 {
+            _ = TLSLibrary.takeErrors()
+            return certificates
+        }
+        for c in certificates { X509_free(c) }
+        throw TLSSetupError(key: key, message: "the PEM block after certificate \(certificates.count) is malformed (cut short?): \(TLSLibrary.takeErrors() ?? "unreadable")")
     }
 
     func withMemoryBIO<R>(_ bytes: [UInt8], _ body: (OpaquePointer) -> R) -> R {

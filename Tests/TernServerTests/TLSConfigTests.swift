@@ -73,7 +73,12 @@ struct TLSConfigTests {
             (serverFiles + ", \"type\": \"sm\"", "type", "not supported by Tern yet"),
             (serverFiles + ", \"sds_source\": {\"CertificateConfig\": {}}", "sds_source", "not supported by Tern yet"),
         ]
-        for (keys, key, words) in cases {
+        // A chain cut short in its second certificate (a file read mid-write): refused, not loaded without it.
+        let ca = certs.read(certs.caCert)
+        let truncated = certs.read(certs.serverCert) + ca.prefix(ca.count / 2)
+        let more = [("\"cert_chain\": \(quoted(truncated)), \"private_key\": \(quoted(certs.serverKey))", "cert_chain", "after certificate 1 is malformed"),
+                    (serverFiles + ", \"verify_client\": true, \"ca_cert\": \(quoted(ca + ca.prefix(ca.count - 30)))", "ca_cert", "after certificate 1 is malformed")]
+        for (keys, key, words) in cases + more {
             let r = load(tlsConfig(keys))
             #expect(r.plan == nil, "\(key)")
             #expect(hasError(r, at: "\(contextPath).\(key)", saying: words), "\(key): \(r.diagnostics.errors)")
