@@ -88,6 +88,29 @@ struct UpstreamTLSConfigTests {
         #expect(hasError(bad, at: "$.cluster_manager.tls_context.ca_cert", saying: "required"))
     }
 
+    /// What a certificate reload looks at: each context with files once (the cluster manager's
+    /// shared one included), never an inline one; a rebuild reads the files again or refuses.
+    @Test func reloadableContextsAreTheOnesWithFiles() throws {
+        let hosts = "\"hosts\": [{\"address\": \"127.0.0.1:8080\"}]"
+        let manager = "\"tls_context\": {\"status\": true, \(ca), \(client), \"server_name\": \"localhost\"}"
+        let clusters = "\"name\": \"c\", \"cluster_manager_tls\": true, \(hosts) }, { \"name\": \"b\", \"cluster_manager_tls\": true, \(hosts) }, "
+            + "{ \"name\": \"own\", \(hosts), \"tls_context\": {\"status\": true, \(ca)} }, "
+            + "{ \"name\": \"inline\", \(hosts), \"tls_context\": {\"status\": true, \"ca_cert\": \(String(reflecting: certs.read(certs.caCert)))}"
+        let r = load(config(cluster: clusters).replacingOccurrences(of: "\"cluster_manager\": { ", with: "\"cluster_manager\": { \(manager), "))
+        let plan = try #require(r.plan, "\(r.diagnostics.errors)")
+        let slots = Server.reloadableClientContexts(plan)
+        #expect(slots.map(\.owner) == ["cluster_manager", "cluster own"])
+        #expect(slots.first?.files == TLSContextFiles(certificateChain: certs.clientCert, privateKey: certs.clientKey, ca: certs.caCert))
+        #expect(slots.last?.files == TLSContextFiles(certificateChain: nil, privateKey: nil, ca: certs.caCert))
+
+        let shared = try #require(slots.first)
+        let rebuilt = try Server.rebuild(shared.context, files: shared.files)
+        #expect(rebuilt !== shared.context && rebuilt.settings.certificateChainPEM == Array(certs.read(certs.clientCert).utf8))
+        var mismatched = shared.files
+        mismatched.privateKey = certs.strayKey
+        #expect(throws: Server.ReloadError.self) { try Server.rebuild(shared.context, files: mismatched) }
+    }
+
     @Test func aPlainClusterStaysPlain() throws {
         let r = load(config())
         #expect(try #require(r.plan).clusters[0].upstreamTransport == nil)
