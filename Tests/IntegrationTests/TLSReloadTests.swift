@@ -179,31 +179,37 @@ final class TLSReloadTests {
     /// and a client-side Tern whose cluster `up` speaks TLS to it with the client certificate in
     /// `certFile`/`keyFile`. `clientListenerTLS`: the client side's listener terminates TLS too.
     func startGatewayPair(caFile: String, certFile: String, keyFile: String, clientListenerTLS: Bool = false,
-                          clusterExtra: String = "") throws -> (port: UInt16, client: TernProcess, server: TernProcess) {
+                          clusterExtra: String = "") throws -> (port: UInt16, client: TernProcess, server: TernProcess, serverPort: UInt16) {
         let serverPort = freePort()
         let serverTLS = "\"tls_context\": \(context(certs.serverCert, certs.serverKey, ", \"ca_cert\": \"\(caFile)\", \"verify_client\": true"))"
         let server = try startTern(at: serverPort, listenerKeys: serverTLS, upstreamPort: upstream.port, clusterTLS: nil, clusterExtra: "")
         let port = freePort()
-        let clusterTLS = "{\"status\": true, \"ca_cert\": \"\(certs.caCert)\", \"cert_chain\": \"\(certFile)\", \"private_key\": \"\(keyFile)\", \"server_name\": \"localhost\"}"
         let listenerTLS = clientListenerTLS ? "\"tls_context\": \(context(certs.serverCert, certs.serverKey))" : nil
-        let client = try startTern(at: port, listenerKeys: listenerTLS, upstreamPort: serverPort, clusterTLS: clusterTLS, clusterExtra: clusterExtra)
-        return (port, client, server)
+        let client = try startTern(at: port, listenerKeys: listenerTLS, upstreamPort: serverPort,
+                                   clusterTLS: clusterTLS(certFile: certFile, keyFile: keyFile), clusterExtra: clusterExtra)
+        return (port, client, server, serverPort)
     }
 
-    func startTern(at port: UInt16, listenerKeys: String?, upstreamPort: UInt16, clusterTLS: String?, clusterExtra: String) throws -> TernProcess {
-        var config = proxyConfig(listen: port, upstream: upstreamPort, routeTimeout: "60s")
+    func startTern(at port: UInt16, listenerKeys: String?, upstreamPort: UInt16, clusterTLS: String?, clusterExtra: String,
+                   workers: Int = 2, logLevel: String = "INFO") throws -> TernProcess {
+        var config = proxyConfig(listen: port, upstream: upstreamPort, routeTimeout: "60s", logLevel: logLevel)
         if let listenerKeys { config = config.replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \(listenerKeys),") }
         if let clusterTLS {
             config = config.replacingOccurrences(of: "\"connect_timeout\": \"2s\",", with: "\"connect_timeout\": \"2s\", \"tls_context\": \(clusterTLS)\(clusterExtra),")
         }
-        let tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", "2"])
+        let tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", String(workers)])
         terns.append(tern)
         return tern
     }
 
+    func clusterTLS(certFile: String, keyFile: String) -> String {
+        "{\"status\": true, \"ca_cert\": \"\(certs.caCert)\", \"cert_chain\": \"\(certFile)\", \"private_key\": \"\(keyFile)\", \"server_name\": \"localhost\"}"
+    }
+
     /// The upstream comes to require a client certificate from the rogue CA (its ca_cert file
     /// replaced); the client side's cluster certificate files are then replaced by one from that
-    /// CA, and its new upstream connections present it, with no SIGHUP on either side.
+    /// CA, and its new upstream connections present it, with no SIGHUP on either side. An upstream
+    /// keep-alive connection made before (by a second client side, on the same files) carries on.
     @Test func clusterClientCertificatesReloadForNewUpstreamConnections() throws {
         let serverFiles = try makeDirectory("upstream-ca")
         let clientFiles = try makeDirectory("cluster-cert")
@@ -212,9 +218,14 @@ final class TLSReloadTests {
         try FileManager.default.copyItem(atPath: certs.clientCert, toPath: cert)
         try FileManager.default.copyItem(atPath: certs.clientKey, toPath: key)
         // One request per upstream connection: each request makes a new upstream handshake.
-        let (port, client, server) = try startGatewayPair(caFile: ca, certFile: cert, keyFile: key, clusterExtra: ", \"max_request_per_conn\": 1")
+        let (port, client, server, serverPort) = try startGatewayPair(caFile: ca, certFile: cert, keyFile: key, clusterExtra: ", \"max_request_per_conn\": 1")
         let url = "http://127.0.0.1:\(port)"
         #expect(try curl(["\(url)/one"]).output == "hello from upstream /one")
+        // Keep-alive upstream connections, one worker, DEBUG: one "established" line per connection.
+        let pooledPort = freePort()
+        let pooled = try startTern(at: pooledPort, listenerKeys: nil, upstreamPort: serverPort, clusterTLS: clusterTLS(certFile: cert, keyFile: key),
+                                   clusterExtra: "", workers: 1, logLevel: "DEBUG")
+        #expect(try curl(["http://127.0.0.1:\(pooledPort)/pooled-before"]).output == "hello from upstream /pooled-before")
 
         // The upstream now trusts only the rogue CA: the client certificate in use is refused.
         try replaceAtomically(ca, with: rogueCA)
@@ -228,6 +239,10 @@ final class TLSReloadTests {
         #expect(waitUntil(timeout: 10) { client.child.output.contains("cluster up: certificates reloaded (files changed)") }, "\(client.child.output)")
         #expect(waitUntil(timeout: 10) { (try? curl(["\(url)/three"]).output) == "hello from upstream /three" }, "\(client.child.output)")
         for i in 0..<3 { #expect(try curl(["\(url)/after\(i)"]).output == "hello from upstream /after\(i)") }
+        // The pooled connection made with the old certificate still carries requests.
+        #expect(waitUntil(timeout: 10) { pooled.child.output.contains("cluster up: certificates reloaded (files changed)") }, "\(pooled.child.output)")
+        #expect(try curl(["http://127.0.0.1:\(pooledPort)/pooled-after"]).output == "hello from upstream /pooled-after")
+        #expect(pooled.child.output.components(separatedBy: "established (TLS").count - 1 == 1, "\(pooled.child.output)")
         #expect(client.child.isRunning && server.child.isRunning)
     }
 
@@ -236,7 +251,7 @@ final class TLSReloadTests {
     /// 50 MB up (request body) and 50 MB down (response body) through a TLS listener, then
     /// upstream mTLS to a second Tern's TLS listener, checked by SHA-256 at both ends.
     @Test func fiftyMegabytesBothWaysThroughATLSListenerAndUpstreamTLS() throws {
-        let (port, client, _) = try startGatewayPair(caFile: certs.caCert, certFile: certs.clientCert, keyFile: certs.clientKey, clientListenerTLS: true)
+        let (port, client, _, _) = try startGatewayPair(caFile: certs.caCert, certFile: certs.clientCert, keyFile: certs.clientKey, clientListenerTLS: true)
         let size = 50 * 1024 * 1024 + 4321
         let (path, sentDigest) = try temporaryPatternFile(size: size, multiplier: 197)
         defer { try? FileManager.default.removeItem(atPath: path) }
