@@ -65,9 +65,9 @@ extension Server {
         var seen: Set<ObjectIdentifier> = []
         var slots: [TLSClientContextSlot] = []
         for c in plan.clusters {
-            guard let tls = c.upstreamTransport as? UpstreamTLS, !tls.context.files.isEmpty,
-                  seen.insert(ObjectIdentifier(tls.context)).inserted else { continue }
-            slots.append(tls.context)
+            guard let tls = c.upstreamTransport as? UpstreamTLS, !tls.slot.files.isEmpty,
+                  seen.insert(ObjectIdentifier(tls.slot)).inserted else { continue }
+            slots.append(tls.slot)
         }
         return slots
     }

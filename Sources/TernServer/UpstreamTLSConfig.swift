@@ -4,7 +4,7 @@ import TernTLS
 /// A client-side `tls_context` compiled: the OpenSSL context (reloadable) and the name it
 /// verifies, when set.
 struct ClientTLS {
-    let context: TLSClientContextSlot
+    let slot: TLSClientContextSlot
     let serverName: String?
 }
 
@@ -51,7 +51,7 @@ extension ConfigCompiler {
         settings.alpn = alpn
         do {
             let context = try TLSClientContext(settings)
-            return ClientTLS(context: TLSClientContextSlot(context, owner: owner, files: tlsFiles(t)), serverName: serverName)
+            return ClientTLS(slot: TLSClientContextSlot(context, owner: owner, files: tlsFiles(t)), serverName: serverName)
         } catch {
             diagnostics.error(t.sub(error.key), error.message)
             return nil
@@ -89,12 +89,12 @@ extension ConfigCompiler {
             if h.bool("tls_disable") == true { names.append(nil); continue }
             // The name verified (and sent as SNI): server_name, else the host's hostname, else its IP.
             let name = tls.serverName ?? (host.hostname.isEmpty ? ipText(of: host.address) : host.hostname)
-            if name.isEmpty && tls.context.context.verifiesServer {
+            if name.isEmpty && tls.slot.context.verifiesServer {
                 diagnostics.error(h.sub("address"), "a unix socket host needs server_name or a hostname to verify the server's certificate against")
             }
             names.append(name)
         }
-        return UpstreamTLS(context: tls.context, clusterName: name, hostNames: names)
+        return UpstreamTLS(slot: tls.slot, clusterName: name, hostNames: names)
     }
 
     /// "10.0.0.1" of "10.0.0.1:80", "::1" of "[::1]:80"; "" for a unix socket.

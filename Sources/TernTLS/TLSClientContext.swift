@@ -131,13 +131,13 @@ public struct TLSContextFiles: Sendable, Equatable {
 /// A cluster's upstream TLS: the (possibly shared, reloadable) client context plus, per host, the
 /// name sent as SNI and verified, and whether the host is plain text (`tls_disable`).
 public struct UpstreamTLS: UpstreamTransportSource {
-    public let context: TLSClientContextSlot
+    public let slot: TLSClientContextSlot
     public let clusterName: String
     /// Per host: the name to verify (and send as SNI unless it is an IP address); nil: plain text.
     public let hostNames: [String?]
 
-    public init(context: TLSClientContextSlot, clusterName: String, hostNames: [String?]) {
-        self.context = context
+    public init(slot: TLSClientContextSlot, clusterName: String, hostNames: [String?]) {
+        self.slot = slot
         self.clusterName = clusterName
         self.hostNames = hostNames
     }
@@ -162,14 +162,14 @@ final class TLSUpstreamConnector: UpstreamTransportFactory {
         self.tls = tls
         self.logger = logger
         sessions = Array(repeating: nil, count: tls.hostNames.count)
-        (generation, context) = tls.context.snapshot()
+        (generation, context) = tls.slot.snapshot()
     }
 
     deinit { for s in sessions { if let s { SSL_SESSION_free(s) } } }
 
     func makeTransport(hostIndex: Int, fd: Int32) throws(TransportSetupError) -> Transport? {
         guard let name = tls.hostNames[hostIndex] else { return nil }
-        if let reloaded = tls.context.newer(than: generation) {
+        if let reloaded = tls.slot.newer(than: generation) {
             (generation, context) = reloaded
             // A session resumed from the old context would carry the old client certificate's identity.
             for host in sessions.indices { forget(host: host) }

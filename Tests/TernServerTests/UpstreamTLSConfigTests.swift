@@ -35,7 +35,7 @@ struct UpstreamTLSConfigTests {
         let r = load(upstreamConfig("\(ca), \(client), \"alpn\": [\"http/1.1\"], \"min_version\": \"TLSv1_3\"", hosts: hosts))
         #expect(r.diagnostics.errors.isEmpty, "\(r.diagnostics.errors)")
         let tls = try upstreamTLS(r)
-        #expect(tls.context.context.verifiesServer)
+        #expect(tls.slot.context.verifiesServer)
         #expect(tls.hostNames == ["127.0.0.1", "app.internal", "::1", nil])
         // server_name overrides every host's name.
         let named = try upstreamTLS(load(upstreamConfig("\(ca), \"server_name\": \"localhost\"", hosts: hosts)))
@@ -47,7 +47,7 @@ struct UpstreamTLSConfigTests {
         #expect(hasError(none, at: "\(clusterPath).tls_context.ca_cert", saying: "required", "insecure_skip"))
         let insecure = load(upstreamConfig("\"insecure_skip\": true"))
         #expect(insecure.diagnostics.errors.isEmpty, "\(insecure.diagnostics.errors)")
-        #expect(try upstreamTLS(insecure).context.context.verifiesServer == false)
+        #expect(try upstreamTLS(insecure).slot.context.verifiesServer == false)
         #expect(insecure.diagnostics.warnings.contains { $0.hasPrefix("\(clusterPath).tls_context.insecure_skip:") && $0.contains("NOT verified") })
     }
 
