@@ -17,6 +17,17 @@ public struct ListenerPlan: Sendable {
     public var inspectorWaitMS: Int64? = nil
     /// Per context of `tls`, the files a certificate reload (SIGHUP, or a file changed) reads again.
     public var tlsFiles: [TLSContextFiles] = []
+    /// Filter chains picked by the TLS server name (`filter_chain_match.server_names`); `filters`
+    /// is then empty.
+    public var serverNameRouting: ServerNameRoutingPlan? = nil
+}
+
+/// A listener that forwards TLS unterminated to the chain its ClientHello's server name picks.
+public struct ServerNameRoutingPlan: Sendable {
+    public let table: ServerNameTable
+    public let chains: [[NetworkFilterPlan]]
+    /// How long a connection may take to send its whole ClientHello.
+    public let waitMS: Int64
 }
 
 /// What a capturing listener does with each accepted connection: find its original destination
@@ -179,34 +190,47 @@ struct ConfigCompiler {
         var filters: [NetworkFilterPlan] = []
         let chains = l.objects("filter_chains")
         if chains.isEmpty { diagnostics.error(l.sub("filter_chains"), "at least one filter chain is required") }
-        // MOSN itself uses only the first chain; more would mean chain matching, which neither does.
-        if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
-        if let chain = chains.first {
-            chain.checkKeys(known: ["filters", "tls_context", "tls_context_set"], ignored: ["match"])
-            let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
-            for f in chain.objects("filters") {
-                f.checkKeys(known: ["type", "config"])
-                guard let type = f.requiredString("type") else { continue }
-                if type == "connection_manager" { continue }   // read with the routers above
-                guard let kind = NetworkFilterRegistry.kinds[type] else {
-                    let known = NetworkFilterRegistry.kinds.keys.sorted().joined(separator: ", ")
-                    let status = NetworkFilterRegistry.later.contains(type) ? "is not supported by Tern yet" : "is unknown"
-                    diagnostics.error(f.sub("type"), "network filter \"\(type)\" \(status) (supported: \(known))")
-                    continue
-                }
-                let config = f.object("config") ?? JSONObject(.object([:]), path: f.sub("config"), diagnostics: diagnostics)!
-                if let plan = kind.compile(config, context: context, diagnostics: diagnostics) { filters.append(plan) }
+        let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
+        // Chains chosen by the ClientHello's server name (a Tern extension, Envoy's key).
+        let routesByServerName = chains.contains { $0.isNonEmpty("filter_chain_match") }
+        let routing = routesByServerName ? compileServerNameRouting(l, chains: chains, context: context) : nil
+        if !routesByServerName {
+            // MOSN itself uses only the first chain; more would mean chain matching, which it does not do.
+            if chains.count > 1 { diagnostics.warn(l.sub("filter_chains"), "only the first filter chain is used, as in MOSN") }
+            if let chain = chains.first {
+                chain.checkKeys(known: ["filters", "tls_context", "tls_context_set", "filter_chain_match"], ignored: ["match"])
+                filters = compileFilters(chain, context: context)
             }
-            if filters.isEmpty && diagnostics.errors.isEmpty { diagnostics.error(chain.sub("filters"), "no network filter") }
         }
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
         plan.capture = bindPort ? capture : nil
-        if let tls = downstreamTLS(listener: l, chain: chains.first, name: name) { (plan.tls, plan.tlsFiles) = (tls.contexts, tls.files) }
+        plan.serverNameRouting = routing
+        if !routesByServerName, let tls = downstreamTLS(listener: l, chain: chains.first, name: name) { (plan.tls, plan.tlsFiles) = (tls.contexts, tls.files) }
         if l.bool("inspector") == true {
             if plan.tls != nil { plan.inspectorWaitMS = idleTimeout }
             else { diagnostics.warn(l.sub("inspector"), "the listener has no TLS context, so every connection is plain text already") }
         }
         return plan
+    }
+
+    /// A chain's network filters; an error when it has none (and nothing else is wrong).
+    func compileFilters(_ chain: JSONObject, context: FilterContext) -> [NetworkFilterPlan] {
+        var filters: [NetworkFilterPlan] = []
+        for f in chain.objects("filters") {
+            f.checkKeys(known: ["type", "config"])
+            guard let type = f.requiredString("type") else { continue }
+            if type == "connection_manager" { continue }   // read with the routers
+            guard let kind = NetworkFilterRegistry.kinds[type] else {
+                let known = NetworkFilterRegistry.kinds.keys.sorted().joined(separator: ", ")
+                let status = NetworkFilterRegistry.later.contains(type) ? "is not supported by Tern yet" : "is unknown"
+                diagnostics.error(f.sub("type"), "network filter \"\(type)\" \(status) (supported: \(known))")
+                continue
+            }
+            let config = f.object("config") ?? JSONObject(.object([:]), path: f.sub("config"), diagnostics: diagnostics)!
+            if let plan = kind.compile(config, context: context, diagnostics: diagnostics) { filters.append(plan) }
+        }
+        if filters.isEmpty && diagnostics.errors.isEmpty { diagnostics.error(chain.sub("filters"), "no network filter") }
+        return filters
     }
 
     /// `use_original_dst` and `listener_filters`. As in MOSN, either one makes the listener

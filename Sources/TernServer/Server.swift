@@ -65,6 +65,10 @@ public final class Server: Sendable {
         var tlsHandlers: [Int: TLSAcceptHandler] = [:]
         let entries: [AcceptHandler] = zip(plan.listeners, chains).enumerated().map { index, pair in
             let (l, chain) = pair
+            if let routing = l.serverNameRouting {
+                let routed = routing.chains.map { NetworkFilterChain(filters: $0.map { $0.makeFilter(worker: worker) }) }
+                return ServerNameRouter(table: routing.table, chains: routed, worker: worker, waitMS: routing.waitMS, listenerName: l.name)
+            }
             guard let tls = l.tls else { return chain }
             let terminate = TLSAcceptHandler(context: tls, next: chain, logger: logger)
             tlsHandlers[index] = terminate

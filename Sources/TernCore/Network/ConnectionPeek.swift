@@ -84,7 +84,7 @@ final class PeekWait: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .needMore:
             return
         case .close(let why):
-            classifier.worker.logger.debug("listener", "listener \(classifier.listenerName): \(why); connection closed")
+            classifier.worker.logger.info("listener", "listener \(classifier.listenerName): \(why); connection closed")
             withExtendedLifetime(self) {
                 detach()
                 connection.close()
