@@ -47,6 +47,7 @@ def connect(args):
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname=args.sni or None)
     sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # one segment per byte when trickling
     first = True
 
     def send_pending():
@@ -55,7 +56,7 @@ def connect(args):
         if first and args.trickle and data:
             for b in data:
                 sock.sendall(bytes([b]))
-                time.sleep(0.002)
+                time.sleep(0.0005)
         elif data:
             sock.sendall(data)
         if data:
