@@ -181,3 +181,22 @@ write("sni", "other-type-first", sni((1, b"x"), (0, b"secure.test")))
 write("sni", "list-longer-than-data", sni((0, b"abc"), list_len=200))
 write("sni", "name-past-list", sni((0, b"abcdef"), list_len=5))
 write("sni", "empty-list", sni())
+
+
+# Whole ClientHello records for the SNI router (`client-hello`): byte 0 picks a prefix length.
+def client_hello(extensions, session_id=b"", suites=b"\x13\x01", record_len=None, hello_type=1):
+    body = b"\x03\x03" + bytes(range(32)) + bytes([len(session_id)]) + session_id
+    body += struct.pack(">H", len(suites)) + suites + b"\x01\x00"
+    if extensions is not None:
+        ext = b"".join(struct.pack(">HH", t, len(d)) + d for t, d in extensions)
+        body += struct.pack(">H", len(ext)) + ext
+    hello = bytes([hello_type]) + struct.pack(">I", len(body))[1:] + body
+    return b"\x16\x03\x01" + struct.pack(">H", len(hello) if record_len is None else record_len) + hello
+
+write("client-hello", "sni-after-another", b"\xff" + client_hello([(0xff01, b"\x00"), (0, sni((0, b"a.example")))], session_id=bytes(32)))
+write("client-hello", "cut-in-the-middle", b"\x60" + client_hello([(0, sni((0, b"b.example")))]))
+write("client-hello", "no-extensions", b"\xff" + client_hello(None))
+write("client-hello", "no-sni", b"\xff" + client_hello([(10, b"\x00\x02\x00\x1d")]))
+write("client-hello", "record-too-long", b"\xff" + client_hello([(0, sni((0, b"x")))], record_len=0x4001))
+write("client-hello", "not-client-hello", b"\xff" + client_hello([(0, sni((0, b"x")))], hello_type=2))
+write("client-hello", "plain-text", b"\xff" + b"GET / HTTP/1.1\r\n\r\n")

@@ -8,6 +8,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("config", ConfigChecks.check),
     ("regex", RegexChecks.check),
     ("sni", ServerNameChecks.check),
+    ("client-hello", ClientHelloChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,
