@@ -139,3 +139,34 @@ final class SNIPassthroughTests {
         }
     }
 }
+
+extension ExampleTests {
+    /// examples/sni-passthrough as shipped: its script's certificates, two `openssl s_server`
+    /// backends, curl verifying each backend's certificate for the name it asked for.
+    @Test func sniPassthroughExampleRoutesByServerNameWithoutDecrypting() throws {
+        try #require(!canConnect(8443) && !canConnect(8444), "ports 8443/8444 are taken by another process; the example needs them")
+        let example = TestPaths.root + "/examples/sni-passthrough"
+        let dir = NSTemporaryDirectory() + "tern-sni-example-\(UUID().uuidString)"
+        let made = try run("/bin/sh", [example + "/make-certs.sh", dir], timeout: 60, includeStderr: true)
+        try #require(made.0 == 0, "\(made.1)")
+        var backends: [ChildProcess] = []
+        defer { for b in backends { b.stop() } }
+        for (name, port) in [("a", 8443), ("b", 8444)] {
+            backends.append(try ChildProcess("/usr/bin/openssl", ["s_server", "-accept", String(port), "-cert", "\(dir)/\(name).crt",
+                                                                  "-key", "\(dir)/\(name).key", "-www"], name: "s_server-\(name)"))
+        }
+        #expect(waitUntil(timeout: 10) { canConnect(8443) && canConnect(8444) })
+        let tern = try TernProcess(config: String(contentsOfFile: example + "/config.json", encoding: .utf8), waitFor: [2045])
+        defer { tern.stop() }
+        func get(_ name: String) throws -> (status: Int32, output: String) {
+            try run("/usr/bin/curl", ["-sS", "--max-time", "10", "--cacert", "\(dir)/ca.crt", "--resolve", "\(name):2045:127.0.0.1", "https://\(name):2045/"],
+                    includeStderr: true)
+        }
+        for name in ["a.example", "x.b.example"] {
+            let r = try get(name)
+            #expect(r.status == 0 && r.output.contains("<HTML>"), "\(name): \(r.output)")
+        }
+        #expect(try get("other.example").status != 0)
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("server name \"other.example\" matches no filter chain") }, "\(tern.child.output)")
+    }
+}
