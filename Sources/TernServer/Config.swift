@@ -15,6 +15,8 @@ public struct ListenerPlan: Sendable {
     /// `inspector: true` on a TLS listener: TLS and plain text on one port, told apart by the
     /// first byte, waited for up to this long (the listener's idle timeout; 0: unbounded). nil: off.
     public var inspectorWaitMS: Int64? = nil
+    /// How long a TLS client has, from when TLS takes the connection, to finish its handshake.
+    public var tlsHandshakeTimeoutMS: Int64 = 0
     /// Per context of `tls`, the files a certificate reload (SIGHUP, or a file changed) reads again.
     public var tlsFiles: [TLSContextFiles] = []
     /// Filter chains picked by the TLS server name (`filter_chain_match.server_names`); `filters`
@@ -205,7 +207,10 @@ struct ConfigCompiler {
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
         plan.capture = bindPort ? capture : nil
         plan.serverNameRouting = routing
-        if !routesByServerName, let tls = downstreamTLS(listener: l, chain: chains.first, name: name) { (plan.tls, plan.tlsFiles) = (tls.contexts, tls.files) }
+        if !routesByServerName, let tls = downstreamTLS(listener: l, chain: chains.first, name: name) {
+            (plan.tls, plan.tlsFiles) = (tls.contexts, tls.files)
+            plan.tlsHandshakeTimeoutMS = Self.handshakeWaitMS(idleTimeoutMS: idleTimeout)
+        }
         if l.bool("inspector") == true {
             if plan.tls != nil { plan.inspectorWaitMS = idleTimeout }
             else { diagnostics.warn(l.sub("inspector"), "the listener has no TLS context, so every connection is plain text already") }

@@ -70,7 +70,7 @@ public final class Server: Sendable {
                 return ServerNameRouter(table: routing.table, chains: routed, worker: worker, waitMS: routing.waitMS, listenerName: l.name)
             }
             guard let tls = l.tls else { return chain }
-            let terminate = TLSAcceptHandler(context: tls, next: chain, logger: logger)
+            let terminate = TLSAcceptHandler(context: tls, next: chain, logger: logger, handshakeTimeoutMS: l.tlsHandshakeTimeoutMS)
             tlsHandlers[index] = terminate
             guard let wait = l.inspectorWaitMS else { return terminate }
             return TLSInspector(tls: terminate, plain: chain, worker: worker, idleTimeoutMS: wait, listenerName: l.name)

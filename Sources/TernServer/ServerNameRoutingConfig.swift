@@ -5,9 +5,14 @@ import TernTLS
 /// format. Only `server_names` is read; any other match key would make a chain take connections
 /// its config excludes, so it is an error until Tern honours it.
 extension ConfigCompiler {
-    /// The most a connection waits for its whole ClientHello: the listener's idle timeout when
-    /// shorter (0, no idle timeout, still gets this bound).
+    /// The most a connection waits for its whole ClientHello (SNI routing), or a TLS client has to
+    /// finish its handshake (a terminating listener): the listener's idle timeout when shorter
+    /// (0, no idle timeout, still gets this bound).
     static let clientHelloWaitMS: Int64 = 10_000
+
+    static func handshakeWaitMS(idleTimeoutMS idle: Int64) -> Int64 {
+        idle > 0 ? min(idle, clientHelloWaitMS) : clientHelloWaitMS
+    }
 
     func compileServerNameRouting(_ l: JSONObject, chains: [JSONObject], context: FilterContext) -> ServerNameRoutingPlan? {
         let errorsBefore = diagnostics.errors.count
@@ -46,8 +51,7 @@ extension ConfigCompiler {
             plans.append(compileFilters(chain, context: context))
         }
         guard diagnostics.errors.count == errorsBefore else { return nil }
-        let idle = context.idleTimeoutMS
         return ServerNameRoutingPlan(table: ServerNameTable(names: names, defaultChain: defaultChain), chains: plans,
-                                     waitMS: idle > 0 ? min(idle, Self.clientHelloWaitMS) : Self.clientHelloWaitMS)
+                                     waitMS: Self.handshakeWaitMS(idleTimeoutMS: context.idleTimeoutMS))
     }
 }

@@ -7,7 +7,7 @@ import TernCore
 /// reads (a server speaks only after the client's first flight); OpenSSL's WANT_READ and
 /// WANT_WRITE both surface as EAGAIN, and the connection retries reads and writes on either
 /// readiness edge, so a handshake flight that waits for writability during a read cannot stall.
-public final class TLSTransport: Transport {
+public final class TLSTransport: Transport, TimerTarget {
     private var ssl: OpaquePointer?
     /// Retained for the handshake: the first context's ClientHello callback points at the set.
     private let context: TLSServerContextSet
@@ -15,6 +15,12 @@ public final class TLSTransport: Transport {
     /// After a fatal error OpenSSL forbids SSL_shutdown.
     private var failed = false
     private var closeNotifySent = false
+    /// Armed from accept until the first byte of application data moves: a client that has not
+    /// finished its handshake by then is let go, however slowly it keeps sending.
+    private var handshakeTimer: LoopTimer?
+    private var handshakeTimers: TimerHeap?
+    private var handshakeTimeoutMS: Int64 = 0
+    private weak var connection: Connection?
 
     public init?(context: TLSServerContextSet, fd: Int32, logger: Logger) {
         guard let ssl = SSL_new(context.primary) else { _ = TLSLibrary.takeErrors(); return nil }
@@ -25,18 +31,53 @@ public final class TLSTransport: Transport {
         self.logger = logger
     }
 
-    deinit { if let ssl { SSL_free(ssl) } }
+    deinit {
+        cancelHandshakeDeadline()
+        if let ssl { SSL_free(ssl) }
+    }
+
+    /// Starts the handshake deadline for `connection` (on its loop's timers).
+    func armHandshakeDeadline(for connection: Connection, timeoutMS: Int64) {
+        guard timeoutMS > 0 else { return }
+        let timer = LoopTimer(target: self)
+        self.connection = connection
+        handshakeTimer = timer
+        handshakeTimers = connection.loop.timers
+        handshakeTimeoutMS = timeoutMS
+        connection.loop.timers.arm(timer, at: connection.loop.nowMS + timeoutMS)
+    }
+
+    private func cancelHandshakeDeadline() {
+        if let timer = handshakeTimer { handshakeTimers?.cancel(timer) }
+        handshakeTimer = nil
+        handshakeTimers = nil
+    }
+
+    public func timerFired(_ timer: LoopTimer) {
+        handshakeTimer = nil
+        handshakeTimers = nil
+        guard let connection, let ssl, SSL_is_init_finished(ssl) != 1 else { return }
+        logger.info("tls", "listener \(context.listenerName): TLS handshake with \(peer(connection.fd)) not finished within \(handshakeTimeoutMS) ms; connection closed")
+        connection.close()
+    }
 
     public func read(fd: Int32, into buffer: UnsafeMutablePointer<UInt8>, count: Int) -> Int {
         guard let ssl else { errno = EBADF; return -1 }
         let n = SSL_read(ssl, buffer, Int32(clamping: count))
-        return n > 0 ? Int(n) : failure(ssl, n, fd: fd)
+        if n > 0 {
+            if handshakeTimer != nil { cancelHandshakeDeadline() }
+            return Int(n)
+        }
+        return failure(ssl, n, fd: fd)
     }
 
     public func write(fd: Int32, from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
         guard let ssl else { errno = EBADF; return -1 }
         let n = SSL_write(ssl, buffer, Int32(clamping: count))
-        if n > 0 { return Int(n) }
+        if n > 0 {
+            if handshakeTimer != nil { cancelHandshakeDeadline() }
+            return Int(n)
+        }
         let r = failure(ssl, n, fd: fd)
         if r == 0 { errno = EPIPE; return -1 }   // the peer's close_notify: nothing more can be sent
         return r
@@ -83,6 +124,7 @@ public final class TLSTransport: Transport {
     /// close_notify once, best effort (a full socket buffer just drops it); on close the TLS
     /// state is freed at once rather than with the connection object.
     public func shutdown(fd: Int32, closing: Bool) {
+        cancelHandshakeDeadline()
         TLSLibrary.shutdown(&ssl, failed: failed, closeNotifySent: &closeNotifySent, closing: closing)
     }
 
@@ -97,11 +139,14 @@ public final class TLSAcceptHandler: AcceptHandler {
     public var context: TLSServerContextSet
     let next: AcceptHandler
     let logger: Logger
+    /// 0: no deadline of its own (the session's idle timer still applies).
+    let handshakeTimeoutMS: Int64
 
-    public init(context: TLSServerContextSet, next: AcceptHandler, logger: Logger) {
+    public init(context: TLSServerContextSet, next: AcceptHandler, logger: Logger, handshakeTimeoutMS: Int64 = 0) {
         self.context = context
         self.next = next
         self.logger = logger
+        self.handshakeTimeoutMS = handshakeTimeoutMS
     }
 
     public func accepted(_ connection: Connection, listener: Listener) {
@@ -111,6 +156,7 @@ public final class TLSAcceptHandler: AcceptHandler {
             return
         }
         connection.transport = transport
+        transport.armHandshakeDeadline(for: connection, timeoutMS: handshakeTimeoutMS)
         next.accepted(connection, listener: listener)
     }
 }

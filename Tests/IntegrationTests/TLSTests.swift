@@ -132,6 +132,24 @@ final class TLSTests {
         #expect(try curl(["https://localhost:\(port)/after"]).output == "hello from upstream /after")
     }
 
+    /// A client that sends its ClientHello a byte at a time is let go at the handshake deadline
+    /// (10 s, under this listener's 30 s idle timeout), not kept for the idle timeout.
+    @Test func aTricklingHandshakeIsLetGoAtTheHandshakeDeadline() throws {
+        let (port, tern) = try startTern(idleTimeout: "30s")
+        let trickle = try RawClient(port: port)
+        trickle.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03])
+        let start = Date()
+        var closed = false
+        while !closed && Date().timeIntervalSince(start) < 15 {
+            trickle.send([7])
+            closed = trickle.readUntilClosed(timeout: 0.25).closed
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(closed && elapsed >= 9 && elapsed < 12, "closed=\(closed) after \(elapsed) s")
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("not finished within 10000 ms; connection closed") }, "\(tern.child.output)")
+        #expect(try curl(["https://localhost:\(port)/after"]).output == "hello from upstream /after")
+    }
+
     /// Bolt over TLS without anthunder: Python's ssl module sends two heartbeats and a call no
     /// route takes; Tern answers all three itself (heartbeat acks, NO_PROCESSOR) through the codec.
     @Test func boltSpeaksOverTLS() throws {
