@@ -46,10 +46,31 @@ extension StreamError {
     }
 }
 
-/// A bolt request seen by the router: the header map, in place. Bolt has no path or host.
-struct BoltRequestView: RoutableRequest {
+extension BoltStatus {
+    /// The response status a call answered locally with this HTTP status gets (a stream filter's
+    /// answer), as MOSN maps them for bolt; 403 has no bolt status of its own: SERVER_EXCEPTION.
+    init(localAnswer status: Int) {
+        switch status {
+        case 200: self = .success
+        case 403: self = .serverException
+        case 404: self = .noProcessor
+        case 502: self = .connectionClosed
+        case 503: self = .serverThreadpoolBusy
+        case 504: self = .timeout
+        default: self = .unknown
+        }
+    }
+}
+
+/// A bolt request seen by the router and the stream filters: the header map, in place. Bolt has
+/// no path, host or method; its body length is the frame's content.
+struct BoltRequestView: StreamRequest {
     let headers: UnsafePointer<UInt8>
     let headerLength: Int
+    var bodyLength = 0
+
+    func withMethod<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
+    var contentLength: Int64? { Int64(bodyLength) }
 
     func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
     func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
@@ -85,6 +106,17 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     var touched: [MultiplexConnection<BoltMultiplex>] = []
     /// No byte moved either way for the listener's idle timeout: the client is let go.
     var idleTimer: LoopTimer?
+    /// Calls a stream filter holds (fault delay), each with a copy of its frame, in due order.
+    var delayedCalls: [DelayedCall] = []
+    var delayTimer: LoopTimer?
+    static let delayTag = 1
+
+    struct DelayedCall {
+        let frame: BoltFrame
+        let bytes: [UInt8]
+        let resume: FilterResumePoint
+        let dueMS: Int64
+    }
 
     init(connection: Connection, forwarder: Forwarder, settings: BoltSettings) {
         downstream = connection
@@ -101,12 +133,18 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
     }
 
-    deinit { if let t = idleTimer { worker.loop.timers.cancel(t) } }
+    deinit {
+        if let t = idleTimer { worker.loop.timers.cancel(t) }
+        if let t = delayTimer { worker.loop.timers.cancel(t) }
+    }
 
     /// Lazy: fires at most once per idle period and re-arms for the time left.
     func timerFired(_ timer: LoopTimer) {
         guard phase != .closed, downstream.state == .open else { return }
-        let deadline = downstream.lastProgressMS + proxy.idleTimeoutMS
+        if timer.tag == BoltSession.delayTag { resumeDelayedCalls(); return }
+        var deadline = downstream.lastProgressMS + proxy.idleTimeoutMS
+        // A call held by a filter is not idleness: the client waits on Tern.
+        if !delayedCalls.isEmpty { deadline = max(deadline, worker.loop.nowMS + proxy.idleTimeoutMS) }
         if deadline > worker.loop.nowMS {
             worker.loop.timers.arm(timer, at: deadline)
             return
@@ -175,13 +213,67 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func forward(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>) {
-        let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength)
-        let target: UpstreamTarget
-        switch forwarder.decide(view, from: downstream) {
-        case .upstream(let t): target = t
-        case .fail(let error, let cluster): answerError(frame, error, cluster: cluster); return
-        case .routeAnswer: answerError(frame, .noRoute, cluster: nil); return   // bolt has no direct responses
+        let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength, bodyLength: frame.contentLength)
+        if let filters = forwarder.filters {
+            filterAndSend(filters, frame, p, view, resuming: nil)
+            return
         }
+        act(on: forwarder.decide(view, from: downstream), frame, p)
+    }
+
+    @inline(__always)
+    func act(on decision: ForwardDecision, _ frame: BoltFrame, _ p: UnsafePointer<UInt8>) {
+        switch decision {
+        case .upstream(let target): send(frame, p, to: target)
+        case .fail(let error, let cluster): answerError(frame, error, cluster: cluster)
+        case .routeAnswer: answerError(frame, .noRoute, cluster: nil)   // bolt has no direct responses
+        }
+    }
+
+    /// The call through the listener's stream filters and the router; `resuming`: where a delay
+    /// stopped it. A filter's answer is a bolt response with the mapped status (none for oneway).
+    func filterAndSend(_ filters: StreamFilterChain, _ frame: BoltFrame, _ p: UnsafePointer<UInt8>, _ view: BoltRequestView,
+                       resuming: FilterResumePoint?) {
+        switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
+        case .forward(let decision):
+            act(on: decision, frame, p)
+        case .answer(let answer, let cluster):
+            let status = BoltStatus(localAnswer: answer.status)
+            cluster?.stats.record(status: Int(status.rawValue))
+            forwarder.filtered(answer, cluster: cluster, protocolName: "bolt request \(frame.requestID):", reply: "\(status)")
+            guard frame.kind != .oneway else { return }
+            BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
+                                    requestID: frame.requestID, codec: frame.codec, status: status)
+        case .delay(let ms, let resume):
+            // The frame's bytes leave the input with this batch: the delayed call keeps a copy.
+            let due = worker.loop.nowMS + ms
+            let call = DelayedCall(frame: frame, bytes: Array(UnsafeBufferPointer(start: p, count: frame.frameLength)), resume: resume, dueMS: due)
+            let at = delayedCalls.firstIndex { $0.dueMS > due } ?? delayedCalls.count
+            delayedCalls.insert(call, at: at)
+            inFlight += 1   // answered later: bounds reading and keeps a finishing connection open
+            if delayTimer == nil { delayTimer = LoopTimer(target: self, tag: BoltSession.delayTag) }
+            worker.loop.timers.arm(delayTimer!, at: delayedCalls[0].dueMS)
+        }
+    }
+
+    /// Delays that are over: their calls go on through the filters from where they stopped.
+    func resumeDelayedCalls() {
+        let now = worker.loop.nowMS
+        while let call = delayedCalls.first, call.dueMS <= now, phase != .closed {
+            delayedCalls.removeFirst()
+            inFlight -= 1
+            call.bytes.withUnsafeBufferPointer { buffer in
+                let p = buffer.baseAddress!
+                let view = BoltRequestView(headers: p + call.frame.headerOffset, headerLength: call.frame.headerLength, bodyLength: call.frame.contentLength)
+                if let filters = forwarder.filters { filterAndSend(filters, call.frame, p, view, resuming: call.resume) }
+            }
+        }
+        if let next = delayedCalls.first, phase != .closed { worker.loop.timers.arm(delayTimer!, at: next.dueMS) }
+        flushTouched()
+        if phase == .finishing { finishIfDrained() } else { resume() }
+    }
+
+    func send(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>, to target: UpstreamTarget) {
         let cluster = target.cluster
         let upstream: MultiplexConnection<BoltMultiplex>
         switch pool.connection(clusterIndex: target.clusterIndex, host: target.hostIndex) {

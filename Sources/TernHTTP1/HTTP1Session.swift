@@ -12,10 +12,20 @@ extension StreamError {
     }
 }
 
-/// The request head viewed by the router, in place over the input buffer.
-struct RequestView: RoutableRequest {
+/// The request head viewed by the router and the stream filters, in place over the input buffer.
+struct RequestView: StreamRequest {
     let base: UnsafePointer<UInt8>
     let head: HTTPHead
+
+    func withMethod<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(base + head.methodStart, head.methodLength) }
+
+    var contentLength: Int64? {
+        switch head.framing {
+        case .contentLength(let n): return n
+        case .chunked: return nil
+        case .none, .untilClose: return 0
+        }
+    }
 
     func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
         let (s, n) = pathRange()
@@ -68,10 +78,13 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     ///   (`finishExchange` → `continueAfterAnswer`), or a failure answered locally (`fail`).
     /// - any → closed: `closeWhenAnswered` (the last answer is flushed, then the socket closes;
     ///   the idle timer lets go of a client that takes none of it) or `closeAll` (at once).
+    /// - waitingForRequest → delayed: a stream filter (fault) holds the parsed request on a timer;
+    ///   its head stays in the input and reading pauses. delayed → waitingForRequest when the
+    ///   timer fires (`resumeDelayed`: the head is parsed again and the filters carry on).
     /// - proxying with the client gone (`downstreamGone`): the exchange finishes into a sink so
     ///   the upstream connection stays warm, bounded by the route and idle timeouts.
     /// Within proxying, `requestBody` and `responseProgress` say how far each side is.
-    enum Phase { case waitingForRequest, proxying, closed }
+    enum Phase { case waitingForRequest, proxying, delayed, closed }
 
     let downstream: Connection
     let worker: Worker
@@ -127,7 +140,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// When the exchange in flight times out (0: none in flight).
     var routeDeadline: Int64 = 0
     var idleTimer: LoopTimer?
-    static let routeTag = 1, idleTag = 3
+    /// A request a stream filter delays (phase `delayed`): where its filters resume.
+    var delayedRequest: FilterResumePoint?
+    var delayTimer: LoopTimer?
+    static let routeTag = 1, idleTag = 3, delayTag = 4, lingerTag = 5
 
     init(connection: Connection, forwarder: Forwarder) {
         downstream = connection
@@ -163,6 +179,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             if let up = upstream { last = max(last, up.lastProgressMS) }
             if responseProgress == .awaitingHead && routeDeadline > 0 { return max(last + idle, routeDeadline + 1) }
             return last + idle
+        case .delayed:
+            return nil   // the delay timer ends this phase
         case .closed:
             guard idle > 0, !downstreamGone, downstream.state == .open else { return nil }
             return downstream.lastProgressMS + idle
@@ -181,6 +199,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         // Timers hold their target unowned: none may outlive the session.
         cancel(routeTimer)
         cancel(idleTimer)
+        cancel(delayTimer)
     }
 
     func arm(_ timer: inout LoopTimer?, _ tag: Int, at deadline: Int64) {
@@ -207,6 +226,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func processDownstream(eof: Bool) {
         if eof { clientFinished = true }
+        if lingering {
+            downstream.input?.clear()
+            if eof { downstream.close() }
+            return
+        }
         let outer = inDownstreamLoop
         inDownstreamLoop = true
         defer { inDownstreamLoop = outer }
@@ -251,6 +275,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 // The request is whole: pipelined bytes (and a FIN) wait until this answer is out.
                 downstream.pauseReading()
                 return
+            case .delayed:
+                downstream.pauseReading()
+                return
             }
         }
     }
@@ -268,8 +295,24 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func closeWhenAnswered() {
         phase = .closed
         abandonUpstream()
+        if !requestBodyDone && !clientFinished && downstream.state == .open {
+            // Bytes of a refused body may still be on the way: closing with them unread would
+            // reset the connection, which can destroy the answer before the client reads it. So
+            // the answer goes out with a FIN, and what still comes is read and dropped until the
+            // client closes (or for at most `lingerMS`).
+            lingering = true
+            downstream.input?.clear()
+            downstream.shutdownWriteWhenFlushed()
+            downstream.resumeReading()
+            arm(&delayTimer, HTTP1Session.lingerTag, at: worker.loop.nowMS + HTTP1Session.lingerMS)
+            return
+        }
         downstream.closeWhenFlushed()
     }
+
+    /// Answered and closing, reading only to drop a refused body (`closeWhenAnswered`).
+    var lingering = false
+    static let lingerMS: Int64 = 2_000
 
     func startRequest(_ input: ByteBuffer) {
         // Nothing of the previous exchange's response may decide how this request fails.
@@ -292,7 +335,16 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .untilClose: requestBody = .complete
         }
         let view = RequestView(base: UnsafePointer(input.readPointer), head: request)
-        switch forwarder.decide(view, from: downstream) {
+        if let filters = forwarder.filters {
+            filterAndDispatch(filters, view, input, resuming: nil)
+            return
+        }
+        act(on: forwarder.decide(view, from: downstream), view, input)
+    }
+
+    @inline(__always)
+    func act(on decision: ForwardDecision, _ view: RequestView, _ input: ByteBuffer) {
+        switch decision {
         case .upstream(let target):
             dispatch(target, input)
         case .fail(let error, let failedCluster):
@@ -300,6 +352,40 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .routeAnswer(let route):
             answerFromRoute(route, view, input)
         }
+    }
+
+    // MARK: stream filters
+
+    /// The request through the listener's stream filters and the router; `resuming`: where a
+    /// delay stopped it.
+    func filterAndDispatch(_ filters: StreamFilterChain, _ view: RequestView, _ input: ByteBuffer, resuming: FilterResumePoint?) {
+        switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
+        case .forward(let decision):
+            act(on: decision, view, input)
+        case .answer(let answer, let cluster):
+            forwarder.filtered(answer, cluster: cluster, protocolName: "http1", reply: String(answer.status))
+            sendLocalResponse(status: answer.status, body: answer.body, code: answer.code, close: false, headers: answer.headers)
+        case .delay(let ms, let resume):
+            delayedRequest = resume
+            phase = .delayed
+            downstream.pauseReading()
+            arm(&delayTimer, HTTP1Session.delayTag, at: worker.loop.nowMS + ms)
+        }
+    }
+
+    /// The delay is over: the head (still first in the input; the per-worker scratch served other
+    /// sessions meanwhile) is parsed again and the filters go on from where they stopped.
+    func resumeDelayed() {
+        guard phase == .delayed, let delayed = delayedRequest, let filters = forwarder.filters, let input = downstream.input else { return }
+        delayedRequest = nil
+        phase = .waitingForRequest
+        requestScanned = 0
+        guard case .complete = HTTPParser.parseRequest(input.readPointer, input.readableBytes, limits: limits, head: request, scanned: &requestScanned) else {
+            closeAll()
+            return
+        }
+        filterAndDispatch(filters, RequestView(base: UnsafePointer(input.readPointer), head: request), input, resuming: delayed)
+        if phase == .proxying && !requestBodyDone { downstream.resumeReading() }
     }
 
     func answerFromRoute(_ route: Route, _ view: RequestView, _ input: ByteBuffer) {
@@ -448,8 +534,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     requestBodyTotal += Int64(length)
                     if settings.limits.maxBodyBytes >= 0 && requestBodyTotal > settings.limits.maxBodyBytes {
                         logger.error("http1", "chunked request body exceeds the limit of \(settings.limits.maxBodyBytes) bytes")
-                        abandonUpstream()
-                        sendLocalResponse(status: 413, body: "tern: request body too large\n", code: "body_too_large", close: true)
+                        refuseStreamedBody(status: 413, body: "tern: request body too large\n", code: "body_too_large", cluster: nil)
+                        return
+                    }
+                    if let limit = forwarder.filters?.streamedBodyLimit, limit.exceeded(by: requestBodyTotal) {
+                        refuseStreamedBody(status: limit.answer.status, body: limit.answer.body, code: limit.answer.code, cluster: cluster)
                         return
                     }
                     out.writeHex(length); out.write("\r\n")
@@ -478,6 +567,18 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             // A response already complete before the body ended (early answer) finishes now.
             if responseProgress == .complete { finishExchange() }
         }
+    }
+
+    /// A body that streams without a length went over a limit after its head was sent upstream:
+    /// that upstream exchange is reset (its connection closed, never pooled, so the server sees
+    /// the request end early) and the client is answered with `connection: close`, unless part of
+    /// a response already reached it, in which case it is closed.
+    func refuseStreamedBody(status: Int, body: String, code: String, cluster counted: ClusterRuntime?) {
+        if responseProgress != .awaitingHead { closeAll(); return }
+        if counted != nil { forwarder.worker.logger.info("proxy", "listener \(settings.listenerName): http1 \(status) \(code) (stream filter, streamed body)") }
+        counted?.stats.recordResponse(httpStatus: status)
+        abandonUpstream()
+        sendLocalResponse(status: status, body: body, code: code, close: true)
     }
 
     /// The client closed while its request was in flight; the response is read and dropped.
@@ -756,7 +857,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
     }
 
-    func sendLocalResponse(status: Int, body: String, code: String, close: Bool) {
+    func sendLocalResponse(status: Int, body: String, code: String, close: Bool, headers: [HeaderToAdd] = []) {
         if close { closeAfterResponse = true }
         if phase == .waitingForRequest, let input = downstream.input {
             // The head was parsed (or is garbage): nothing of it is reused.
@@ -766,7 +867,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         writeStatusLine(out, status)
         out.write("content-type: text/plain\r\nx-tern-error: ")
         out.write(string: code)
-        out.write("\r\ncontent-length: ")
+        out.write("\r\n")
+        for a in headers { out.write(a.name); out.write(": "); out.write(a.value); out.write("\r\n") }
+        out.write("content-length: ")
         out.writeDecimal(body.utf8.count)
         out.write("\r\n")
         finishLocalHead(out)
@@ -846,6 +949,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func timerFired(_ timer: LoopTimer) {
         switch timer.tag {
+        case HTTP1Session.delayTag:
+            resumeDelayed()
+        case HTTP1Session.lingerTag:
+            downstream.close()
         case HTTP1Session.routeTag:
             guard phase == .proxying, routeDeadline > 0 else { return }
             if routeDeadline <= worker.loop.nowMS {
@@ -875,6 +982,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 } else {
                     fail(.idleTimeout(host: upstreamHostName, ms: settings.idleTimeoutMS))
                 }
+            case .delayed:
+                break
             case .closed:
                 logger.error("http1", "listener \(settings.listenerName): client took no bytes for \(settings.idleTimeoutMS) ms; closing")
                 downstream.close()

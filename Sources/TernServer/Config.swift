@@ -171,13 +171,12 @@ struct ConfigCompiler {
 
     func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout",
-                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set", "inspector"],
-                    ignored: ["access_logs", "stream_filters",
+                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set", "inspector", "stream_filters"],
+                    ignored: ["access_logs",
                               "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
                               "option", "transparent", "default_read_buffer_size", "reuseport"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
         let capture = compileCapture(l)
-        checkStreamFilters(l)
         let name = l.string("name") ?? l.path
         guard let address = listenAddress(l) else { return nil }
         let bindPort = l.bool("bind_port") ?? true
@@ -192,9 +191,13 @@ struct ConfigCompiler {
         var filters: [NetworkFilterPlan] = []
         let chains = l.objects("filter_chains")
         if chains.isEmpty { diagnostics.error(l.sub("filter_chains"), "at least one filter chain is required") }
-        let context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
         // Chains chosen by the ClientHello's server name (a Tern extension, Envoy's key).
         let routesByServerName = chains.contains { $0.isNonEmpty("filter_chain_match") }
+        var context = FilterContext(listenerName: name, idleTimeoutMS: idleTimeout, tables: tables, clusters: clusters, clusterIndex: clusterIndex)
+        // Stream filters belong to the listener: the proxy filter of every chain in use runs them.
+        let chainsInUse = routesByServerName ? chains : Array(chains.prefix(1))
+        let networkFilterTypes = chainsInUse.flatMap { $0.objects("filters") }.compactMap { $0.string("type") }
+        context.streamFilters = compileStreamFilters(l, networkFilterTypes: networkFilterTypes, clusterIndex: clusterIndex)
         let routing = routesByServerName ? compileServerNameRouting(l, chains: chains, context: context) : nil
         if !routesByServerName {
             // MOSN itself uses only the first chain; more would mean chain matching, which it does not do.
@@ -381,19 +384,6 @@ extension ConfigCompiler {
         }
     }
 
-    /// Stream filters can authenticate, deny or rewrite requests, so any Tern does not run is an
-    /// error. The exception is MOSN's bolt `healthcheck` filter of its RPC samples (answer caller
-    /// heartbeats at the proxy; current MOSN no longer registers it), which Tern always does.
-    func checkStreamFilters(_ l: JSONObject) {
-        let filters = l.objects("stream_filters")
-        if filters.isEmpty { return }
-        if filters.allSatisfy({ $0.string("type") == "healthcheck" && ($0.object("config")?.bool("passthrough") ?? false) == false }) {
-            diagnostics.warn(l.sub("stream_filters"), "healthcheck: Tern answers bolt heartbeats itself; ignored")
-            return
-        }
-        l.refuse("stream_filters", what: "stream filters")
-    }
-
     /// A host's `weight`: MOSN's range is 1-128 and it reads 0 (Go's value when the key is absent)
     /// as 1. Outside the range is an error here, where MOSN clamps silently.
     func hostWeight(_ h: JSONObject) -> Int {
@@ -413,6 +403,8 @@ struct FilterContext {
     let tables: [String: RouteTable]
     var clusters: [ClusterConfig] = []
     var clusterIndex: [String: Int] = [:]
+    /// The listener's `stream_filters`, for its proxy filter.
+    var streamFilters: StreamFilterPlan? = nil
 }
 
 /// Reads a whole file as UTF-8 text (config load only).

@@ -36,7 +36,8 @@ struct ProxyFilterKind: NetworkFilterKind {
                                      idleTimeoutMS: context.idleTimeoutMS,
                                      defaultRouteTimeoutMS: c.duration("route_timeout") ?? ConfigCompiler.defaultRouteTimeoutMS,
                                      headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000,
-                                     fallbackToNextFilter: c.bool("fallback_for_unknown_protocol") ?? false)
+                                     fallbackToNextFilter: c.bool("fallback_for_unknown_protocol") ?? false,
+                                     streamFilters: context.streamFilters)
         return ProxyFilterPlan(settings: settings, protocols: protocols)
     }
 

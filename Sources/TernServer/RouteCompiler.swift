@@ -79,16 +79,7 @@ struct RouteCompiler {
         if let p = match.string("prefix") { path = p.isEmpty ? .any : .prefix(Array(p.utf8)) }
         else if let p = match.string("path") { path = .exact(Array(p.utf8)) }
         else if let p = match.string("regex"), let r = regex(p, at: match.sub("regex")) { path = .regex(r) }
-        var headers: [HeaderMatcher] = []
-        for h in match.objects("headers") {
-            h.checkKeys(known: ["name", "value", "regex", "case_sensitive"])
-            guard let name = h.requiredString("name") else { continue }
-            let value = h.string("value") ?? ""
-            let isRegex = h.bool("regex") ?? false
-            var compiled: RouteRegex?
-            if isRegex { compiled = regex(value, at: h.sub("value")); if compiled == nil { continue } }
-            headers.append(HeaderMatcher(name: name, value: value, regex: compiled, caseSensitive: h.bool("case_sensitive") ?? true))
-        }
+        let headers = headerMatchers(match, key: "headers")
         let actions = ["route", "direct_response", "redirect"].filter { router.has($0) }
         guard actions.count == 1 else {
             diagnostics.error(router.path, actions.isEmpty ? "one of route, direct_response or redirect is required"
@@ -151,6 +142,21 @@ struct RouteCompiler {
 }
 
 extension RouteCompiler {
+    /// `[{name, value, regex, case_sensitive}]` header matchers (routes, and the fault filter's `headers`).
+    func headerMatchers(_ o: JSONObject, key: String) -> [HeaderMatcher] {
+        var headers: [HeaderMatcher] = []
+        for h in o.objects(key) {
+            h.checkKeys(known: ["name", "value", "regex", "case_sensitive"])
+            guard let name = h.requiredString("name") else { continue }
+            let value = h.string("value") ?? ""
+            let isRegex = h.bool("regex") ?? false
+            var compiled: RouteRegex?
+            if isRegex { compiled = regex(value, at: h.sub("value")); if compiled == nil { continue } }
+            headers.append(HeaderMatcher(name: name, value: value, regex: compiled, caseSensitive: h.bool("case_sensitive") ?? true))
+        }
+        return headers
+    }
+
     /// A route's cluster by name, or an error at `path`.
     func resolve(_ name: String, at path: String) -> Int? {
         guard let i = clusterIndex[name] else { diagnostics.error(path, "unknown cluster \"\(name)\""); return nil }

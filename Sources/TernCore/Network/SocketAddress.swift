@@ -261,3 +261,76 @@ extension SocketAddress {
         }
     }
 }
+
+extension SocketAddress {
+    /// An IP address in header bytes, for matching only (port 0, no text kept, no allocation):
+    /// `a.b.c.d`, `a.b.c.d:port`, an IPv6 literal, `[v6]` or `[v6]:port`, surrounding spaces
+    /// allowed. nil for anything else (a host name, a list of addresses).
+    public static func ip(_ p: UnsafePointer<UInt8>, _ count: Int) -> SocketAddress? {
+        var start = 0, end = count
+        while start < end && (p[start] == 32 || p[start] == 9) { start += 1 }
+        while end > start && (p[end - 1] == 32 || p[end - 1] == 9) { end -= 1 }
+        guard start < end else { return nil }
+        var colons = 0
+        for i in start..<end where p[i] == UInt8(ascii: ":") { colons += 1 }
+        if p[start] == UInt8(ascii: "[") {
+            var close = start + 1
+            while close < end && p[close] != UInt8(ascii: "]") { close += 1 }
+            guard close < end else { return nil }
+            let rest = close + 1
+            guard rest == end || (p[rest] == UInt8(ascii: ":") && rest + 1 < end && (rest + 1..<end).allSatisfy { p[$0] >= 48 && p[$0] <= 57 }) else { return nil }
+            return literal(AF_INET6, p + start + 1, close - start - 1)
+        }
+        if colons >= 2 { return literal(AF_INET6, p + start, end - start) }
+        if colons == 1 {
+            var colon = start
+            while p[colon] != UInt8(ascii: ":") { colon += 1 }
+            guard colon + 1 < end, (colon + 1..<end).allSatisfy({ p[$0] >= 48 && p[$0] <= 57 }) else { return nil }
+            end = colon
+        }
+        return literal(AF_INET, p + start, end - start)
+    }
+
+    /// inet_pton over bytes copied, NUL-terminated, to the stack.
+    private static func literal(_ family: Int32, _ p: UnsafePointer<UInt8>, _ n: Int) -> SocketAddress? {
+        guard n > 0 && n < 64 else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> SocketAddress? in
+            for i in 0..<n { text[i] = CChar(bitPattern: p[i]) }
+            text[n] = 0
+            if family == AF_INET {
+                var v4 = in_addr()
+                guard inet_pton(AF_INET, text.baseAddress!, &v4) == 1 else { return nil }
+                return SocketAddress(family: AF_INET, port: 0, ipv4: v4.s_addr, ipv6: (0, 0), unixPath: nil, description: "")
+            }
+            var v6 = in6_addr()
+            guard inet_pton(AF_INET6, text.baseAddress!, &v6) == 1 else { return nil }
+            let words = withUnsafeBytes(of: v6) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
+            return SocketAddress(family: AF_INET6, port: 0, ipv4: 0, ipv6: words, unixPath: nil, description: "")
+        }
+    }
+
+    /// The peer of a connected socket for matching only (no text kept, so no allocation, unlike
+    /// `peer(of:)`); nil for a unix peer or an error.
+    public static func peerIP(of fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) } }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &storage) { raw -> SocketAddress? in
+            switch Int32(raw.pointee.ss_family) {
+            case AF_INET:
+                return raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    SocketAddress(family: AF_INET, port: UInt16(bigEndian: $0.pointee.sin_port), ipv4: $0.pointee.sin_addr.s_addr,
+                                  ipv6: (0, 0), unixPath: nil, description: "")
+                }
+            case AF_INET6:
+                return raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    let words = withUnsafeBytes(of: p.pointee.sin6_addr) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
+                    return SocketAddress(family: AF_INET6, port: UInt16(bigEndian: p.pointee.sin6_port), ipv4: 0, ipv6: words, unixPath: nil, description: "")
+                }
+            default:
+                return nil
+            }
+        }
+    }
+}

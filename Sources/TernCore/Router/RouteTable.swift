@@ -26,7 +26,7 @@ public struct HeaderMatcher: Sendable {
         self.caseSensitive = caseSensitive
     }
 
-    func matches<R: RoutableRequest>(_ request: R) -> Bool {
+    public func matches<R: RoutableRequest>(_ request: R) -> Bool {
         let result = request.withHeader(lowercasedName: lowercasedName) { p, n -> Bool in
             if anyValue { return true }
             if let regex { return regex.matches(p, n) }

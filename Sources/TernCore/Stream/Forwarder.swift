@@ -28,10 +28,14 @@ public enum ForwardDecision {
 public final class Forwarder {
     public unowned let worker: Worker
     public let settings: ProxySettings
+    /// This listener's stream filters on this worker; nil when it has none, so a session's check
+    /// per request is one nil test.
+    public let filters: StreamFilterChain?
 
     public init(worker: Worker, settings: ProxySettings) {
         self.worker = worker
         self.settings = settings
+        filters = settings.streamFilters.map { StreamFilterChain(plan: $0, worker: worker) }
     }
 
     @inline(__always)
@@ -49,11 +53,64 @@ public final class Forwarder {
                                         hostIndex: hostIndex, timeoutMS: timeout))
     }
 
+    /// Logs a request a stream filter answered itself; counted against the chosen cluster, if any.
+    public func filtered(_ answer: LocalAnswer, cluster: ClusterRuntime?, protocolName: String, reply: String) {
+        cluster?.stats.recordResponse(httpStatus: answer.status)
+        worker.logger.info("proxy", "listener \(settings.listenerName): \(protocolName) \(reply) \(answer.code) (stream filter)")
+    }
+
     /// Counts and logs a failed request; `answer` is what the client is told (for the log).
     public func failed(_ error: StreamError, cluster: ClusterRuntime?, protocolName: String, answer: String) {
         cluster?.stats.record(error)
         let level: LogLevel
         if case .noRoute = error { level = .info } else { level = .error }
         worker.logger.log(level, "proxy", "listener \(settings.listenerName): \(protocolName) \(answer) \(error.code): \(error.detail) (retry safe: \(error.retrySafe))")
+    }
+}
+
+/// Where a delayed request's filters carry on: the phase and filter index, and the routing
+/// decision when it was already made (a delay after routing).
+public struct FilterResumePoint {
+    public let phase: FilterPhase
+    public let index: Int
+    public let target: UpstreamTarget?
+}
+
+/// What the stream filters and the router made of one request.
+public enum FilteredDecision {
+    /// Past every filter: the router's decision, as `Forwarder.decide` gives it without filters.
+    case forward(ForwardDecision)
+    /// A filter answers the request itself (counted against `cluster` when routing had chosen one).
+    case answer(LocalAnswer, cluster: ClusterRuntime?)
+    /// A filter holds the request: the session keeps it, waits `ms` on a loop timer and then
+    /// calls `decide(_:from:through:resuming:)` again with `resume`.
+    case delay(ms: Int64, resume: FilterResumePoint)
+}
+
+extension Forwarder {
+    /// The request through the listener's stream filters: those before routing, the router, then
+    /// those after it (they see the chosen cluster). Sessions call this only when `filters` is
+    /// set; without filters they call `decide(_:from:)` directly.
+    public func decide<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain,
+                                         resuming: FilterResumePoint?) -> FilteredDecision {
+        var target = resuming?.target
+        if resuming == nil || resuming!.phase == .beforeRoute {
+            switch filters.run(.beforeRoute, request, FilterInput(downstream: downstream), from: resuming?.index ?? 0, delayDone: resuming != nil) {
+            case .proceed: break
+            case .answer(let answer): return .answer(answer, cluster: nil)
+            case .delay(let ms, let index): return .delay(ms: ms, resume: FilterResumePoint(phase: .beforeRoute, index: index, target: nil))
+            }
+            let decision = decide(request, from: downstream)
+            guard case .upstream(let routed) = decision, filters.hasAfterRoute else { return .forward(decision) }
+            target = routed
+        }
+        guard let target else { return .forward(.fail(.noRoute, nil)) }   // an after-route resume always carries its target
+        let resumed = resuming?.phase == .afterRoute
+        switch filters.run(.afterRoute, request, FilterInput(downstream: downstream, clusterIndex: target.clusterIndex),
+                           from: resumed ? resuming!.index : 0, delayDone: resumed) {
+        case .proceed: return .forward(.upstream(target))
+        case .answer(let answer): return .answer(answer, cluster: target.cluster)
+        case .delay(let ms, let index): return .delay(ms: ms, resume: FilterResumePoint(phase: .afterRoute, index: index, target: target))
+        }
     }
 }

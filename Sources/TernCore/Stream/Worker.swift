@@ -89,11 +89,14 @@ public struct ProxySettings: Sendable {
     /// MOSN's `fallback_for_unknown_protocol`: a connection whose first bytes match no protocol
     /// goes to the next network filter with those bytes, instead of being closed.
     public let fallbackToNextFilter: Bool
+    /// The listener's `stream_filters`; nil when it has none (requests then skip the chain).
+    public let streamFilters: StreamFilterPlan?
     public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64,
-                headerTimeoutMS: Int64 = 60_000, fallbackToNextFilter: Bool = false) {
+                headerTimeoutMS: Int64 = 60_000, fallbackToNextFilter: Bool = false, streamFilters: StreamFilterPlan? = nil) {
         self.listenerName = listenerName; self.routes = routes; self.limits = limits
         self.idleTimeoutMS = idleTimeoutMS; self.defaultRouteTimeoutMS = defaultRouteTimeoutMS
         self.headerTimeoutMS = headerTimeoutMS
         self.fallbackToNextFilter = fallbackToNextFilter
+        self.streamFilters = streamFilters.flatMap { $0.isEmpty ? nil : $0 }
     }
 }

@@ -1,0 +1,44 @@
+/// MOSN's `ip_access`: the client address (the connection's peer, or an address a trusted header
+/// carries) checked against allow and deny lists in order; the first list that contains it
+/// decides, else `default_action`. Denied requests are answered 403 and never reach an upstream.
+public struct IPAccessFilter: Sendable {
+    public struct Rule: Sendable {
+        public let deny: Bool
+        public let ranges: [AddressRange]
+        public init(deny: Bool, ranges: [AddressRange]) { self.deny = deny; self.ranges = ranges }
+    }
+
+    public let rules: [Rule]
+    /// Lowercased name of the header to read the address from; nil: the connection's peer.
+    public let header: [UInt8]?
+    public let defaultAllow: Bool
+    public let denied = LocalAnswer(status: 403, body: "tern: access denied (ip_access)\n", code: "ip_access_denied")
+    public var phase: FilterPhase { .beforeRoute }
+
+    public init(rules: [Rule], header: String?, defaultAllow: Bool) {
+        self.rules = rules
+        self.header = header.flatMap { $0.isEmpty ? nil : Bytes.lowercased($0) }
+        self.defaultAllow = defaultAllow
+    }
+
+    /// The address the lists are matched against. As in MOSN: a header that is absent or empty
+    /// falls back to the connection's peer; one that holds no IP address matches no list.
+    func clientAddress<R: StreamRequest>(_ request: R, _ input: FilterInput) -> SocketAddress? {
+        if let header {
+            let value: (empty: Bool, address: SocketAddress?)? = request.withHeader(lowercasedName: header) { p, n in
+                (n == 0, n == 0 ? nil : SocketAddress.ip(p, n))
+            }
+            if let value, !value.empty { return value.address }
+        }
+        return SocketAddress.peerIP(of: input.downstream.fd)
+    }
+
+    public func decide<R: StreamRequest>(_ request: R, _ input: FilterInput) -> FilterVerdict {
+        if let address = clientAddress(request, input) {
+            for rule in rules where rule.ranges.contains(where: { $0.contains(address) }) {
+                return rule.deny ? .answer(denied) : .proceed
+            }
+        }
+        return defaultAllow ? .proceed : .answer(denied)
+    }
+}

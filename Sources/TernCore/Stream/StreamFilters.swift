@@ -1,0 +1,135 @@
+/// Stream filters (MOSN's `stream_filters`): per-request policy run by every protocol session on
+/// the request head, before routing (`beforeRoute`) and once a cluster is chosen (`afterRoute`).
+/// A listener's list is compiled once at config load into a `StreamFilterPlan`; each worker's
+/// `Forwarder` holds a `StreamFilterChain` built from it, or nil when the listener has none, so a
+/// request without filters pays one nil check.
+///
+/// Adding a filter: a file in Stream/Filters with a struct that has `phase` and `decide`, a case in
+/// `StreamFilter` (and its arm in `StreamFilter.decide`), and its config reader in TernServer's
+/// `StreamFilterRegistry`.
+
+/// A request as filters see it, whatever the protocol: what the router sees (path, host, headers,
+/// in place) plus the method and the body length the head announces.
+public protocol StreamRequest: RoutableRequest {
+    /// The method (HTTP); empty for protocols without one (bolt).
+    func withMethod<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R
+    /// The body length the head announces; nil when only the body's end will tell (chunked).
+    var contentLength: Int64? { get }
+}
+
+/// What a filter tells the client instead of proxying: an HTTP status (bolt maps it to a response
+/// status), extra headers, a body, and a machine-readable code for `x-tern-error` and the log.
+public struct LocalAnswer: Sendable {
+    public let status: Int
+    public let headers: [HeaderToAdd]
+    public let body: String
+    public let code: String
+    public init(status: Int, headers: [HeaderToAdd] = [], body: String, code: String) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.code = code
+    }
+}
+
+/// When a filter runs: on the request head before the route is looked up, or after the router
+/// chose a cluster (filters that need the routing decision, as MOSN's AfterRoute phase).
+public enum FilterPhase: Sendable { case beforeRoute, afterRoute }
+
+/// A filter's answer for one request.
+public enum FilterVerdict {
+    /// Next filter (or on to routing / the upstream).
+    case proceed
+    /// Stop: the session answers the client with this and the request never reaches an upstream.
+    case answer(LocalAnswer)
+    /// Hold the request for `ms` on an event-loop timer, then run the chain again from filter
+    /// `resumeAt` of the same phase with `delayDone` set (the delaying filter does not delay twice).
+    case delay(ms: Int64, resumeAt: Int)
+}
+
+/// What a filter may look at besides the request: the downstream connection (its peer address)
+/// and, after routing, the chosen cluster.
+public struct FilterInput {
+    public let downstream: Connection
+    /// Index of the cluster the router chose (`afterRoute` only; -1 before routing).
+    public let clusterIndex: Int
+    public init(downstream: Connection, clusterIndex: Int = -1) {
+        self.downstream = downstream
+        self.clusterIndex = clusterIndex
+    }
+}
+
+/// The built-in filters, switched over: no existential or closure per request.
+public enum StreamFilter: Sendable {
+    case ipAccess(IPAccessFilter)
+    case payloadLimit(PayloadLimitFilter)
+    case fault(FaultFilter)
+
+    public var phase: FilterPhase {
+        switch self {
+        case .ipAccess(let f): return f.phase
+        case .payloadLimit(let f): return f.phase
+        case .fault(let f): return f.phase
+        }
+    }
+
+    @inline(__always)
+    func decide<R: StreamRequest>(_ request: R, _ input: FilterInput, _ random: inout FastRandom, delayDone: Bool) -> FilterVerdict {
+        switch self {
+        case .ipAccess(let f): return f.decide(request, input)
+        case .payloadLimit(let f): return f.decide(request)
+        case .fault(let f): return f.decide(request, input, &random, delayDone: delayDone)
+        }
+    }
+}
+
+/// A listener's filters in config order, split by phase; shared read-only by every worker.
+public struct StreamFilterPlan: Sendable {
+    public let beforeRoute: [StreamFilter]
+    public let afterRoute: [StreamFilter]
+    /// The smallest `payload_limit` and its answer, for bodies whose length the head does not give.
+    public let streamedBodyLimit: PayloadLimitFilter?
+
+    public init(_ filters: [StreamFilter]) {
+        beforeRoute = filters.filter { $0.phase == .beforeRoute }
+        afterRoute = filters.filter { $0.phase == .afterRoute }
+        var smallest: PayloadLimitFilter?
+        for case .payloadLimit(let f) in filters where smallest == nil || f.maxBytes < smallest!.maxBytes { smallest = f }
+        streamedBodyLimit = smallest
+    }
+
+    public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty }
+}
+
+/// One listener's filters on one worker (built by its `Forwarder`): runs a phase for a request.
+public final class StreamFilterChain {
+    public let plan: StreamFilterPlan
+    unowned let worker: Worker
+    /// Whether any filter runs after routing (else sessions skip that phase entirely).
+    public let hasAfterRoute: Bool
+
+    public init(plan: StreamFilterPlan, worker: Worker) {
+        self.plan = plan
+        self.worker = worker
+        hasAfterRoute = !plan.afterRoute.isEmpty
+    }
+
+    /// Runs the filters of `phase` from `start` (0, or where a delay stopped) until one stops.
+    public func run<R: StreamRequest>(_ phase: FilterPhase, _ request: R, _ input: FilterInput,
+                                      from start: Int = 0, delayDone: Bool = false) -> FilterVerdict {
+        let filters = phase == .beforeRoute ? plan.beforeRoute : plan.afterRoute
+        var index = start
+        while index < filters.count {
+            let verdict = filters[index].decide(request, input, &worker.random, delayDone: delayDone && index == start)
+            switch verdict {
+            case .proceed: index += 1
+            case .answer: return verdict
+            case .delay(let ms, _): return .delay(ms: ms, resumeAt: index)
+            }
+        }
+        return .proceed
+    }
+
+    /// The body limit for bodies that stream without a length (chunked), nil when none applies.
+    public var streamedBodyLimit: PayloadLimitFilter? { plan.streamedBodyLimit }
+}

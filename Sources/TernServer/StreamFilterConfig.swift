@@ -1,0 +1,178 @@
+import TernCore
+
+/// What a stream filter's config reader gets besides its own config.
+struct StreamFilterContext {
+    let clusterIndex: [String: Int]
+    let diagnostics: Diagnostics
+}
+
+/// How one stream filter type reads its `config`; nil after reporting an error (or when the
+/// filter would do nothing, with a warning).
+protocol StreamFilterKind: Sendable {
+    func compile(_ config: JSONObject, context: StreamFilterContext) -> StreamFilter?
+}
+
+/// Stream filters by MOSN's `type`: a new filter is its file in TernCore/Stream/Filters plus a
+/// reader and one line here.
+enum StreamFilterRegistry {
+    static let kinds: [String: StreamFilterKind] = [
+        "ip_access": IPAccessKind(),
+        "payload_limit": PayloadLimitKind(),
+        "fault": FaultKind(),
+    ]
+}
+
+extension ConfigCompiler {
+    /// A listener's `stream_filters`, compiled into the plan its proxy filter runs. They can deny,
+    /// delay or answer requests, so a type Tern does not run is an error naming its path, never a
+    /// warning. MOSN's bolt `healthcheck` filter (its RPC samples) is accepted: Tern answers
+    /// caller heartbeats itself. Filters run on proxied requests only, so a listener whose bytes
+    /// can reach tcp_proxy (or that has no proxy filter) cannot take them.
+    func compileStreamFilters(_ l: JSONObject, networkFilterTypes: [String], clusterIndex: [String: Int]) -> StreamFilterPlan? {
+        let context = StreamFilterContext(clusterIndex: clusterIndex, diagnostics: diagnostics)
+        var filters: [StreamFilter] = []
+        var enforcing = false
+        for f in l.objects("stream_filters") {
+            f.checkKeys(known: ["type", "config", "go_plugin_config"])
+            if f.isNonEmpty("go_plugin_config") { f.refuse("go_plugin_config", what: "Go plugin stream filters") }
+            guard let type = f.requiredString("type") else { continue }
+            let config = f.object("config") ?? JSONObject(.object([:]), path: f.sub("config"), diagnostics: diagnostics)!
+            if type == "healthcheck" {
+                if config.bool("passthrough") == true {
+                    diagnostics.error(config.sub("passthrough"), "true is not supported: Tern answers bolt heartbeats itself and passes none through")
+                } else {
+                    diagnostics.warn(f.path, "healthcheck: Tern answers bolt heartbeats itself; nothing to run")
+                }
+                continue
+            }
+            guard let kind = StreamFilterRegistry.kinds[type] else {
+                let known = (StreamFilterRegistry.kinds.keys.sorted() + ["healthcheck"]).joined(separator: ", ")
+                diagnostics.error(f.sub("type"), "stream filter \"\(type)\" is not supported by Tern yet (supported: \(known)); remove it or run MOSN")
+                continue
+            }
+            enforcing = true
+            if let filter = kind.compile(config, context: context) { filters.append(filter) }
+        }
+        if enforcing {
+            if !networkFilterTypes.contains("proxy") {
+                diagnostics.error(l.sub("stream_filters"), "stream filters run on proxied requests, and this listener has no proxy network filter")
+            } else if networkFilterTypes.contains("tcp_proxy") {
+                diagnostics.error(l.sub("stream_filters"), "connections handed to tcp_proxy (fallback_for_unknown_protocol) would bypass the stream filters; use them on a listener without tcp_proxy")
+            }
+        }
+        return filters.isEmpty ? nil : StreamFilterPlan(filters)
+    }
+}
+
+/// `ip_access`: `default_action`, `header`, `ips[]` of `{action, addrs}` (addresses or CIDRs).
+struct IPAccessKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        c.checkKeys(known: ["default_action", "header", "ips"])
+        let diagnostics = context.diagnostics
+        var ok = true
+        let defaultAllow = action(c, "default_action", absent: "allow", &ok)
+        var rules: [IPAccessFilter.Rule] = []
+        for entry in c.objects("ips") {
+            entry.checkKeys(known: ["action", "addrs"])
+            let deny = !action(entry, "action", absent: nil, &ok)
+            guard let items = entry.array("addrs"), !items.isEmpty else {
+                diagnostics.error(entry.sub("addrs"), "at least one address or CIDR is required")
+                ok = false
+                continue
+            }
+            var ranges: [AddressRange] = []
+            for item in items {
+                guard case .string(let text) = item.value, let range = addressRange(text) else {
+                    diagnostics.error(item.path, "expected an IP address or a CIDR such as \"10.0.0.0/8\" or \"fd00::/8\"")
+                    ok = false
+                    continue
+                }
+                ranges.append(range)
+            }
+            rules.append(IPAccessFilter.Rule(deny: deny, ranges: ranges))
+        }
+        guard ok else { return nil }
+        return .ipAccess(IPAccessFilter(rules: rules, header: c.string("header"), defaultAllow: defaultAllow))
+    }
+
+    /// "allow" or "deny" (true: allow). MOSN reads anything but "deny" as allow; a typo that
+    /// silently allows is an error here.
+    func action(_ o: JSONObject, _ key: String, absent: String?, _ ok: inout Bool) -> Bool {
+        let text = o.string(key) ?? absent
+        switch text?.lowercased() {
+        case "allow"?: return true
+        case "deny"?: return false
+        case "" where absent != nil: return true
+        case nil: o.diagnostics.error(o.sub(key), "required: \"allow\" or \"deny\"")
+        default: o.diagnostics.error(o.sub(key), "\"\(text!)\" is neither \"allow\" nor \"deny\"")
+        }
+        ok = false
+        return true
+    }
+
+    /// "a.b.c.d", "v6", "a.b.c.d/len" or "v6/len".
+    func addressRange(_ text: String) -> AddressRange? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = parts.first.map(String.init) else { return nil }
+        let fullLength = address.contains(":") ? 128 : 32
+        guard let length = parts.count == 2 ? Int(parts[1]) : fullLength else { return nil }
+        return AddressRange(address: address, length: length)
+    }
+}
+
+/// `payload_limit`: `max_entity_size` (bytes; 0 or absent: no limit, as in MOSN), `http_status`
+/// (default 413).
+struct PayloadLimitKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        // MOSN's Go struct tag is "max_entity_size " (with a space), so MOSN itself never reads
+        // the documented key; Tern reads both spellings.
+        c.checkKeys(known: ["max_entity_size", "max_entity_size ", "http_status"])
+        let key = c.has("max_entity_size") ? "max_entity_size" : "max_entity_size "
+        let status = c.int("http_status", min: 100, max: 599) ?? 413
+        guard let max = c.int(key, min: 0, max: Int(Int32.max)) else {
+            if !c.has(key) { context.diagnostics.warn(c.sub("max_entity_size"), "absent: no limit, so payload_limit does nothing") }
+            return nil
+        }
+        if max == 0 {
+            context.diagnostics.warn(c.sub(key), "0 means no limit (as in MOSN): payload_limit does nothing")
+            return nil
+        }
+        return .payloadLimit(PayloadLimitFilter(maxBytes: Int64(max), status: status))
+    }
+}
+
+/// `fault`: `delay` {`fixed_delay`, `percentage`}, `abort` {`status`, `percentage`},
+/// `upstream_cluster`, `headers` (route header matchers). Percentages are whole 0-100 as in MOSN.
+struct FaultKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        c.checkKeys(known: ["delay", "abort", "upstream_cluster", "headers"])
+        let diagnostics = context.diagnostics
+        let errorsBefore = diagnostics.errors.count
+        var delayMS: Int64 = 0, delayPercent = 0
+        if let d = c.object("delay") {
+            d.checkKeys(known: ["fixed_delay", "percentage"])
+            delayMS = d.duration("fixed_delay", max: 3_600_000) ?? 0
+            let percent = d.int("percentage", min: 0, max: 100)
+            delayPercent = percent ?? 0
+            if (delayMS == 0 && d.has("fixed_delay") == false) || percent == 0 || !d.has("percentage") { diagnostics.warn(d.path, "fixed_delay or percentage is 0 (or absent): no delay, as in MOSN") }
+        }
+        var abortStatus: Int?, abortPercent = 0
+        if let a = c.object("abort") {
+            a.checkKeys(known: ["status", "percentage"])
+            let percent = a.int("percentage", min: 0, max: 100)
+            abortPercent = percent ?? 0
+            abortStatus = a.int("status", min: 200, max: 599)
+            if abortStatus == nil && !a.has("status") { diagnostics.error(a.sub("status"), "required: the status aborted requests are answered with (200-599)") }
+            if percent == 0 || !a.has("percentage") { diagnostics.warn(a.path, "percentage is 0 (or absent): no abort, as in MOSN") }
+        }
+        var clusterIndex = -1
+        if let name = c.string("upstream_cluster"), !name.isEmpty {
+            if let i = context.clusterIndex[name] { clusterIndex = i }
+            else { diagnostics.error(c.sub("upstream_cluster"), "unknown cluster \"\(name)\"") }
+        }
+        let headers = RouteCompiler(diagnostics: diagnostics, clusterIndex: context.clusterIndex).headerMatchers(c, key: "headers")
+        guard diagnostics.errors.count == errorsBefore else { return nil }
+        return .fault(FaultFilter(delayMS: delayMS, delayPercent: delayPercent, abortStatus: abortStatus, abortPercent: abortPercent,
+                                  clusterIndex: clusterIndex, headers: headers))
+    }
+}
