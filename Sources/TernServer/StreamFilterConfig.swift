@@ -67,13 +67,13 @@ extension ConfigCompiler {
 /// `ip_access`: `default_action`, `header`, `ips[]` of `{action, addrs}` (addresses or CIDRs).
 struct IPAccessKind: StreamFilterKind {
     func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
-        c.checkKeys(known: ["default_action", "header", "ips"])
+        c.checkPolicyKeys(["default_action", "header", "ips"])
         let diagnostics = context.diagnostics
         var ok = true
         let defaultAllow = action(c, "default_action", absent: "allow", &ok)
         var rules: [IPAccessFilter.Rule] = []
         for entry in c.objects("ips") {
-            entry.checkKeys(known: ["action", "addrs"])
+            entry.checkPolicyKeys(["action", "addrs"])
             let deny = !action(entry, "action", absent: nil, &ok)
             guard let items = entry.array("addrs"), !items.isEmpty else {
                 diagnostics.error(entry.sub("addrs"), "at least one address or CIDR is required")
@@ -126,7 +126,7 @@ struct PayloadLimitKind: StreamFilterKind {
     func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
         // MOSN's Go struct tag is "max_entity_size " (with a space), so MOSN itself never reads
         // the documented key; Tern reads both spellings.
-        c.checkKeys(known: ["max_entity_size", "max_entity_size ", "http_status"])
+        c.checkPolicyKeys(["max_entity_size", "max_entity_size ", "http_status"])
         let key = c.has("max_entity_size") ? "max_entity_size" : "max_entity_size "
         let status = c.int("http_status", min: 100, max: 599) ?? 413
         guard let max = c.int(key, min: 0, max: Int(Int32.max)) else {
@@ -145,12 +145,12 @@ struct PayloadLimitKind: StreamFilterKind {
 /// `upstream_cluster`, `headers` (route header matchers). Percentages are whole 0-100 as in MOSN.
 struct FaultKind: StreamFilterKind {
     func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
-        c.checkKeys(known: ["delay", "abort", "upstream_cluster", "headers"])
+        c.checkPolicyKeys(["delay", "abort", "upstream_cluster", "headers"])
         let diagnostics = context.diagnostics
         let errorsBefore = diagnostics.errors.count
         var delayMS: Int64 = 0, delayPercent = 0
         if let d = c.object("delay") {
-            d.checkKeys(known: ["fixed_delay", "percentage"])
+            d.checkPolicyKeys(["fixed_delay", "percentage"])
             delayMS = d.duration("fixed_delay", max: 3_600_000) ?? 0
             let percent = d.int("percentage", min: 0, max: 100)
             delayPercent = percent ?? 0
@@ -158,7 +158,7 @@ struct FaultKind: StreamFilterKind {
         }
         var abortStatus: Int?, abortPercent = 0
         if let a = c.object("abort") {
-            a.checkKeys(known: ["status", "percentage"])
+            a.checkPolicyKeys(["status", "percentage"])
             let percent = a.int("percentage", min: 0, max: 100)
             abortPercent = percent ?? 0
             abortStatus = a.int("status", min: 200, max: 599)
@@ -174,5 +174,16 @@ struct FaultKind: StreamFilterKind {
         guard diagnostics.errors.count == errorsBefore else { return nil }
         return .fault(FaultFilter(delayMS: delayMS, delayPercent: delayPercent, abortStatus: abortStatus, abortPercent: abortPercent,
                                   clusterIndex: clusterIndex, headers: headers))
+    }
+}
+
+extension JSONObject {
+    /// A stream filter's config: any key Tern does not read is an error, not a warning, since a
+    /// misspelt rule (`ipz`) would otherwise be dropped and requests go unchecked.
+    func checkPolicyKeys(_ known: Set<String>) {
+        for key in dict.keys.sorted() where !known.contains(key.lowercased()) {
+            let hint = nearestKey(to: key, among: known).map { "; did you mean `\($0)`?" } ?? " (known: \(known.sorted().joined(separator: ", ")))"
+            diagnostics.error(sub(key), "unknown key in a stream filter's config\(hint)")
+        }
     }
 }

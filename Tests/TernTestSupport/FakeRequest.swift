@@ -1,12 +1,18 @@
 import TernCore
 
 /// A request for router tests: path, host and headers as plain strings.
-public struct FakeRequest: RoutableRequest {
+public struct FakeRequest: StreamRequest {
     public var path: String
     public var host: String
     public var headers: [(String, String)]
-    public init(path: String, host: String = "", headers: [(String, String)] = []) {
-        self.path = path; self.host = host; self.headers = headers
+    public var contentLength: Int64?
+    public init(path: String, host: String = "", headers: [(String, String)] = [], contentLength: Int64? = 0) {
+        self.path = path; self.host = host; self.headers = headers; self.contentLength = contentLength
+    }
+
+    public func withMethod<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        let b = Array("GET".utf8)
+        return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
     }
 
     public func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
