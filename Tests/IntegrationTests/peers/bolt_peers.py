@@ -8,6 +8,8 @@
   silent PORT            accepts bolt connections, reads and never answers (prints "frame" per frame header seen)
   client PORT N THREADS  anthunder clients calling through PORT, N calls per thread, checking each
                          answer against its own request; prints "ok CALLS" or "bad ..." and exits 0/1
+  once PORT METHOD BODY [N]  N (default 1) anthunder calls of METHOD with BODY through PORT; prints
+                         "result BYTES" or "error EXCEPTION" per call and exits 0
 """
 import logging
 import sys
@@ -79,6 +81,19 @@ def call(port, calls, threads):
         print("bad", len(failures), failures[:5], flush=True)
         sys.exit(1)
     print("ok", done[0], flush=True)
+
+
+def once(port, method, body, n):
+    from anthunder import Client
+    from mytracer import SpanContext
+    Client.mesh_service_address = ("127.0.0.1", port)
+    client = Client("tern_test_client")
+    for _ in range(n):
+        try:
+            got = client.invoke_sync(INTERFACE, method, body.encode(), timeout_ms=5000, spanctx=SpanContext())
+            print("result", got.decode(errors="replace"), flush=True)
+        except Exception as e:  # noqa
+            print("error", e, flush=True)
 
 
 def serve_tcp(port, handle):
@@ -158,5 +173,7 @@ if __name__ == "__main__":
         v2echo(int(sys.argv[2]))
     elif sys.argv[1] == "silent":
         silent(int(sys.argv[2]))
+    elif sys.argv[1] == "once":
+        once(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else 1)
     else:
         call(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
