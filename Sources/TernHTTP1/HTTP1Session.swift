@@ -200,6 +200,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         cancel(routeTimer)
         cancel(idleTimer)
         cancel(delayTimer)
+        cancel(lingerTimer)
     }
 
     func arm(_ timer: inout LoopTimer?, _ tag: Int, at deadline: Int64) {
@@ -304,7 +305,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             downstream.input?.clear()
             downstream.shutdownWriteWhenFlushed()
             downstream.resumeReading()
-            arm(&delayTimer, HTTP1Session.lingerTag, at: worker.loop.nowMS + HTTP1Session.lingerMS)
+            arm(&lingerTimer, HTTP1Session.lingerTag, at: worker.loop.nowMS + HTTP1Session.lingerMS)
             return
         }
         downstream.closeWhenFlushed()
@@ -312,6 +313,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Answered and closing, reading only to drop a refused body (`closeWhenAnswered`).
     var lingering = false
+    var lingerTimer: LoopTimer?
     static let lingerMS: Int64 = 2_000
 
     func startRequest(_ input: ByteBuffer) {

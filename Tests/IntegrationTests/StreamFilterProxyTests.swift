@@ -22,6 +22,7 @@ final class StreamFilterProxyTests {
         ("payload", "Http1", #"{"type": "payload_limit", "config": {"max_entity_size": 1000, "http_status": 413}}"#),
         ("abort", "Http1", #"{"type": "fault", "config": {"abort": {"status": 503, "percentage": 50}}}"#),
         ("delay", "Http1", #"{"type": "fault", "config": {"delay": {"fixed_delay": "600ms", "percentage": 100}, "upstream_cluster": "up", "headers": [{"name": "x-delay", "value": "yes"}]}}"#),
+        ("delayThenLimit", "Http1", #"{"type": "payload_limit", "config": {"max_entity_size": 1000}}, {"type": "fault", "config": {"delay": {"fixed_delay": "100ms", "percentage": 100}, "headers": [{"name": "x-delay", "value": "yes"}]}}"#),
         ("boltDeny", "bolt", #"{"type": "ip_access", "config": {"default_action": "allow", "ips": [{"action": "deny", "addrs": ["127.0.0.1"]}]}}"#),
         ("boltPolicy", "bolt", #"{"type": "payload_limit", "config": {"max_entity_size": 100}}, {"type": "fault", "config": {"abort": {"status": 503, "percentage": 100}, "headers": [{"name": "sofa_head_method_name", "value": "echo"}]}}, {"type": "fault", "config": {"delay": {"fixed_delay": "400ms", "percentage": 100}, "headers": [{"name": "sofa_head_method_name", "value": "slow"}]}}"#),
     ]
@@ -186,6 +187,27 @@ final class StreamFilterProxyTests {
             print(data.split(b"\\r\\n")[0].decode())
             """]).1
         #expect(naive.trimmingCharacters(in: .whitespacesAndNewlines) == "HTTP/1.1 413 Content Too Large", "\(naive)")
+    }
+
+    @Test func aRefusedBodyLingersAtMostTwoSecondsEvenAfterADelayOnTheConnection() throws {
+        let c = try RawClient(port: port("delayThenLimit"), timeout: 10)
+        c.send("GET /first HTTP/1.1\r\nHost: x\r\nX-Delay: yes\r\n\r\n")
+        #expect(c.readResponses(1).first?.status == 200)
+        // Over the limit in its first chunk, and the client neither finishes nor closes.
+        c.send("POST /sha HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + String(repeating: "b", count: 2000) + "\r\n")
+        let end = c.readUntilClosed(timeout: 8)
+        #expect(String(decoding: end.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 413"))
+        #expect(end.closed)   // Tern's FIN, right after the answer
+        // Tern keeps reading (and dropping) for at most 2 s, then closes: a byte written after
+        // that gets a reset, which a later write reports.
+        let start = Date()
+        var refused = false
+        while !refused && Date().timeIntervalSince(start) < 8 {
+            let n = [UInt8(ascii: "b")].withUnsafeBytes { Glibc.send(c.fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+            if n < 0 { refused = true } else { usleep(50_000) }
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(refused && elapsed > 1.5 && elapsed < 4, "refused \(refused) after \(elapsed) s")
     }
 
     // MARK: fault
