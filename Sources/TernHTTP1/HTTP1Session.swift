@@ -227,17 +227,16 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func processDownstream(eof: Bool) {
         if eof { clientFinished = true }
-        if lingering {
-            downstream.input?.clear()
-            if eof { downstream.close() }
-            return
-        }
         let outer = inDownstreamLoop
         inDownstreamLoop = true
         defer { inDownstreamLoop = outer }
         while true {
             switch phase {
             case .closed:
+                if lingering {
+                    downstream.input?.clear()
+                    if eof { downstream.close() }
+                }
                 return
             case .waitingForRequest:
                 guard let input = downstream.input, input.readableBytes > 0 else {
@@ -341,7 +340,13 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             filterAndDispatch(filters, view, input, resuming: nil)
             return
         }
-        act(on: forwarder.decide(view, from: downstream), view, input)
+        // The same as `act(on:)`, written out: passing the decision on cost 48 instructions per
+        // request (callgrind), more than the rest of the hook.
+        switch forwarder.decide(view, from: downstream) {
+        case .upstream(let target): dispatch(target, input)
+        case .fail(let error, let failedCluster): fail(error, countedIn: failedCluster)
+        case .routeAnswer(let route): answerFromRoute(route, view, input)
+        }
     }
 
     @inline(__always)
