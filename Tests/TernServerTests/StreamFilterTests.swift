@@ -110,7 +110,7 @@ struct StreamFilterTests {
         deinit { connection.close(); close(peer) }
 
         func run(_ plan: StreamFilterPlan, _ phase: FilterPhase, _ request: FakeRequest, cluster: Int = -1) -> FilterVerdict {
-            StreamFilterChain(plan: plan, worker: worker).run(phase, request, FilterInput(downstream: connection, clusterIndex: cluster))
+            StreamFilterChain(plan: plan).run(phase, request, FilterInput(downstream: connection, clusterIndex: cluster))
         }
     }
 
@@ -168,7 +168,7 @@ struct StreamFilterTests {
         guard case .delay(let ms, let index) = f.run(p, .afterRoute, matching, cluster: 0) else { Issue.record("no delay"); return }
         #expect(ms == 250 && index == 0)
         // After the delay the same filter aborts (delay first, then abort, as MOSN).
-        let chain = StreamFilterChain(plan: p, worker: f.worker)
+        let chain = StreamFilterChain(plan: p)
         #expect(status(chain.run(.afterRoute, matching, FilterInput(downstream: f.connection, clusterIndex: 0), from: 0, delayDone: true)) == 503)
         #expect(status(f.run(p, .afterRoute, FakeRequest(path: "/", headers: [("x-fault", "no")]), cluster: 0)) == nil)
         #expect(status(f.run(p, .afterRoute, matching, cluster: 1)) == nil)   // another cluster
@@ -185,7 +185,7 @@ struct StreamFilterTests {
     }
 
     @Test func headerAddressesParseWithoutAllocatingText() {
-        func parse(_ s: String) -> SocketAddress? { Array(s.utf8).withUnsafeBufferPointer { SocketAddress.ip($0.baseAddress!, $0.count) } }
+        func parse(_ s: String) -> IPAddressBits? { Array(s.utf8).withUnsafeBufferPointer { IPAddressBits.parse($0.baseAddress!, $0.count) } }
         #expect(parse(" 10.1.2.3 ") != nil)
         #expect(parse("10.1.2.3:80") != nil)
         #expect(parse("[::1]:80") != nil)
@@ -195,6 +195,12 @@ struct StreamFilterTests {
         #expect(parse("10.1.2") == nil)
         #expect(parse("[::1]x") == nil)
         #expect(parse("host.example") == nil)
-        #expect(AddressRange(address: "10.0.0.0", length: 8)!.contains(parse("10.9.9.9")!))
+        let ranges = AddressRangeSet([AddressRange(address: "10.0.0.0", length: 8)!, AddressRange(address: "fd00::", length: 8)!])
+        #expect(ranges.contains(parse("10.9.9.9")!))
+        #expect(ranges.contains(parse("::ffff:10.9.9.9")!))   // an IPv4 client on a dual-stack socket
+        #expect(!ranges.contains(parse("11.0.0.1")!))
+        #expect(ranges.contains(parse("fd12::1")!))
+        #expect(!ranges.contains(parse("fe80::1")!))
+        #expect(parse("10.1.2.3") == parse("10.1.2.3:9"))
     }
 }

@@ -198,8 +198,8 @@ private func presentation(_ family: Int32, _ raw: UnsafeRawPointer) -> String {
 public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     public let family: Int32
     public let length: Int
-    private let network: (high: UInt64, low: UInt64)
-    private let mask: (high: UInt64, low: UInt64)
+    fileprivate let network: (high: UInt64, low: UInt64)
+    fileprivate let mask: (high: UInt64, low: UInt64)
     public let description: String
 
     public static func == (a: AddressRange, b: AddressRange) -> Bool {
@@ -262,11 +262,26 @@ extension SocketAddress {
     }
 }
 
-extension SocketAddress {
-    /// An IP address in header bytes, for matching only (port 0, no text kept, no allocation):
+/// An IP address as matching sees it: its bits as one 128-bit number (IPv4 in the low 32 bits)
+/// and its family. Small and trivially copied, unlike `SocketAddress` (which keeps text).
+public struct IPAddressBits: Sendable, Equatable {
+    public let high: UInt64
+    public let low: UInt64
+    public let isIPv6: Bool
+
+    /// The IPv4 address, for an IPv4 address or an IPv6 one of the form ::ffff:a.b.c.d.
+    @inline(__always)
+    var ipv4: UInt64? {
+        if !isIPv6 { return low }
+        return high == 0 && low >> 32 == 0xffff ? low & 0xffff_ffff : nil
+    }
+}
+
+extension IPAddressBits {
+    /// An IP address in header bytes, for matching only (no text kept, no allocation):
     /// `a.b.c.d`, `a.b.c.d:port`, an IPv6 literal, `[v6]` or `[v6]:port`, surrounding spaces
     /// allowed. nil for anything else (a host name, a list of addresses).
-    public static func ip(_ p: UnsafePointer<UInt8>, _ count: Int) -> SocketAddress? {
+    public static func parse(_ p: UnsafePointer<UInt8>, _ count: Int) -> IPAddressBits? {
         var start = 0, end = count
         while start < end && (p[start] == 32 || p[start] == 9) { start += 1 }
         while end > start && (p[end - 1] == 32 || p[end - 1] == 9) { end -= 1 }
@@ -292,45 +307,85 @@ extension SocketAddress {
     }
 
     /// inet_pton over bytes copied, NUL-terminated, to the stack.
-    private static func literal(_ family: Int32, _ p: UnsafePointer<UInt8>, _ n: Int) -> SocketAddress? {
+    private static func literal(_ family: Int32, _ p: UnsafePointer<UInt8>, _ n: Int) -> IPAddressBits? {
         guard n > 0 && n < 64 else { return nil }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> SocketAddress? in
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> IPAddressBits? in
             for i in 0..<n { text[i] = CChar(bitPattern: p[i]) }
             text[n] = 0
             if family == AF_INET {
                 var v4 = in_addr()
                 guard inet_pton(AF_INET, text.baseAddress!, &v4) == 1 else { return nil }
-                return SocketAddress(family: AF_INET, port: 0, ipv4: v4.s_addr, ipv6: (0, 0), unixPath: nil, description: "")
+                return IPAddressBits(high: 0, low: UInt64(UInt32(bigEndian: v4.s_addr)), isIPv6: false)
             }
             var v6 = in6_addr()
             guard inet_pton(AF_INET6, text.baseAddress!, &v6) == 1 else { return nil }
-            let words = withUnsafeBytes(of: v6) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
-            return SocketAddress(family: AF_INET6, port: 0, ipv4: 0, ipv6: words, unixPath: nil, description: "")
+            return IPAddressBits(v6)
         }
     }
 
-    /// The peer of a connected socket for matching only (no text kept, so no allocation, unlike
-    /// `peer(of:)`); nil for a unix peer or an error.
-    public static func peerIP(of fd: Int32) -> SocketAddress? {
+    private init(_ v6: in6_addr) {
+        let words = withUnsafeBytes(of: v6) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
+        self.init(high: UInt64(bigEndian: words.0), low: UInt64(bigEndian: words.1), isIPv6: true)
+    }
+
+    /// The peer of a connected socket (no text kept, so no allocation, unlike
+    /// `SocketAddress.peer(of:)`); nil for a unix peer or an error.
+    public static func peer(of fd: Int32) -> IPAddressBits? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) } }
         guard rc == 0 else { return nil }
-        return withUnsafePointer(to: &storage) { raw -> SocketAddress? in
+        return withUnsafePointer(to: &storage) { raw -> IPAddressBits? in
             switch Int32(raw.pointee.ss_family) {
             case AF_INET:
                 return raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    SocketAddress(family: AF_INET, port: UInt16(bigEndian: $0.pointee.sin_port), ipv4: $0.pointee.sin_addr.s_addr,
-                                  ipv6: (0, 0), unixPath: nil, description: "")
+                    IPAddressBits(high: 0, low: UInt64(UInt32(bigEndian: $0.pointee.sin_addr.s_addr)), isIPv6: false)
                 }
             case AF_INET6:
-                return raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
-                    let words = withUnsafeBytes(of: p.pointee.sin6_addr) { ($0.load(fromByteOffset: 0, as: UInt64.self), $0.load(fromByteOffset: 8, as: UInt64.self)) }
-                    return SocketAddress(family: AF_INET6, port: UInt16(bigEndian: p.pointee.sin6_port), ipv4: 0, ipv6: words, unixPath: nil, description: "")
-                }
+                return raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { IPAddressBits($0.pointee.sin6_addr) }
             default:
                 return nil
             }
         }
+    }
+}
+
+/// CIDR blocks reduced to plain words, for checking one address against many per request
+/// (ip_access): no per-block copy, retain or family switch. Matches as `AddressRange` does (an
+/// IPv4 block also holds ::ffff:a.b.c.d clients; an IPv6 block only IPv6 addresses).
+public struct AddressRangeSet: Sendable {
+    /// Per IPv4 block: network, mask (the address in the low 32 bits).
+    private var v4: [UInt64] = []
+    /// Per IPv6 block: network high, low, mask high, low.
+    private var v6: [UInt64] = []
+
+    public init(_ ranges: [AddressRange]) {
+        for r in ranges {
+            if r.family == AF_INET { v4 += [r.network.low, r.mask.low] }
+            else { v6 += [r.network.high, r.network.low, r.mask.high, r.mask.low] }
+        }
+    }
+
+    public func contains(_ address: IPAddressBits) -> Bool {
+        // Unchecked reads: the loops stay within the arrays, whose lengths are multiples of 2 and 4.
+        if let v = address.ipv4 {
+            let found = v4.withUnsafeBufferPointer { w in
+                var i = 0
+                while i < w.count { if v & w[i + 1] == w[i] { return true }; i += 2 }
+                return false
+            }
+            if found { return true }
+        }
+        if address.isIPv6 {
+            return v6.withUnsafeBufferPointer { w in
+                var i = 0
+                while i < w.count {
+                    if address.high & w[i + 2] == w[i] && address.low & w[i + 3] == w[i + 1] { return true }
+                    i += 4
+                }
+                return false
+            }
+        }
+        return false
     }
 }

@@ -35,7 +35,7 @@ public final class Forwarder {
     public init(worker: Worker, settings: ProxySettings) {
         self.worker = worker
         self.settings = settings
-        filters = settings.streamFilters.map { StreamFilterChain(plan: $0, worker: worker) }
+        filters = settings.streamFilters.map { StreamFilterChain(plan: $0) }
     }
 
     @inline(__always)
@@ -83,7 +83,7 @@ public enum FilteredDecision {
     /// A filter answers the request itself (counted against `cluster` when routing had chosen one).
     case answer(LocalAnswer, cluster: ClusterRuntime?)
     /// A filter holds the request: the session keeps it, waits `ms` on a loop timer and then
-    /// calls `decide(_:from:through:resuming:)` again with `resume`.
+    /// calls `resume(_:from:through:at:)` with `resume`.
     case delay(ms: Int64, resume: FilterResumePoint)
 }
 
@@ -91,23 +91,36 @@ extension Forwarder {
     /// The request through the listener's stream filters: those before routing, the router, then
     /// those after it (they see the chosen cluster). Sessions call this only when `filters` is
     /// set; without filters they call `decide(_:from:)` directly.
-    public func decide<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain,
-                                         resuming: FilterResumePoint?) -> FilteredDecision {
-        var target = resuming?.target
-        if resuming == nil || resuming!.phase == .beforeRoute {
-            switch filters.run(.beforeRoute, request, FilterInput(downstream: downstream), from: resuming?.index ?? 0, delayDone: resuming != nil) {
-            case .proceed: break
-            case .answer(let answer): return .answer(answer, cluster: nil)
-            case .delay(let ms, let index): return .delay(ms: ms, resume: FilterResumePoint(phase: .beforeRoute, index: index, target: nil))
-            }
-            let decision = decide(request, from: downstream)
-            guard case .upstream(let routed) = decision, filters.hasAfterRoute else { return .forward(decision) }
-            target = routed
+    public func decide<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain) -> FilteredDecision {
+        filterAndRoute(request, downstream, filters, from: 0, delayDone: false)
+    }
+
+    /// The same for a request a filter delayed, from where it stopped.
+    public func resume<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain,
+                                         at point: FilterResumePoint) -> FilteredDecision {
+        guard point.phase == .afterRoute else { return filterAndRoute(request, downstream, filters, from: point.index, delayDone: true) }
+        // An after-route delay always carries its routing decision.
+        guard let target = point.target else { return .forward(.fail(.noRoute, nil)) }
+        return afterRoute(request, downstream, filters, target, from: point.index, delayDone: true)
+    }
+
+    @inline(__always)
+    private func filterAndRoute<R: StreamRequest>(_ request: R, _ downstream: Connection, _ filters: StreamFilterChain,
+                                                  from start: Int, delayDone: Bool) -> FilteredDecision {
+        switch filters.run(.beforeRoute, request, FilterInput(downstream: downstream), from: start, delayDone: delayDone) {
+        case .proceed: break
+        case .answer(let answer): return .answer(answer, cluster: nil)
+        case .delay(let ms, let index): return .delay(ms: ms, resume: FilterResumePoint(phase: .beforeRoute, index: index, target: nil))
         }
-        guard let target else { return .forward(.fail(.noRoute, nil)) }   // an after-route resume always carries its target
-        let resumed = resuming?.phase == .afterRoute
-        switch filters.run(.afterRoute, request, FilterInput(downstream: downstream, clusterIndex: target.clusterIndex),
-                           from: resumed ? resuming!.index : 0, delayDone: resumed) {
+        let decision = decide(request, from: downstream)
+        guard case .upstream(let target) = decision, filters.hasAfterRoute else { return .forward(decision) }
+        return afterRoute(request, downstream, filters, target, from: 0, delayDone: false)
+    }
+
+    @inline(__always)
+    private func afterRoute<R: StreamRequest>(_ request: R, _ downstream: Connection, _ filters: StreamFilterChain, _ target: UpstreamTarget,
+                                              from start: Int, delayDone: Bool) -> FilteredDecision {
+        switch filters.run(.afterRoute, request, FilterInput(downstream: downstream, clusterIndex: target.clusterIndex), from: start, delayDone: delayDone) {
         case .proceed: return .forward(.upstream(target))
         case .answer(let answer): return .answer(answer, cluster: target.cluster)
         case .delay(let ms, let index): return .delay(ms: ms, resume: FilterResumePoint(phase: .afterRoute, index: index, target: target))

@@ -19,7 +19,8 @@ public protocol StreamRequest: RoutableRequest {
 
 /// What a filter tells the client instead of proxying: an HTTP status (bolt maps it to a response
 /// status), extra headers, a body, and a machine-readable code for `x-tern-error` and the log.
-public struct LocalAnswer: Sendable {
+/// Built at config load; a class, so a verdict carrying it is one pointer to move.
+public final class LocalAnswer: Sendable {
     public let status: Int
     public let headers: [HeaderToAdd]
     public let body: String
@@ -59,7 +60,8 @@ public struct FilterInput {
     }
 }
 
-/// The built-in filters, switched over: no existential or closure per request.
+/// The built-in filters, switched over: no existential or closure per request. Each filter is a
+/// final class of immutable settings, so taking one out of the enum is a single retain.
 public enum StreamFilter: Sendable {
     case ipAccess(IPAccessFilter)
     case payloadLimit(PayloadLimitFilter)
@@ -104,13 +106,14 @@ public struct StreamFilterPlan: Sendable {
 /// One listener's filters on one worker (built by its `Forwarder`): runs a phase for a request.
 public final class StreamFilterChain {
     public let plan: StreamFilterPlan
-    unowned let worker: Worker
+    /// This worker's draws for percentages (fault), kept here: reaching the worker's through an
+    /// unowned reference costs a strong retain per request.
+    var random = FastRandom()
     /// Whether any filter runs after routing (else sessions skip that phase entirely).
     public let hasAfterRoute: Bool
 
-    public init(plan: StreamFilterPlan, worker: Worker) {
+    public init(plan: StreamFilterPlan) {
         self.plan = plan
-        self.worker = worker
         hasAfterRoute = !plan.afterRoute.isEmpty
     }
 
@@ -120,7 +123,7 @@ public final class StreamFilterChain {
         let filters = phase == .beforeRoute ? plan.beforeRoute : plan.afterRoute
         var index = start
         while index < filters.count {
-            let verdict = filters[index].decide(request, input, &worker.random, delayDone: delayDone && index == start)
+            let verdict = filters[index].decide(request, input, &random, delayDone: delayDone && index == start)
             switch verdict {
             case .proceed: index += 1
             case .answer: return verdict

@@ -2,7 +2,7 @@
 /// match, delay by `delayMS` in `delayPercent` % of them, then abort with `abortStatus` in
 /// `abortPercent` % (each a fresh draw, as in MOSN). The delay is a timer on the worker's event
 /// loop held by the session; the worker serves other requests meanwhile.
-public struct FaultFilter: Sendable {
+public final class FaultFilter: Sendable {
     public let delayMS: Int64
     public let delayPercent: Int
     public let abortPercent: Int

@@ -1,11 +1,11 @@
 /// MOSN's `ip_access`: the client address (the connection's peer, or an address a trusted header
 /// carries) checked against allow and deny lists in order; the first list that contains it
 /// decides, else `default_action`. Denied requests are answered 403 and never reach an upstream.
-public struct IPAccessFilter: Sendable {
+public final class IPAccessFilter: Sendable {
     public struct Rule: Sendable {
         public let deny: Bool
-        public let ranges: [AddressRange]
-        public init(deny: Bool, ranges: [AddressRange]) { self.deny = deny; self.ranges = ranges }
+        public let ranges: AddressRangeSet
+        public init(deny: Bool, ranges: [AddressRange]) { self.deny = deny; self.ranges = AddressRangeSet(ranges) }
     }
 
     public let rules: [Rule]
@@ -23,20 +23,20 @@ public struct IPAccessFilter: Sendable {
 
     /// The address the lists are matched against. As in MOSN: a header that is absent or empty
     /// falls back to the connection's peer; one that holds no IP address matches no list.
-    func clientAddress<R: StreamRequest>(_ request: R, _ input: FilterInput) -> SocketAddress? {
+    func clientAddress<R: StreamRequest>(_ request: R, _ input: FilterInput) -> IPAddressBits? {
         if let header {
-            let value: (empty: Bool, address: SocketAddress?)? = request.withHeader(lowercasedName: header) { p, n in
-                (n == 0, n == 0 ? nil : SocketAddress.ip(p, n))
+            let value: (empty: Bool, address: IPAddressBits?)? = request.withHeader(lowercasedName: header) { p, n in
+                (n == 0, n == 0 ? nil : IPAddressBits.parse(p, n))
             }
             if let value, !value.empty { return value.address }
         }
-        return SocketAddress.peerIP(of: input.downstream.fd)
+        return IPAddressBits.peer(of: input.downstream.fd)
     }
 
     public func decide<R: StreamRequest>(_ request: R, _ input: FilterInput) -> FilterVerdict {
         if let address = clientAddress(request, input) {
-            for rule in rules where rule.ranges.contains(where: { $0.contains(address) }) {
-                return rule.deny ? .answer(denied) : .proceed
+            for i in rules.indices where rules[i].ranges.contains(address) {
+                return rules[i].deny ? .answer(denied) : .proceed
             }
         }
         return defaultAllow ? .proceed : .answer(denied)

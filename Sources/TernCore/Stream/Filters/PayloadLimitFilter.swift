@@ -2,7 +2,7 @@
 /// status and never reaches an upstream. A length the head announces (Content-Length, a bolt
 /// frame's content) is checked here, before routing; a body without one (chunked) is counted by
 /// the session as it streams (`StreamFilterChain.streamedBodyLimit`).
-public struct PayloadLimitFilter: Sendable {
+public final class PayloadLimitFilter: Sendable {
     public let maxBytes: Int64
     public let answer: LocalAnswer
     public var phase: FilterPhase { .beforeRoute }
