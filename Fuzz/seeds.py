@@ -200,3 +200,9 @@ write("client-hello", "no-sni", b"\xff" + client_hello([(10, b"\x00\x02\x00\x1d"
 write("client-hello", "record-too-long", b"\xff" + client_hello([(0, sni((0, b"x")))], record_len=0x4001))
 write("client-hello", "not-client-hello", b"\xff" + client_hello([(0, sni((0, b"x")))], hello_type=2))
 write("client-hello", "plain-text", b"\xff" + b"GET / HTTP/1.1\r\n\r\n")
+
+# Header values ip_access reads a client address from (X-Real-IP and the like).
+for name, value in {"ipv4": "203.0.113.7", "ipv4-port": "203.0.113.7:8080", "ipv6": "2001:db8::1",
+                    "ipv6-brackets-port": "[2001:db8::1]:443", "mapped": " ::ffff:10.1.2.3 ", "list": "10.0.0.1, 10.0.0.2",
+                    "host": "example.com:80", "empty-port": "10.0.0.1:"}.items():
+    write("client-address", name, value)

@@ -9,6 +9,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("regex", RegexChecks.check),
     ("sni", ServerNameChecks.check),
     ("client-hello", ClientHelloChecks.check),
+    ("client-address", ClientAddressChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,

@@ -287,7 +287,14 @@ extension IPAddressBits {
         while end > start && (p[end - 1] == 32 || p[end - 1] == 9) { end -= 1 }
         guard start < end else { return nil }
         var colons = 0
-        for i in start..<end where p[i] == UInt8(ascii: ":") { colons += 1 }
+        for i in start..<end {
+            let c = p[i]
+            if c == UInt8(ascii: ":") { colons += 1; continue }
+            // Only what an IP literal (and brackets and a port) is made of: a NUL would end the
+            // text inet_pton reads early and let trailing bytes through unseen.
+            let hexOrDot = (c >= 48 && c <= 57) || (c | 0x20 >= 97 && c | 0x20 <= 102) || c == UInt8(ascii: ".")
+            guard hexOrDot || c == UInt8(ascii: "[") || c == UInt8(ascii: "]") else { return nil }
+        }
         if p[start] == UInt8(ascii: "[") {
             var close = start + 1
             while close < end && p[close] != UInt8(ascii: "]") { close += 1 }
