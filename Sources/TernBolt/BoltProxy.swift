@@ -234,9 +234,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// stopped it. A filter's answer is a bolt response with the mapped status (none for oneway).
     func filterAndSend(_ filters: StreamFilterChain, _ frame: BoltFrame, _ p: UnsafePointer<UInt8>, _ view: BoltRequestView,
                        resuming: FilterResumePoint?) {
-        let outcome = resuming.map { forwarder.resume(view, from: downstream, through: filters, at: $0) }
-            ?? forwarder.decide(view, from: downstream, through: filters)
-        switch outcome {
+        switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
         case .forward(let decision):
             act(on: decision, frame, p)
         case .answer(let answer, let cluster):

@@ -366,9 +366,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// The request through the listener's stream filters and the router; `resuming`: where a
     /// delay stopped it.
     func filterAndDispatch(_ filters: StreamFilterChain, _ view: RequestView, _ input: ByteBuffer, resuming: FilterResumePoint?) {
-        let outcome = resuming.map { forwarder.resume(view, from: downstream, through: filters, at: $0) }
-            ?? forwarder.decide(view, from: downstream, through: filters)
-        switch outcome {
+        switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
         case .forward(let decision):
             act(on: decision, view, input)
         case .answer(let answer, let cluster):

@@ -95,6 +95,14 @@ extension Forwarder {
         filterAndRoute(request, downstream, filters, from: 0, delayDone: false)
     }
 
+    /// `decide(_:from:through:)` for a fresh request (`resuming` nil), `resume` for a delayed one.
+    @inline(__always)
+    public func decide<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain,
+                                         resuming point: FilterResumePoint?) -> FilteredDecision {
+        if let point { return resume(request, from: downstream, through: filters, at: point) }
+        return decide(request, from: downstream, through: filters)
+    }
+
     /// The same for a request a filter delayed, from where it stopped.
     public func resume<R: StreamRequest>(_ request: R, from downstream: Connection, through filters: StreamFilterChain,
                                          at point: FilterResumePoint) -> FilteredDecision {
