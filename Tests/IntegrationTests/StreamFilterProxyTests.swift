@@ -249,6 +249,13 @@ final class StreamFilterProxyTests {
         delayed.send("GET /n1 HTTP/1.1\r\nHost: x\r\n\r\nGET /n2 HTTP/1.1\r\nHost: x\r\nX-Delay: yes\r\n\r\nGET /n3 HTTP/1.1\r\nHost: x\r\n\r\n")
         let next = delayed.readResponses(3)
         #expect(next.map(\.bodyText) == ["hello from upstream /n1", "hello from upstream /n2", "hello from upstream /n3"])
+        // A delayed request's body, part of it sent during the delay, reaches the upstream whole.
+        let (file, sum) = try temporaryPatternFile(size: 200_000)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        for framing in [[], ["-H", "Transfer-Encoding: chunked"]] {
+            let posted = try curl("delay", "/sha", framing + ["-H", "X-Delay: yes", "--data-binary", "@\(file)"])
+            #expect(posted.status == 200 && posted.body == "\(sum) 200000", "\(framing): \(posted)")
+        }
     }
 
     // MARK: bolt
