@@ -95,6 +95,25 @@ struct StreamFilterTests {
         #expect(hasError(fallback, at: at, saying: "tcp_proxy"), "\(fallback.diagnostics.errors)")
     }
 
+    @Test func everyChainPickedByServerNameRunsTheListenersFilters() throws {
+        let proxy = #"{ "type": "proxy", "config": { "downstream_protocol": "Http1", "router_config_name": "r" } }"#
+        func listener(_ second: String) -> String {
+            config().replacingOccurrences(of: "\"bind_port\": true,", with: "\"bind_port\": true, \"stream_filters\": [{\"type\": \"ip_access\", \"config\": {\"default_action\": \"deny\"}}],")
+                .replacingOccurrences(of: #"[{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "r" } }] }]"#,
+                                      with: #"[{ "filter_chain_match": {"server_names": ["a.example"]}, "filters": [\#(proxy)] }, { "filters": [\#(second)] }]"#)
+        }
+        let r = load(listener(proxy))
+        let plan = try #require(r.plan, "\(r.diagnostics.errors)")
+        let routing = try #require(plan.listeners[0].serverNameRouting)
+        #expect(routing.chains.count == 2)
+        for chain in routing.chains {
+            let p = try #require(chain.first as? ProxyFilterPlan)
+            #expect(p.settings.streamFilters?.beforeRoute.count == 1)
+        }
+        // A chain that tcp_proxy serves would let connections past the filters.
+        #expect(hasError(load(listener(#"{ "type": "tcp_proxy", "config": { "cluster": "c" } }"#)), at: at, saying: "tcp_proxy"))
+    }
+
     // MARK: decisions
 
     final class Fixture {
