@@ -31,4 +31,17 @@ extension TLSTests {
         #expect(out.contains("hello from upstream /d"), "\(out)")
         #expect(out.contains("Cipher is TLS_AES_256_GCM_SHA384"), "\(out)")
     }
+
+    /// A TLS 1.2 client whose ciphers are all outside the listener's `cipher_suites` is refused
+    /// (no shared cipher), with a log line; one offering a listed cipher is served.
+    @Test func aClientWithoutAListedCipherIsRefused() throws {
+        let listed = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+        let keys = ", \"cipher_suites\": \"\(listed)\", \"max_version\": \"TLSv1_2\""
+        let (port, tern) = try startTern(listenerKeys: "\"tls_context\": \(context(certs.serverCert, certs.serverKey, keys))")
+        let url = "https://localhost:\(port)/c"
+        let other = try curl(["--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", url])
+        #expect(other.status != 0 && !other.output.contains("hello from upstream"), "\(other.output)")
+        #expect(waitUntil(timeout: 5) { tern.child.output.contains("no shared cipher") }, "\(tern.child.output)")
+        #expect(try curl(["--tls-max", "1.2", "--ciphers", listed, url]).output == "hello from upstream /c")
+    }
 }
