@@ -302,6 +302,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         inFlight -= 1
         guard phase != .closed else { return }
         BoltCodec.copyFrame(p, frame, newID: originalID, into: downstream.outputBuffer)
+        downstream.counters?.stats.recordResponse(boltStatus: frame.status)
         answered()
     }
 
@@ -310,6 +311,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         guard phase != .closed else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: protocolCode, command: .response,
                                 requestID: originalID, codec: codec, status: status)
+        downstream.counters?.stats.recordResponse(boltStatus: status.rawValue)
         answered()
     }
 
@@ -328,6 +330,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         guard frame.kind != .oneway else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
                                 requestID: frame.requestID, codec: frame.codec, status: status)
+        downstream.counters?.stats.recordResponse(boltStatus: status.rawValue)
     }
 
     func resume() {

@@ -29,8 +29,8 @@ public struct HTTP1Protocol: StreamProtocol {
 }
 
 /// Status lines for the codes Tern writes itself or passes on.
-enum StatusText {
-    static func reason(_ status: Int) -> String {
+public enum StatusText {
+    public static func reason(_ status: Int) -> String {
         switch status {
         case 100: return "Continue"
         case 200: return "OK"
@@ -45,7 +45,9 @@ enum StatusText {
         case 400: return "Bad Request"
         case 403: return "Forbidden"
         case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
         case 408: return "Request Timeout"
+        case 411: return "Length Required"
         case 413: return "Content Too Large"
         case 417: return "Expectation Failed"
         case 431: return "Request Header Fields Too Large"

@@ -691,6 +691,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
+        downstream.counters?.stats.recordResponse(httpStatus: response.status)
         if case .none = response.framing { responseProgress = .complete }
         if case .contentLength(0) = response.framing { responseProgress = .complete }
         if responseProgress == .complete {
@@ -850,6 +851,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func writeStatusLine(_ out: ByteBuffer, _ status: Int) {
+        downstream.counters?.stats.recordResponse(httpStatus: status)
         out.write("HTTP/1.1 ")
         out.writeDecimal(status)
         out.writeByte(32)

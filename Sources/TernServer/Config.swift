@@ -48,6 +48,8 @@ public struct ServerPlan: Sendable {
     public var drainTimeoutMS: Int64 = 30_000
     public var listeners: [ListenerPlan] = []
     public var clusters: [ClusterConfig] = []
+    /// The admin API and the Prometheus sink (Sources/TernServer/Admin).
+    public var admin = AdminPlan()
 }
 
 public struct ConfigResult {
@@ -90,9 +92,9 @@ struct ConfigCompiler {
 
     func compile(_ root: JSONObject) -> ServerPlan {
         var plan = ServerPlan()
-        root.checkKeys(known: ["servers", "cluster_manager"],
-                       ignored: ["admin", "close_graceful", "disable_upgrade", "inherit_old_mosnconfig", "pid", "uds_dir",
-                                 "tracing", "metrics", "pprof", "dynamic_resources", "static_resources", "node", "plugin",
+        root.checkKeys(known: ["servers", "cluster_manager", "admin", "metrics"],
+                       ignored: ["close_graceful", "disable_upgrade", "inherit_old_mosnconfig", "pid", "uds_dir",
+                                 "tracing", "pprof", "dynamic_resources", "static_resources", "node", "plugin",
                                  "extends", "third_part_codec", "wasm_global_plugins", "debug", "raw_dynamic_resources",
                                  "raw_static_resources", "cluster_manager_tls"])
         // Clusters first: routes refer to them by name.
@@ -166,6 +168,18 @@ struct ConfigCompiler {
             seen[l.address.description] = l.name
         }
         checkHandOffTargets(plan.listeners)
+        plan.admin = compileAdmin(root, json: .object(root.dict))
+        for (key, address) in [("admin", plan.admin.address), ("metrics", plan.admin.prometheus?.address)] {
+            guard let address, address.port != 0 else { continue }
+            if let l = plan.listeners.first(where: { $0.bindPort && !$0.address.isUnix && $0.address.port == address.port
+                                                     && ($0.address == address || $0.address.isUnspecified || address.isUnspecified) }) {
+                diagnostics.error("$.\(key)", "port \(address.port) is listener \(l.name)'s")
+            }
+        }
+        if let a = plan.admin.address, let p = plan.admin.prometheus?.address, a.port == p.port, a.port != 0,
+           a == p || a.isUnspecified || p.isUnspecified {
+            diagnostics.error("$.metrics.sinks", "port \(p.port) is the admin API's")
+        }
         return plan
     }
 

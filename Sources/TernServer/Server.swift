@@ -16,6 +16,8 @@ public final class Server: Sendable {
     private let drained = Mutex<Int>(0)
     /// Unix listeners' sockets by index in `plan.listeners`, bound once before the workers start.
     private let unixSockets = Mutex<[Int: UnixListenSocket]>([:])
+    /// Set on SIGTERM: the admin API's probes answer 503 from then on.
+    let draining = Atomic<Bool>(false)
 
     public init(plan: ServerPlan, logger: Logger, workers: Int?) {
         self.plan = plan
@@ -33,6 +35,10 @@ public final class Server: Sendable {
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
         // Signals are blocked first: a socket file bound from here on is removed on every exit.
         if let failure = openUnixSockets() { return [failure] }
+        if plan.admin.isEnabled, let failure = startAdmin() {
+            releaseUnixSockets()
+            return [failure]
+        }
         let failures = startWorkers()
         if !failures.isEmpty { releaseUnixSockets() }
         return failures
@@ -58,7 +64,10 @@ public final class Server: Sendable {
         var failure: String?
         let shared = unixSockets.withLock { $0 }
         // Every listener's chain, opened or not: bind_port: false listeners take hand-offs.
-        let chains = plan.listeners.map { l in NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) }) }
+        worker.listenerCounters = plan.listeners.map { _ in ListenerCounters() }
+        let chains = zip(plan.listeners, worker.listenerCounters).map { l, counters in
+            NetworkFilterChain(filters: l.filters.map { $0.makeFilter(worker: worker) }, counters: counters)
+        }
         // Where a listener's connections enter: TLS first when it terminates TLS (behind the
         // first-byte inspector when it also serves plain text), for its own accepts and for
         // connections handed off to it alike.
@@ -128,6 +137,7 @@ public final class Server: Sendable {
             switch sig {
             case SIGTERM:
                 logger.info("server", "SIGTERM: draining (timeout \(plan.drainTimeoutMS) ms)")
+                draining.store(true, ordering: .relaxed)
                 releaseUnixSockets()   // new connects fail at once, as for a closed TCP listener
                 return drain()
             case SIGINT, SIGQUIT:
@@ -234,6 +244,11 @@ enum WorkerRegistry {
     static func startDrain(on queue: TaskQueue) {
         let poller = pollers.withLock { $0[ObjectIdentifier(queue)] }
         poller?.value.start()
+    }
+
+    /// The worker whose loop runs the current task (call only from a task on `queue`).
+    static func worker(on queue: TaskQueue) -> Worker? {
+        pollers.withLock { $0[ObjectIdentifier(queue)] }?.value.worker
     }
 }
 

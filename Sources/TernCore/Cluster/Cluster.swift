@@ -45,6 +45,10 @@ public struct ClusterStats: Sendable {
     public var inFlight = 0
     /// Answers by protocol status (bolt response status; HTTP uses the class counters above).
     public var byStatus: [Int: Int] = [:]
+    /// Requests sent to each host (by index in the cluster's `hosts`), as the balancer chose them.
+    public var hostRequests: [Int] = []
+
+    public init(hostCount: Int = 0) { hostRequests = Array(repeating: 0, count: hostCount) }
 
     public mutating func record(status: Int) { byStatus[status, default: 0] += 1 }
 }
@@ -56,10 +60,11 @@ public final class ClusterRuntime {
     public let pool: ConnectionPool
     /// This worker's maker of upstream transports (TLS and its session cache); nil: plain text.
     public let transports: UpstreamTransportFactory?
-    public var stats = ClusterStats()
+    public var stats: ClusterStats
 
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config
+        stats = ClusterStats(hostCount: config.hosts.count)
         balancer = LoadBalancerRegistry.make(config)
         transports = config.upstreamTransport?.makeFactory(logger: logger)
         pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports)

@@ -99,6 +99,9 @@ public final class Connection: EventHandler, TimerTarget {
     /// `connectionSocketReady` and nothing is read here. Output already queued is still written
     /// first; the owner calls `noteProgress()` for the bytes it moves.
     public var ownerMovesBytes = false
+    /// The counters of the listener this (downstream) connection belongs to, set when it reaches
+    /// the listener's network filters; nil on upstream connections.
+    public var counters: ListenerCounters?
 
     public init(fd: Int32, loop: EventLoop, buffers: BufferPool, connecting: Bool = false) {
         self.fd = fd
@@ -203,6 +206,7 @@ public final class Connection: EventHandler, TimerTarget {
             if n > 0 {
                 buffer.writerIndex += n
                 lastProgressMS = loop.nowMS
+                counters?.stats.bytesIn &+= n
                 // A short read drains the socket unless the peer also closed (then EOF is still to read).
                 if n < room && !peerHalfClosed && transport == nil { readReady = false }
                 // A full read: gather the rest first (up to 64 KiB), so the delegate sees it in one
@@ -271,6 +275,7 @@ public final class Connection: EventHandler, TimerTarget {
             if n > 0 {
                 out.consume(n)
                 lastProgressMS = loop.nowMS
+                counters?.stats.bytesOut &+= n
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -354,6 +359,7 @@ public final class Connection: EventHandler, TimerTarget {
         guard state != .closed else { return }
         state = .closed
         stopConnectTimer()
+        if let c = counters { c.stats.connectionsActive -= 1; counters = nil }
         loop.unregister(fd: fd)
         transport?.shutdown(fd: fd, closing: true)
         Glibc.close(fd)

@@ -40,6 +40,7 @@ public final class Forwarder {
 
     @inline(__always)
     public func decide<R: RoutableRequest>(_ request: R, from downstream: Connection) -> ForwardDecision {
+        downstream.counters?.stats.requests &+= 1
         guard let route = settings.routes.route(request) else { return .fail(.noRoute, nil) }
         guard case .cluster(let clusterRoute) = route.action else { return .routeAnswer(route) }
         let clusterIndex = clusterRoute.pickCluster(&worker.random)
@@ -48,6 +49,7 @@ public final class Forwarder {
         guard let hostIndex = cluster.balancer.chooseHost(LoadBalancerContext(downstream: downstream)) else {
             return .fail(.noHealthyHost(cluster: cluster.config.name), cluster)
         }
+        if hostIndex < cluster.stats.hostRequests.count { cluster.stats.hostRequests[hostIndex] &+= 1 }
         let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
         return .upstream(UpstreamTarget(route: route, clusterRoute: clusterRoute, cluster: cluster, clusterIndex: clusterIndex,
                                         hostIndex: hostIndex, timeoutMS: timeout))

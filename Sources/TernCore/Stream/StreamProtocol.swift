@@ -25,11 +25,19 @@ extension NetworkFilter {
 /// The filters of one listener on one worker.
 public final class NetworkFilterChain: AcceptHandler {
     public let filters: [NetworkFilter]
-    public init(filters: [NetworkFilter]) {
+    /// This worker's counters for the listener the chain belongs to.
+    public let counters: ListenerCounters
+    public init(filters: [NetworkFilter], counters: ListenerCounters = ListenerCounters()) {
         self.filters = filters
+        self.counters = counters
         for f in filters { f.attached(to: self) }
     }
-    public func accepted(_ connection: Connection, listener: Listener) { run(connection, from: 0) }
+    public func accepted(_ connection: Connection, listener: Listener) {
+        counters.stats.connectionsTotal &+= 1
+        counters.stats.connectionsActive &+= 1
+        connection.counters = counters
+        run(connection, from: 0)
+    }
 
     /// A filter that took the connection hands it to the filters after it, with the bytes it
     /// already read still in the connection's input (the proxy filter's fallback for unknown

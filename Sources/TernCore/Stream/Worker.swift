@@ -17,6 +17,8 @@ public final class Worker {
     private var sessions: [DownstreamSession?] = []
     public private(set) var sessionCount = 0
     public var listeners: [Listener] = []
+    /// Counters per listener of the plan (by index), bound or not: hand-offs count where they land.
+    public var listenerCounters: [ListenerCounters] = []
     /// Per-worker state a protocol module shares between its sessions (parse scratch etc.).
     public var protocolScratch: [String: AnyObject] = [:]
 

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 public enum LogLevel: Int, Sendable, Comparable {
     case fatal = 0, error, warn, info, debug, trace
@@ -14,7 +15,7 @@ public enum LogLevel: Int, Sendable, Comparable {
         default: return nil
         }
     }
-    var label: String {
+    public var label: String {
         switch self {
         case .fatal: return "FATAL"
         case .error: return "ERROR"
@@ -28,33 +29,65 @@ public enum LogLevel: Int, Sendable, Comparable {
 
 /// MOSN-style log lines (`2026-11-22 10:00:00,123 [ERROR] [proxy] ...`) written with one write(2)
 /// each, so lines from several workers never interleave.
+///
+/// The level can change while workers log (the admin API's update_loglevel, enable_log,
+/// disable_log): every log call reads one relaxed atomic, no lock, so a change reaches every
+/// worker on its next line.
 public final class Logger: Sendable {
-    public let level: LogLevel
+    /// Where lines go, as configured (`default_log_path`; "stderr" when unset): the name the
+    /// admin API addresses this log by, as MOSN's does.
+    public let path: String
     private let fd: Int32
+    /// The level lines are written at, -1 while the log is disabled.
+    private let threshold: Atomic<Int>
+    private let chosenLevel: Atomic<Int>
+    private let disabledFlag = Atomic<Bool>(false)
 
-    public init(level: LogLevel, fd: Int32) {
-        self.level = level
+    public init(level: LogLevel, fd: Int32, path: String = "stderr") {
+        self.path = path
         self.fd = fd
+        threshold = Atomic(level.rawValue)
+        chosenLevel = Atomic(level.rawValue)
     }
 
     /// Opens `path` ("stdout", "stderr" or a file, appended); nil when the file cannot be opened.
     public static func open(path: String?, level: LogLevel) -> Logger? {
         switch path ?? "" {
-        case "", "stderr": return Logger(level: level, fd: 2)
-        case "stdout": return Logger(level: level, fd: 1)
+        case "", "stderr": return Logger(level: level, fd: 2, path: path ?? "stderr")
+        case "stdout": return Logger(level: level, fd: 1, path: "stdout")
         case let file:
             let fd = Glibc.open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            return fd >= 0 ? Logger(level: level, fd: fd) : nil
+            return fd >= 0 ? Logger(level: level, fd: fd, path: file) : nil
         }
     }
 
     /// Whether lines go to standard error, where the CLI prints its own messages too.
     public var writesToStandardError: Bool { fd == 2 }
 
-    @inline(__always) public func enabled(_ l: LogLevel) -> Bool { l <= level }
+    /// The level set (by config, `-l`, or the admin API), whether or not the log is disabled.
+    public var level: LogLevel { LogLevel(rawValue: chosenLevel.load(ordering: .relaxed)) ?? .info }
+    public var isDisabled: Bool { disabledFlag.load(ordering: .relaxed) }
+
+    /// Changes the level every thread logs at from its next line on.
+    public func setLevel(_ l: LogLevel) {
+        chosenLevel.store(l.rawValue, ordering: .relaxed)
+        updateThreshold()
+    }
+
+    /// Stops (true) or resumes (false) writing lines at all, keeping the level.
+    public func setDisabled(_ disabled: Bool) {
+        disabledFlag.store(disabled, ordering: .relaxed)
+        updateThreshold()
+    }
+
+    private func updateThreshold() {
+        threshold.store(disabledFlag.load(ordering: .relaxed) ? -1 : chosenLevel.load(ordering: .relaxed), ordering: .relaxed)
+    }
+
+    @inline(__always) public func enabled(_ l: LogLevel) -> Bool { l.rawValue <= threshold.load(ordering: .relaxed) }
 
     public func log(_ l: LogLevel, _ scope: StaticString, _ message: @autoclosure () -> String) {
-        guard l <= level else { return }
+        guard enabled(l) else { return }
         var line = Logger.timestamp() + " [" + l.label + "] [" + scope.description + "] " + message()
         line.append("\n")
         line.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }

@@ -1,0 +1,218 @@
+import Glibc
+import TernCore
+
+/// The counters the admin API and the Prometheus scrape show, described once: each field has
+/// its key in `/api/v1/stats` JSON, its Prometheus family (name, labels, type) and its meaning.
+struct MetricField<Source>: Sendable {
+    enum Kind: String, Sendable { case counter, gauge }
+    /// Key in the admin API's JSON and stats_glob.
+    let key: String
+    let family: String
+    let labels: [(String, String)]
+    let kind: Kind
+    let help: String
+    let read: @Sendable (Source) -> Int
+
+    init(_ key: String, _ family: String, _ labels: [(String, String)], _ kind: Kind, _ help: String, _ read: @escaping @Sendable (Source) -> Int) {
+        self.key = key; self.family = family; self.labels = labels; self.kind = kind; self.help = help; self.read = read
+    }
+
+    init(_ key: String, _ family: String, _ kind: Kind, _ help: String, _ read: @escaping @Sendable (Source) -> Int) {
+        self.init(key, family, [], kind, help, read)
+    }
+}
+
+enum MetricFields {
+    static let listener: [MetricField<ListenerStats>] = [
+        .init("connections_total", "tern_listener_connections_total", .counter,
+              "Client connections that reached the listener's network filters (after TLS when it terminates TLS)", { $0.connectionsTotal }),
+        .init("connections_active", "tern_listener_connections_active", .gauge, "Client connections open now", { $0.connectionsActive }),
+        .init("requests_total", "tern_listener_requests_total", .counter, "Requests routed (HTTP/1 and bolt), whatever the answer", { $0.requests }),
+        .init("http_responses_1xx", "tern_listener_http_responses_total", [("class", "1xx")], .counter, httpResponsesHelp, { $0.responses1xx }),
+        .init("http_responses_2xx", "tern_listener_http_responses_total", [("class", "2xx")], .counter, httpResponsesHelp, { $0.responses2xx }),
+        .init("http_responses_3xx", "tern_listener_http_responses_total", [("class", "3xx")], .counter, httpResponsesHelp, { $0.responses3xx }),
+        .init("http_responses_4xx", "tern_listener_http_responses_total", [("class", "4xx")], .counter, httpResponsesHelp, { $0.responses4xx }),
+        .init("http_responses_5xx", "tern_listener_http_responses_total", [("class", "5xx")], .counter, httpResponsesHelp, { $0.responses5xx }),
+        .init("bolt_responses_success", "tern_listener_bolt_responses_total", [("result", "success")], .counter, boltResponsesHelp, { $0.boltResponsesSuccess }),
+        .init("bolt_responses_failed", "tern_listener_bolt_responses_total", [("result", "failed")], .counter, boltResponsesHelp, { $0.boltResponsesFailed }),
+        .init("received_bytes_total", "tern_listener_received_bytes_total", .counter,
+              "Bytes read from clients (after TLS decryption; tcp_proxy's spliced bytes are not counted)", { $0.bytesIn }),
+        .init("sent_bytes_total", "tern_listener_sent_bytes_total", .counter,
+              "Bytes written to clients (before TLS encryption; tcp_proxy's spliced bytes are not counted)", { $0.bytesOut }),
+    ]
+    static let httpResponsesHelp = "HTTP/1 responses written to clients, by status class (the upstream's and Tern's own)"
+    static let boltResponsesHelp = "Bolt responses written to callers: status SUCCESS, or any other status"
+
+    /// A cluster's counters with its idle pooled connections.
+    struct ClusterView { let stats: ClusterStats; let idle: Int }
+
+    static let cluster: [MetricField<ClusterView>] = [
+        .init("requests_total", "tern_cluster_requests_total", .counter, "Requests routed to the cluster", { $0.stats.requests }),
+        .init("requests_active", "tern_cluster_requests_active", .gauge, "Requests sent and not yet answered", { $0.stats.inFlight }),
+        .init("http_responses_2xx", "tern_cluster_http_responses_total", [("class", "2xx")], .counter, clusterResponsesHelp, { $0.stats.responses2xx }),
+        .init("http_responses_4xx", "tern_cluster_http_responses_total", [("class", "4xx")], .counter, clusterResponsesHelp, { $0.stats.responses4xx }),
+        .init("http_responses_5xx", "tern_cluster_http_responses_total", [("class", "5xx")], .counter, clusterResponsesHelp, { $0.stats.responses5xx }),
+        .init("connect_failures_total", "tern_cluster_connect_failures_total", .counter,
+              "Upstream connects that failed or timed out (TLS handshakes included)", { $0.stats.connectFailures }),
+        .init("timeouts_total", "tern_cluster_timeouts_total", .counter, "Requests that hit the route timeout or the idle timeout", { $0.stats.timeouts }),
+        .init("connections_opened_total", "tern_cluster_connections_opened_total", .counter, "Upstream connections opened", { $0.stats.connectionsOpened }),
+        .init("connections_reused_total", "tern_cluster_connections_reused_total", .counter,
+              "HTTP/1 requests sent on a pooled keep-alive connection", { $0.stats.connectionsReused }),
+        .init("idle_connections", "tern_cluster_idle_connections", .gauge, "HTTP/1 upstream connections idle in the pools", { $0.idle }),
+    ]
+    static let clusterResponsesHelp = "HTTP/1 answers for requests routed to the cluster, by status class (Tern's own error answers included)"
+    static let boltStatusHelp = "Bolt answers for requests routed to the cluster, by bolt response status"
+    static let hostRequestsHelp = "Requests sent to each host of a cluster, as the load balancer chose them"
+}
+
+/// What the process uses, read from /proc when asked.
+struct ProcessFigures {
+    var residentBytes = 0
+    var openDescriptors = 0
+    var cpuSeconds = 0.0
+
+    static func read() -> ProcessFigures {
+        var f = ProcessFigures()
+        if let statm = readSmallFile("/proc/self/statm") {
+            let fields = statm.split(separator: " ")
+            if fields.count > 1, let pages = Int(fields[1]) { f.residentBytes = pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
+        }
+        if let dir = opendir("/proc/self/fd") {
+            while let entry = readdir(dir) {
+                if entry.pointee.d_name.0 != UInt8(ascii: ".") { f.openDescriptors += 1 }
+            }
+            closedir(dir)
+            f.openDescriptors -= 1   // the directory's own descriptor
+        }
+        var usage = rusage()
+        if getrusage(RUSAGE_SELF.rawValue, &usage) == 0 {
+            f.cpuSeconds = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        }
+        return f
+    }
+
+    private static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+}
+
+/// Renders merged counters as the admin API's JSON, as stats_glob lines and as Prometheus text.
+struct MetricsReport {
+    let plan: ServerPlan
+    let merged: MergedStats
+    let process: ProcessFigures
+    let draining: Bool
+
+    func clusterView(_ i: Int) -> MetricFields.ClusterView { .init(stats: merged.clusters[i], idle: merged.idleConnections[i]) }
+
+    /// `/api/v1/stats`: `{"listener": {name: {key: n}}, "cluster": {…}, "host": {cluster: {address: {…}}}, …}`.
+    func json() -> String {
+        let i1 = "  ", i2 = "    "
+        func section(_ entries: [(String, String)]) -> String {
+            entries.isEmpty ? "{}" : "{\n" + entries.map { i2 + JSONText.quote($0.0) + ": " + $0.1 }.joined(separator: ",\n") + "\n" + i1 + "}"
+        }
+        let listeners = plan.listeners.indices.map { i in
+            (plan.listeners[i].name, JSONText.counters(MetricFields.listener.map { ($0.key, $0.read(merged.listeners[i])) }, indent: i2))
+        }
+        let clusters = plan.clusters.indices.map { i -> (String, String) in
+            let view = clusterView(i)
+            let bolt = view.stats.byStatus.keys.sorted().map { ("bolt_responses_status_\($0)", view.stats.byStatus[$0]!) }
+            return (plan.clusters[i].name, JSONText.counters(MetricFields.cluster.map { ($0.key, $0.read(view)) } + bolt, indent: i2))
+        }
+        let hosts = plan.clusters.indices.filter { !plan.clusters[$0].hosts.isEmpty }.map { i -> (String, String) in
+            let c = plan.clusters[i]
+            let inner = c.hosts.indices.map { h in
+                i2 + "  " + JSONText.quote(c.hosts[h].address.description) + ": "
+                    + JSONText.counters([("requests_total", h < merged.clusters[i].hostRequests.count ? merged.clusters[i].hostRequests[h] : 0)], indent: i2 + "  ")
+            }
+            return (c.name, "{\n" + inner.joined(separator: ",\n") + "\n" + i2 + "}")
+        }
+        var parts = [
+            i1 + "\"listener\": " + section(listeners),
+            i1 + "\"cluster\": " + section(clusters),
+            i1 + "\"host\": " + section(hosts),
+            i1 + "\"process\": " + "{\n" + i2 + "\"resident_memory_bytes\": \(process.residentBytes),\n" + i2 + "\"open_fds\": \(process.openDescriptors),\n"
+                + i2 + "\"cpu_seconds_total\": \(process.cpuSeconds),\n" + i2 + "\"draining\": \(draining)\n" + i1 + "}",
+            i1 + "\"workers\": {\"asked\": \(merged.workersAsked), \"answered\": \(merged.workersAnswered.count)}",
+        ]
+        if let note = merged.note { parts.append(i1 + "\"note\": " + JSONText.quote(note)) }
+        return "{\n" + parts.joined(separator: ",\n") + "\n}\n"
+    }
+
+    /// `/api/v1/stats_glob`: one `name:value` line per counter, as MOSN's stats_glob prints them.
+    func globLines() -> String {
+        var out = ""
+        for i in plan.listeners.indices {
+            for f in MetricFields.listener { out += "listener.\(plan.listeners[i].name).\(f.key):\(f.read(merged.listeners[i]))\n" }
+        }
+        for i in plan.clusters.indices {
+            let view = clusterView(i)
+            for f in MetricFields.cluster { out += "cluster.\(plan.clusters[i].name).\(f.key):\(f.read(view))\n" }
+            for s in view.stats.byStatus.keys.sorted() { out += "cluster.\(plan.clusters[i].name).bolt_responses_status_\(s):\(view.stats.byStatus[s]!)\n" }
+            for (h, host) in plan.clusters[i].hosts.enumerated() where h < view.stats.hostRequests.count {
+                out += "cluster.\(plan.clusters[i].name).host.\(host.address).requests_total:\(view.stats.hostRequests[h])\n"
+            }
+        }
+        if let note = merged.note { out += "# \(note)\n" }
+        return out
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4): each family once, HELP and TYPE
+    /// first, counters named `_total`, units in names.
+    func prometheus() -> String {
+        var out = ""
+        func family(_ name: String, _ kind: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+            guard !samples.isEmpty else { return }
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(kind)\n"
+            for s in samples {
+                out += name
+                if !s.labels.isEmpty { out += "{" + s.labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}" }
+                out += " \(s.value)\n"
+            }
+        }
+        func families<S>(_ fields: [MetricField<S>], _ owners: [(label: (String, String), value: S)]) {
+            var order: [String] = []
+            var byFamily: [String: (MetricField<S>, [(labels: [(String, String)], value: String)])] = [:]
+            for f in fields {
+                if byFamily[f.family] == nil { order.append(f.family); byFamily[f.family] = (f, []) }
+                for o in owners { byFamily[f.family]!.1.append(([o.label] + f.labels, String(f.read(o.value)))) }
+            }
+            for name in order { let (f, samples) = byFamily[name]!; family(name, f.kind.rawValue, f.help, samples) }
+        }
+        families(MetricFields.listener, plan.listeners.indices.map { (("listener", plan.listeners[$0].name), merged.listeners[$0]) })
+        families(MetricFields.cluster, plan.clusters.indices.map { (("cluster", plan.clusters[$0].name), clusterView($0)) })
+        family("tern_cluster_bolt_responses_total", "counter", MetricFields.boltStatusHelp, plan.clusters.indices.flatMap { i in
+            merged.clusters[i].byStatus.keys.sorted().map { ([("cluster", plan.clusters[i].name), ("status", String($0))], String(merged.clusters[i].byStatus[$0]!)) }
+        })
+        family("tern_host_requests_total", "counter", MetricFields.hostRequestsHelp, plan.clusters.indices.flatMap { i in
+            plan.clusters[i].hosts.indices.filter { $0 < merged.clusters[i].hostRequests.count }.map { h in
+                ([("cluster", plan.clusters[i].name), ("host", plan.clusters[i].hosts[h].address.description)], String(merged.clusters[i].hostRequests[h]))
+            }
+        })
+        family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes", [([], String(process.residentBytes))])
+        family("process_open_fds", "gauge", "Number of open file descriptors", [([], String(process.openDescriptors))])
+        family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds", [([], "\(process.cpuSeconds)")])
+        family("tern_draining", "gauge", "1 while the process drains after SIGTERM, else 0", [([], draining ? "1" : "0")])
+        family("tern_stats_workers", "gauge", "Worker threads asked for their counters, and those that answered in time",
+               [([("state", "asked")], String(merged.workersAsked)), ([("state", "answered")], String(merged.workersAnswered.count))])
+        return out
+    }
+
+    private func escapeLabel(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+}
