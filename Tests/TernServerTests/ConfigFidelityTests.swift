@@ -209,7 +209,8 @@ struct MOSNShapedConfigTests {
         let plan = try #require(r.plan)
         #expect(plan.workers == 2 && plan.drainTimeoutMS == 10_000)
         #expect(plan.clusters[0].hosts.map(\.weight) == [2, 1])
-        #expect(r.diagnostics.warnings == ["$.admin: not supported by Tern yet; ignored"])
+        #expect(r.diagnostics.warnings.isEmpty, "\(r.diagnostics.warnings)")
+        #expect(plan.admin.address == SocketAddress.parse("0.0.0.0:34901"))
     }
 
     @Test func downstreamAndUpstreamTLSAreRead() {

@@ -93,9 +93,9 @@ struct ConfigTests {
     }
 
     @Test func unsupportedKeysAreWarningsWithTheirJSONPath() {
-        let r = load(config(extra: ", \"admin\": {}, \"tracing\": {\"enable\": true}"))
+        let r = load(config(extra: ", \"pprof\": {}, \"tracing\": {\"enable\": true}"))
         #expect(r.plan != nil)
-        #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.admin:") })
+        #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.pprof:") })
         #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.tracing:") })
         let s = load(config(cluster: "\"name\": \"c\", \"hosts\": [], \"health_check\": {}, \"frobnicate\": 1"))
         #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].health_check:") })
