@@ -298,6 +298,12 @@ final class AdminTests {
         let last = HTTPResponse.parseAll(c.readAll())   // readAll ends when Tern closes
         #expect(last.count == 1 && last.first?.header("connection") == "close")
         c.close()
+        // A client that sends and shuts its side gets every answer, then the close.
+        let h = try RawClient(port: admin, timeout: 5)
+        h.send("GET /api/v1/stats HTTP/1.1\r\nHost: a\r\n\r\nGET /ready HTTP/1.1\r\nHost: a\r\n\r\n")
+        _ = shutdown(h.fd, Int32(SHUT_WR))
+        #expect(HTTPResponse.parseAll(h.readAll()).map(\.status) == [200, 200])
+        h.close()
     }
 
     /// The level is read by every worker on each log call: raising it to DEBUG makes a worker's

@@ -53,7 +53,7 @@ public final class Logger: Sendable {
     /// Opens `path` ("stdout", "stderr" or a file, appended); nil when the file cannot be opened.
     public static func open(path: String?, level: LogLevel) -> Logger? {
         switch path ?? "" {
-        case "", "stderr": return Logger(level: level, fd: 2, path: path ?? "stderr")
+        case "", "stderr": return Logger(level: level, fd: 2, path: "stderr")
         case "stdout": return Logger(level: level, fd: 1, path: "stdout")
         case let file:
             let fd = Glibc.open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

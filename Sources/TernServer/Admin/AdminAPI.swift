@@ -149,8 +149,12 @@ final class AdminAPI {
             path = s
         }
         guard path.isEmpty || path == logger.path else { return reply(.error(400, "no log at \(path) (Tern's log is \(logger.path))")) }
+        // Said at INFO under whichever of the two levels shows it.
+        let line = "log \(logger.path): level \(logger.level.label) -> \(level.label)"
+        let shownBefore = logger.enabled(.info)
+        if shownBefore { logger.info("admin", line) }
         logger.setLevel(level)
-        logger.info("admin", "log \(logger.path): level set to \(level.label)")
+        if !shownBefore { logger.info("admin", line) }
         reply(.text(200, "update logger success\n"))
     }
 

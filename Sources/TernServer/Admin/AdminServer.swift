@@ -100,6 +100,8 @@ final class AdminSession: ConnectionDelegate, TimerTarget {
     /// A request is being answered (counters being collected): the next one waits.
     private var busy = false
     private var closeAfterAnswer = false
+    /// The client closed its side: what it sent is answered, then the connection is closed.
+    private var peerClosed = false
     private var idleTimer: LoopTimer!
     private var lastActivityMS: Int64
 
@@ -115,9 +117,8 @@ final class AdminSession: ConnectionDelegate, TimerTarget {
 
     func connectionReadable(_ connection: Connection, eof: Bool) {
         lastActivityMS = server.loop.nowMS
+        if eof { peerClosed = true }
         process()
-        // The client closed its side: answer what is complete, then close.
-        if eof && !busy { connection.closeWhenFlushed() } else if eof { closeAfterAnswer = true }
     }
 
     func connectionConnected(_ connection: Connection) {}
@@ -137,7 +138,14 @@ final class AdminSession: ConnectionDelegate, TimerTarget {
         connection.close()
     }
 
+    /// Answers every complete request read so far, one at a time; closes once a client that shut
+    /// its side has nothing more to be answered.
     private func process() {
+        answerCompleteRequests()
+        if peerClosed && !busy && connection.state == .open { connection.closeWhenFlushed() }
+    }
+
+    private func answerCompleteRequests() {
         while !busy, connection.state == .open, !closeAfterAnswer, let input = connection.input, input.readableBytes > 0 {
             let p = UnsafePointer(input.readPointer)
             let n = input.readableBytes
