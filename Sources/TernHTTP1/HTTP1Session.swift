@@ -139,6 +139,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var routeTimer: LoopTimer?
     /// When the exchange in flight times out (0: none in flight).
     var routeDeadline: Int64 = 0
+    /// When the request was queued for upstream (loop clock), for the cluster's response times.
+    var upstreamStartMS: Int64 = 0
     var idleTimer: LoopTimer?
     /// A request a stream filter delays (phase `delayed`): where its filters resume.
     var delayedRequest: FilterResumePoint?
@@ -453,6 +455,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         responseProgress = .awaitingHead
         responseScanned = 0
         phase = .proxying
+        upstreamStartMS = worker.loop.nowMS
         writeUpstreamHead(connection.outputBuffer, input, target.route, clusterRoute, host)
         input.consume(request.headLength)
         let timeout = target.timeoutMS
@@ -691,6 +694,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
+        cluster?.stats.responseTime.record(ms: worker.loop.nowMS - upstreamStartMS)
         downstream.counters?.stats.recordResponse(httpStatus: response.status)
         if case .none = response.framing { responseProgress = .complete }
         if case .contentLength(0) = response.framing { responseProgress = .complete }

@@ -85,10 +85,12 @@ func boltResponseCount(_ data: [UInt8]) -> Int {
 }
 
 /// The Prometheus text format, strictly: HELP and TYPE once per family before its samples,
-/// counters named `_total`, names and labels well formed, every value a number.
+/// counters named `_total`, histograms as `_bucket` (with `le`, cumulative, ending at `+Inf`
+/// equal to `_count`), `_sum` and `_count`, names and labels well formed, every value a number.
 func prometheusFormatProblems(_ text: String) -> [String] {
     var problems: [String] = []
     var types: [String: String] = [:], helped: Set<String> = []
+    var lastBucket: [String: Double] = [:], infBucket: [String: Double] = [:]
     let name = try! NSRegularExpression(pattern: "^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     let sample = try! NSRegularExpression(pattern: #"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? (-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)$"#)
     func matches(_ re: NSRegularExpression, _ s: String) -> NSTextCheckingResult? { re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) }
@@ -99,12 +101,27 @@ func prometheusFormatProblems(_ text: String) -> [String] {
             guard parts.count == 4, matches(name, parts[2]) != nil, !helped.contains(parts[2]) else { problems.append("bad HELP: \(line)"); continue }
             helped.insert(parts[2])
         } else if line.hasPrefix("# TYPE ") {
-            guard parts.count == 4, ["counter", "gauge"].contains(parts[3]), types[parts[2]] == nil, helped.contains(parts[2]) else { problems.append("bad TYPE: \(line)"); continue }
+            guard parts.count == 4, ["counter", "gauge", "histogram"].contains(parts[3]), types[parts[2]] == nil, helped.contains(parts[2]) else { problems.append("bad TYPE: \(line)"); continue }
             if parts[3] == "counter" && !parts[2].hasSuffix("_total") { problems.append("counter without _total: \(parts[2])") }
             if parts[3] == "gauge" && parts[2].hasSuffix("_total") { problems.append("gauge named _total: \(parts[2])") }
             types[parts[2]] = parts[3]
         } else if let m = matches(sample, line), let r = Range(m.range(at: 1), in: line) {
-            if types[String(line[r])] == nil { problems.append("sample before its TYPE: \(line)") }
+            let series = String(line[r])
+            if types[series] != nil { continue }
+            let base = ["_bucket", "_sum", "_count"].first { series.hasSuffix($0) }.map { String(series.dropLast($0.count)) }
+            guard let base, types[base] == "histogram" else { problems.append("sample before its TYPE: \(line)"); continue }
+            if series.hasSuffix("_bucket") {
+                guard let le = line.range(of: "le=\"") else { problems.append("bucket without le: \(line)"); continue }
+                let labels = String(line[line.index(of: "{")!..<le.lowerBound])
+                let value = Double(line.split(separator: " ").last!)!
+                let key = base + labels
+                if let previous = lastBucket[key], previous > value { problems.append("buckets not cumulative: \(line)") }
+                lastBucket[key] = value
+                if line.contains("le=\"+Inf\"") { infBucket[key] = value }
+            } else if series.hasSuffix("_count") {
+                let labels = line.firstIndex(of: "{").map { String(line[$0...].dropFirst().prefix { $0 != "}" }) + "," } ?? ""
+                if infBucket[base + "{" + labels] != Double(line.split(separator: " ").last!) { problems.append("_count differs from the +Inf bucket: \(line)") }
+            }
         } else {
             problems.append("bad line: \(line)")
         }
@@ -202,6 +219,9 @@ final class AdminTests {
         #expect(dead["requests_total"] == 1 && dead["connect_failures_total"] == 1 && dead["http_responses_5xx"] == 1, "\(dead)")
         let boltup = counters(stats, "cluster", "boltup")
         #expect(boltup["requests_total"] == 5 && boltup["bolt_responses_status_0"] == 5, "\(boltup)")
+        // Response times: one per answered upstream request, in buckets that add up.
+        let upTimes = ((stats["cluster"] as? [String: Any])?["up"] as? [String: Any])?["upstream_response_time_ms"] as? [String: Int] ?? [:]
+        #expect(upTimes["count"] == 7 && upTimes["le_inf"] == 7 && (upTimes["le_1ms"] ?? -1) <= (upTimes["le_10000ms"] ?? -1), "\(upTimes)")
         let hosts = (stats["host"] as? [String: Any])?["up"] as? [String: Any]
         #expect((hosts?["127.0.0.1:\(upstream.port)"] as? [String: Any])?["requests_total"] as? Int == 7, "\(String(describing: hosts))")
         #expect((stats["workers"] as? [String: Any])?["answered"] as? Int == 2 && stats["note"] == nil)
@@ -220,6 +240,8 @@ final class AdminTests {
         #expect(promValue(text, "tern_listener_bolt_responses_total{listener=\"rpc\",result=\"success\"}") == 5)
         #expect(promValue(text, "tern_cluster_bolt_responses_total{cluster=\"boltup\",status=\"0\"}") == 5)
         #expect(promValue(text, "tern_host_requests_total{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") == 7)
+        #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_count{cluster=\"up\"}") == 7)
+        #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_bucket{cluster=\"boltup\",le=\"+Inf\"}") == 5)
         #expect((promValue(text, "process_resident_memory_bytes") ?? 0) > 1_000_000)
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
             let file = NSTemporaryDirectory() + "tern-scrape-\(UUID().uuidString).txt"

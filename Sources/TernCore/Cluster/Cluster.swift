@@ -47,6 +47,7 @@ public struct ClusterStats: Sendable {
     public var byStatus: [Int: Int] = [:]
     /// Requests sent to each host (by index in the cluster's `hosts`), as the balancer chose them.
     public var hostRequests: [Int] = []
+    public var responseTime = LatencyHistogram()
 
     public init(hostCount: Int = 0) { hostRequests = Array(repeating: 0, count: hostCount) }
 
@@ -104,5 +105,44 @@ extension Connection {
             return nil
         }
         return c
+    }
+}
+
+/// Upstream response times of one cluster on one worker, as fixed buckets (no allocation, a few
+/// compares per response). Measured on the loop's clock (refreshed once per wake-up, millisecond
+/// resolution) from the request queued for upstream to its response (HTTP/1: the head; bolt: the
+/// whole frame) read.
+public struct LatencyHistogram: Sendable {
+    /// Upper bounds of the buckets in milliseconds; a last bucket takes the rest.
+    public static let boundsMS: [Int] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
+    var b0 = 0, b1 = 0, b2 = 0, b3 = 0, b4 = 0, b5 = 0, b6 = 0, b7 = 0, b8 = 0, b9 = 0, b10 = 0, b11 = 0, b12 = 0, b13 = 0
+    public private(set) var count = 0
+    public private(set) var sumMS = 0
+
+    public init() {}
+
+    @inline(__always) public mutating func record(ms elapsed: Int64) {
+        let ms = Int(elapsed)
+        count &+= 1
+        sumMS &+= ms
+        if ms <= 10 {
+            if ms <= 1 { b0 &+= 1 } else if ms <= 2 { b1 &+= 1 } else if ms <= 5 { b2 &+= 1 } else { b3 &+= 1 }
+        } else if ms <= 250 {
+            if ms <= 25 { b4 &+= 1 } else if ms <= 50 { b5 &+= 1 } else if ms <= 100 { b6 &+= 1 } else { b7 &+= 1 }
+        } else if ms <= 2500 {
+            if ms <= 500 { b8 &+= 1 } else if ms <= 1000 { b9 &+= 1 } else { b10 &+= 1 }
+        } else {
+            if ms <= 5000 { b11 &+= 1 } else if ms <= 10000 { b12 &+= 1 } else { b13 &+= 1 }
+        }
+    }
+
+    /// Responses per bucket (not cumulative), `boundsMS.count + 1` of them.
+    public var bucketCounts: [Int] { [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13] }
+
+    public mutating func add(_ o: LatencyHistogram) {
+        b0 += o.b0; b1 += o.b1; b2 += o.b2; b3 += o.b3; b4 += o.b4; b5 += o.b5; b6 += o.b6
+        b7 += o.b7; b8 += o.b8; b9 += o.b9; b10 += o.b10; b11 += o.b11; b12 += o.b12; b13 += o.b13
+        count += o.count
+        sumMS += o.sumMS
     }
 }

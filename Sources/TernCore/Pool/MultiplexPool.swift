@@ -55,12 +55,14 @@ public struct PendingCall<P: MultiplexProtocol> {
     public weak var caller: P.Caller?
     public let originalID: UInt32
     public let deadline: Int64
+    /// When the call was queued for upstream (loop clock), for the cluster's response times.
+    public let startMS: Int64
     public let context: P.CallContext
     public unowned let cluster: ClusterRuntime
 
     @inlinable
-    public init(caller: P.Caller?, originalID: UInt32, deadline: Int64, context: P.CallContext, cluster: ClusterRuntime) {
-        self.caller = caller; self.originalID = originalID; self.deadline = deadline; self.context = context; self.cluster = cluster
+    public init(caller: P.Caller?, originalID: UInt32, deadline: Int64, startMS: Int64, context: P.CallContext, cluster: ClusterRuntime) {
+        self.caller = caller; self.originalID = originalID; self.deadline = deadline; self.startMS = startMS; self.context = context; self.cluster = cluster
     }
 }
 
@@ -128,7 +130,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         let id = takeID()
         if let caller {
             let wasEmpty = pending.isEmpty
-            pending[id] = PendingCall(caller: caller, originalID: originalID, deadline: deadline, context: context,
+            pending[id] = PendingCall(caller: caller, originalID: originalID, deadline: deadline, startMS: worker.loop.nowMS, context: context,
                                       cluster: worker.clusters[clusterIndex])
             if wasEmpty { armSweep() }
         }
@@ -160,6 +162,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                     if let call = pending.removeValue(forKey: id) {
                         call.cluster.stats.inFlight -= 1
                         call.cluster.stats.record(status: status)
+                        call.cluster.stats.responseTime.record(ms: worker.loop.nowMS - call.startMS)
                         if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
                     }
                 case .heartbeatAnswer:

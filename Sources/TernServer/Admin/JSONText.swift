@@ -37,9 +37,11 @@ enum JSONText {
         }
     }
 
-    /// An object of integer counters, keys in the order given.
-    static func counters(_ pairs: [(String, Int)], indent: String) -> String {
+    /// An object of integer counters, keys in the order given, then `nested` members (rendered
+    /// JSON, given the indent of the counters' lines).
+    static func counters(_ pairs: [(String, Int)], nested: [(String, (String) -> String)] = [], indent: String) -> String {
         let inner = indent + "  "
-        return "{\n" + pairs.map { inner + quote($0.0) + ": " + String($0.1) }.joined(separator: ",\n") + "\n" + indent + "}"
+        let lines = pairs.map { inner + quote($0.0) + ": " + String($0.1) } + nested.map { inner + quote($0.0) + ": " + $0.1(inner) }
+        return "{\n" + lines.joined(separator: ",\n") + "\n" + indent + "}"
     }
 }

@@ -63,6 +63,17 @@ enum MetricFields {
     static let clusterResponsesHelp = "HTTP/1 answers for requests routed to the cluster, by status class (Tern's own error answers included)"
     static let boltStatusHelp = "Bolt answers for requests routed to the cluster, by bolt response status"
     static let hostRequestsHelp = "Requests sent to each host of a cluster, as the load balancer chose them"
+    static let responseTimeHelp = "Time from a request queued for the cluster to its response read (HTTP/1: the head; bolt: the frame), on the worker's loop clock (millisecond resolution)"
+
+    /// Cumulative counts by upper bound: ("1", n), ("2", n) … ("+Inf", count), bounds in milliseconds.
+    static func cumulative(_ h: LatencyHistogram) -> [(bound: String, count: Int)] {
+        var running = 0
+        let counts = h.bucketCounts
+        return counts.indices.map { i in
+            running += counts[i]
+            return (i < LatencyHistogram.boundsMS.count ? String(LatencyHistogram.boundsMS[i]) : "+Inf", running)
+        }
+    }
 }
 
 /// What the process uses, read from /proc when asked.
@@ -122,7 +133,11 @@ struct MetricsReport {
         let clusters = plan.clusters.indices.map { i -> (String, String) in
             let view = clusterView(i)
             let bolt = view.stats.byStatus.keys.sorted().map { ("bolt_responses_status_\($0)", view.stats.byStatus[$0]!) }
-            return (plan.clusters[i].name, JSONText.counters(MetricFields.cluster.map { ($0.key, $0.read(view)) } + bolt, indent: i2))
+            let h = view.stats.responseTime
+            let buckets = MetricFields.cumulative(h).map { ("le_\($0.bound == "+Inf" ? "inf" : $0.bound + "ms")", $0.count) }
+            let histogram = { (indent: String) in JSONText.counters(buckets + [("count", h.count), ("sum_ms", h.sumMS)], indent: indent) }
+            return (plan.clusters[i].name, JSONText.counters(MetricFields.cluster.map { ($0.key, $0.read(view)) } + bolt,
+                                                             nested: [("upstream_response_time_ms", histogram)], indent: i2))
         }
         let hosts = plan.clusters.indices.filter { !plan.clusters[$0].hosts.isEmpty }.map { i -> (String, String) in
             let c = plan.clusters[i]
@@ -154,6 +169,8 @@ struct MetricsReport {
             let view = clusterView(i)
             for f in MetricFields.cluster { out += "cluster.\(plan.clusters[i].name).\(f.key):\(f.read(view))\n" }
             for s in view.stats.byStatus.keys.sorted() { out += "cluster.\(plan.clusters[i].name).bolt_responses_status_\(s):\(view.stats.byStatus[s]!)\n" }
+            out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_count:\(view.stats.responseTime.count)\n"
+            out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_sum:\(view.stats.responseTime.sumMS)\n"
             for (h, host) in plan.clusters[i].hosts.enumerated() where h < view.stats.hostRequests.count {
                 out += "cluster.\(plan.clusters[i].name).host.\(host.address).requests_total:\(view.stats.hostRequests[h])\n"
             }
@@ -189,6 +206,19 @@ struct MetricsReport {
         family("tern_cluster_bolt_responses_total", "counter", MetricFields.boltStatusHelp, plan.clusters.indices.flatMap { i in
             merged.clusters[i].byStatus.keys.sorted().map { ([("cluster", plan.clusters[i].name), ("status", String($0))], String(merged.clusters[i].byStatus[$0]!)) }
         })
+        if !plan.clusters.isEmpty {
+            let name = "tern_cluster_upstream_response_time_seconds"
+            out += "# HELP \(name) \(MetricFields.responseTimeHelp)\n# TYPE \(name) histogram\n"
+            for i in plan.clusters.indices {
+                let h = merged.clusters[i].responseTime
+                let cluster = "cluster=\"\(escapeLabel(plan.clusters[i].name))\""
+                for b in MetricFields.cumulative(h) {
+                    let le = b.bound == "+Inf" ? "+Inf" : seconds(Int(b.bound)!)
+                    out += "\(name)_bucket{\(cluster),le=\"\(le)\"} \(b.count)\n"
+                }
+                out += "\(name)_sum{\(cluster)} \(seconds(h.sumMS))\n\(name)_count{\(cluster)} \(h.count)\n"
+            }
+        }
         family("tern_host_requests_total", "counter", MetricFields.hostRequestsHelp, plan.clusters.indices.flatMap { i in
             plan.clusters[i].hosts.indices.filter { $0 < merged.clusters[i].hostRequests.count }.map { h in
                 ([("cluster", plan.clusters[i].name), ("host", plan.clusters[i].hosts[h].address.description)], String(merged.clusters[i].hostRequests[h]))
@@ -201,6 +231,16 @@ struct MetricsReport {
         family("tern_stats_workers", "gauge", "Worker threads asked for their counters, and those that answered in time",
                [([("state", "asked")], String(merged.workersAsked)), ([("state", "answered")], String(merged.workersAnswered.count))])
         return out
+    }
+
+    /// Milliseconds as seconds in decimal, exactly ("0.005", "2.5", "10").
+    private func seconds(_ ms: Int) -> String {
+        let whole = ms / 1000, frac = ms % 1000
+        guard frac != 0 else { return String(whole) }
+        var digits = String(frac)
+        digits = String(repeating: "0", count: 3 - digits.count) + digits
+        while digits.hasSuffix("0") { digits.removeLast() }
+        return "\(whole).\(digits)"
     }
 
     private func escapeLabel(_ s: String) -> String {

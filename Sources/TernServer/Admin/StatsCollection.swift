@@ -58,6 +58,7 @@ extension ClusterStats {
         for (status, n) in o.byStatus { byStatus[status, default: 0] += n }
         if hostRequests.count < o.hostRequests.count { hostRequests += Array(repeating: 0, count: o.hostRequests.count - hostRequests.count) }
         for i in o.hostRequests.indices { hostRequests[i] += o.hostRequests[i] }
+        responseTime.add(o.responseTime)
     }
 }
 
