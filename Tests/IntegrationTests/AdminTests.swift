@@ -208,6 +208,8 @@ final class AdminTests {
         #expect(webStats["connections_total"] == webBefore + 3)
         #expect(webStats["requests_total"] == 13)
         #expect(webStats["http_responses_2xx"] == 10 && webStats["http_responses_4xx"] == 2 && webStats["http_responses_5xx"] == 1, "\(webStats)")
+        let codes = ((stats["listener"] as? [String: Any])?["web"] as? [String: Any])?["http_responses_by_code"] as? [String: Int]
+        #expect(codes == ["200": 10, "404": 2, "502": 1], "\(String(describing: codes))")
         #expect(webStats["received_bytes_total"] == httpSent && webStats["sent_bytes_total"] == httpReceived, "\(webStats) sent \(httpSent) received \(httpReceived)")
         let rpcStats = counters(stats, "listener", "rpc")
         #expect(rpcStats["connections_total"] == rpcBefore + 1 && rpcStats["requests_total"] == 6)
@@ -228,7 +230,7 @@ final class AdminTests {
 
         // stats_glob: the same counters as name:value lines.
         let glob = try adminRequest(admin, "GET", "/api/v1/stats_glob")
-        #expect(glob.status == 200 && glob.bodyText.contains("listener.web.requests_total:13\n") && glob.bodyText.contains("cluster.up.requests_total:7\n"))
+        #expect(glob.status == 200 && glob.bodyText.contains("listener.web.requests_total:13\n") && glob.bodyText.contains("listener.web.http_responses_code_404:2\n") && glob.bodyText.contains("cluster.up.requests_total:7\n"))
 
         // The scrape: the same figures, in a format Prometheus accepts.
         let scrape = try adminRequest(prometheus, "GET", "/metrics")
@@ -237,6 +239,7 @@ final class AdminTests {
         #expect(prometheusFormatProblems(text).isEmpty, "\(prometheusFormatProblems(text))")
         #expect(promValue(text, "tern_listener_requests_total{listener=\"web\"}") == 13)
         #expect(promValue(text, "tern_listener_http_responses_total{listener=\"web\",class=\"4xx\"}") == 2)
+        #expect(promValue(text, "tern_listener_http_responses_by_code_total{listener=\"web\",code=\"502\"}") == 1)
         #expect(promValue(text, "tern_listener_bolt_responses_total{listener=\"rpc\",result=\"success\"}") == 5)
         #expect(promValue(text, "tern_cluster_bolt_responses_total{cluster=\"boltup\",status=\"0\"}") == 5)
         #expect(promValue(text, "tern_host_requests_total{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") == 7)

@@ -9,15 +9,20 @@ public struct ListenerStats: Sendable, Equatable {
     public var requests = 0
     /// HTTP/1 answers written to clients by status class (upstream's and Tern's own).
     public var responses1xx = 0, responses2xx = 0, responses3xx = 0, responses4xx = 0, responses5xx = 0
+    /// The same answers by status code: index `code - 100` for codes 100-599 (4 KB, allocated
+    /// once per listener per worker; copied by the worker only after a snapshot shared it).
+    public var responsesByCode: [Int]
     /// Bolt answers written to callers: status SUCCESS, or any other status.
     public var boltResponsesSuccess = 0, boltResponsesFailed = 0
     /// Payload bytes read from and written to clients by Tern itself (after TLS decryption; bytes
     /// tcp_proxy moves with splice(2) never pass through Tern's buffers and are not counted).
     public var bytesIn = 0, bytesOut = 0
 
-    public init() {}
+    public init() { responsesByCode = Array(repeating: 0, count: 500) }
 
     @inline(__always) public mutating func recordResponse(httpStatus: Int) {
+        let slot = httpStatus &- 100
+        if slot >= 0 && slot < responsesByCode.count { responsesByCode[slot] &+= 1 }
         switch httpStatus {
         case ..<200: responses1xx &+= 1
         case ..<300: responses2xx &+= 1
@@ -37,6 +42,7 @@ public struct ListenerStats: Sendable, Equatable {
         requests += o.requests
         responses1xx += o.responses1xx; responses2xx += o.responses2xx; responses3xx += o.responses3xx
         responses4xx += o.responses4xx; responses5xx += o.responses5xx
+        for i in o.responsesByCode.indices where o.responsesByCode[i] != 0 && i < responsesByCode.count { responsesByCode[i] += o.responsesByCode[i] }
         boltResponsesSuccess += o.boltResponsesSuccess; boltResponsesFailed += o.boltResponsesFailed
         bytesIn += o.bytesIn; bytesOut += o.bytesOut
     }

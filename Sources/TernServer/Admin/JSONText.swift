@@ -42,6 +42,7 @@ enum JSONText {
     static func counters(_ pairs: [(String, Int)], nested: [(String, (String) -> String)] = [], indent: String) -> String {
         let inner = indent + "  "
         let lines = pairs.map { inner + quote($0.0) + ": " + String($0.1) } + nested.map { inner + quote($0.0) + ": " + $0.1(inner) }
+        if lines.isEmpty { return "{}" }
         return "{\n" + lines.joined(separator: ",\n") + "\n" + indent + "}"
     }
 }

@@ -128,7 +128,10 @@ struct MetricsReport {
             entries.isEmpty ? "{}" : "{\n" + entries.map { i2 + JSONText.quote($0.0) + ": " + $0.1 }.joined(separator: ",\n") + "\n" + i1 + "}"
         }
         let listeners = plan.listeners.indices.map { i in
-            (plan.listeners[i].name, JSONText.counters(MetricFields.listener.map { ($0.key, $0.read(merged.listeners[i])) }, indent: i2))
+            let codes = MetricsReport.codes(merged.listeners[i])
+            return (plan.listeners[i].name, JSONText.counters(MetricFields.listener.map { ($0.key, $0.read(merged.listeners[i])) },
+                                                              nested: [("http_responses_by_code", { JSONText.counters(codes.map { (String($0.code), $0.count) }, indent: $0) })],
+                                                              indent: i2))
         }
         let clusters = plan.clusters.indices.map { i -> (String, String) in
             let view = clusterView(i)
@@ -164,6 +167,7 @@ struct MetricsReport {
         var out = ""
         for i in plan.listeners.indices {
             for f in MetricFields.listener { out += "listener.\(plan.listeners[i].name).\(f.key):\(f.read(merged.listeners[i]))\n" }
+            for c in MetricsReport.codes(merged.listeners[i]) { out += "listener.\(plan.listeners[i].name).http_responses_code_\(c.code):\(c.count)\n" }
         }
         for i in plan.clusters.indices {
             let view = clusterView(i)
@@ -202,6 +206,10 @@ struct MetricsReport {
             for name in order { let (f, samples) = byFamily[name]!; family(name, f.kind.rawValue, f.help, samples) }
         }
         families(MetricFields.listener, plan.listeners.indices.map { (("listener", plan.listeners[$0].name), merged.listeners[$0]) })
+        family("tern_listener_http_responses_by_code_total", "counter", "HTTP/1 responses written to clients, by status code (codes seen so far)",
+               plan.listeners.indices.flatMap { i in
+                   MetricsReport.codes(merged.listeners[i]).map { ([("listener", plan.listeners[i].name), ("code", String($0.code))], String($0.count)) }
+               })
         families(MetricFields.cluster, plan.clusters.indices.map { (("cluster", plan.clusters[$0].name), clusterView($0)) })
         family("tern_cluster_bolt_responses_total", "counter", MetricFields.boltStatusHelp, plan.clusters.indices.flatMap { i in
             merged.clusters[i].byStatus.keys.sorted().map { ([("cluster", plan.clusters[i].name), ("status", String($0))], String(merged.clusters[i].byStatus[$0]!)) }
@@ -231,6 +239,11 @@ struct MetricsReport {
         family("tern_stats_workers", "gauge", "Worker threads asked for their counters, and those that answered in time",
                [([("state", "asked")], String(merged.workersAsked)), ([("state", "answered")], String(merged.workersAnswered.count))])
         return out
+    }
+
+    /// The status codes a listener answered with, and how often.
+    static func codes(_ s: ListenerStats) -> [(code: Int, count: Int)] {
+        s.responsesByCode.indices.filter { s.responsesByCode[$0] != 0 }.map { ($0 + 100, s.responsesByCode[$0]) }
     }
 
     /// Milliseconds as seconds in decimal, exactly ("0.005", "2.5", "10").
