@@ -112,7 +112,7 @@ func prometheusFormatProblems(_ text: String) -> [String] {
             guard let base, types[base] == "histogram" else { problems.append("sample before its TYPE: \(line)"); continue }
             if series.hasSuffix("_bucket") {
                 guard let le = line.range(of: "le=\"") else { problems.append("bucket without le: \(line)"); continue }
-                let labels = String(line[line.index(of: "{")!..<le.lowerBound])
+                let labels = String(line[line.firstIndex(of: "{")!..<le.lowerBound])
                 let value = Double(line.split(separator: " ").last!)!
                 let key = base + labels
                 if let previous = lastBucket[key], previous > value { problems.append("buckets not cumulative: \(line)") }
