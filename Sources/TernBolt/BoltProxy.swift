@@ -288,7 +288,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
                                    context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec),
                                    deadline: deadline)
         BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
-        if frame.kind != .oneway { inFlight += 1; cluster.stats.inFlight += 1 }
+        if frame.kind != .oneway { inFlight += 1; cluster.requestStarted(host: target.hostIndex) }
         if !upstream.queued { upstream.queued = true; touched.append(upstream) }
         if upstream.connection.exceedsHighWatermark() {
             // A slow upstream: stop taking requests from this client until it drains.

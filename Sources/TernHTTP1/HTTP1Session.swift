@@ -121,6 +121,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var upstreamHostName = ""
     var upstreamServed = 0
     var cluster: ClusterRuntime?
+    /// The host of the exchange in flight (its cluster host index), for the per-host counts.
+    var upstreamHost = 0
     var responseMutations = HeaderMutations()
     var responseScanned = 0
     var upstreamKeepAlive = false
@@ -432,7 +434,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         let clusterRoute = target.clusterRoute
         cluster = runtime
         upstreamHostName = host.address.description
-        runtime.stats.inFlight += 1
+        upstreamHost = hostIndex
+        runtime.requestStarted(host: hostIndex)
         let connection: Connection
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
             connection = idle
@@ -796,7 +799,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
-        if let c = cluster { c.stats.inFlight -= 1 }
+        if let c = cluster { c.requestEnded(host: upstreamHost) }
         if let up = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
@@ -821,7 +824,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
         routeDeadline = 0
-        if let c = cluster { c.stats.inFlight -= 1 }
+        if let c = cluster { c.requestEnded(host: upstreamHost) }
         cluster = nil
         if let up = upstream {
             upstream = nil

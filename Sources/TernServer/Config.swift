@@ -145,7 +145,7 @@ struct ConfigCompiler {
             for r in server.objects("routers") + legacyRouters {
                 let originalDestination = Set(plan.clusters.filter(\.originalDestination).map(\.name))
                 if let table = RouteCompiler(diagnostics: diagnostics, clusterIndex: clusterIndex,
-                                             originalDestinationClusters: originalDestination).compile(r) {
+                                             originalDestinationClusters: originalDestination, clusters: plan.clusters).compile(r) {
                     if tables[table.name] != nil { diagnostics.error(r.sub("router_config_name"), "duplicate router_config_name \"\(table.name)\"") }
                     tables[table.name] = table
                 }
@@ -322,10 +322,11 @@ struct ConfigCompiler {
 
     func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
-                            "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls"],
-                    ignored: ["circuit_breakers", "health_check", "lb_subset_config", "spec", "original_dst_lb_config",
+                            "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
+                            "lb_subset_config", "lbconfig"],
+                    ignored: ["circuit_breakers", "health_check", "spec", "original_dst_lb_config",
                               "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
-                              "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "lbconfig", "cluster_pool_enable",
+                              "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "cluster_pool_enable",
                               "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
@@ -371,7 +372,56 @@ struct ConfigCompiler {
                              maxIdlePerHost: c.int("max_idle_conns_per_host", min: 0, max: 65536) ?? 1024,
                              originalDestination: originalDestination)
         config.upstreamTransport = tls
+        config.subsets = subsetTable(c, hosts: hosts, originalDestination: originalDestination)
+        config.balancerSettings = balancerSettings(c)
         return config
+    }
+}
+
+extension ConfigCompiler {
+    /// `lb_subset_config`; as in MOSN, subsets exist only when it has at least one selector.
+    func subsetTable(_ c: JSONObject, hosts: [HostConfig], originalDestination: Bool) -> SubsetTable? {
+        guard let s = c.object("lb_subset_config") else { return nil }
+        s.checkKeys(known: ["fall_back_policy", "default_subset", "subset_selectors"])
+        let policyNumber = s.int("fall_back_policy", min: 0, max: 2) ?? 0
+        let fallback = SubsetFallback(rawValue: policyNumber) ?? .noFallback
+        let defaultSubset = s.stringMap("default_subset") ?? [:]
+        var selectors: [[String]] = []
+        for item in s.array("subset_selectors") ?? [] {
+            guard case .array(let keys) = item.value else { diagnostics.error(item.path, "expected a list of metadata keys"); continue }
+            var list: [String] = []
+            for (i, key) in keys.enumerated() {
+                guard case .string(let k) = key, !k.isEmpty else { diagnostics.error("\(item.path)[\(i)]", "expected a metadata key (a non-empty string)"); continue }
+                list.append(k)
+            }
+            if list.isEmpty { diagnostics.error(item.path, "a selector needs at least one metadata key") }
+            selectors.append(list)
+        }
+        if selectors.isEmpty {
+            if s.has("fall_back_policy") || s.has("default_subset") {
+                diagnostics.warn(s.sub("subset_selectors"), "no selector: the cluster has no subsets and every route uses all its hosts, as in MOSN")
+            }
+            return nil
+        }
+        if originalDestination { diagnostics.error(s.path, "an ORIGINAL_DST cluster has no hosts to make subsets of"); return nil }
+        if fallback != .defaultSubset && !defaultSubset.isEmpty {
+            diagnostics.warn(s.sub("default_subset"), "used only with fall_back_policy 2 (DEFAULT_SUBSET); ignored with \(fallback.name)")
+        }
+        let table = SubsetTable(hosts: hosts, selectors: selectors, fallback: fallback, defaultSubset: defaultSubset)
+        if fallback == .defaultSubset && table.defaultHosts.isEmpty {
+            diagnostics.warn(s.sub("default_subset"), "no host matches \(MetadataCriteria(defaultSubset)): requests that fall back get no host (503)")
+        }
+        return table
+    }
+
+    /// MOSN's `lbconfig`: `choice_count` is honoured (LB_LEAST_REQUEST); the biases tune
+    /// balancers Tern does not have (weighted EDF, peak EWMA) and are warned about.
+    func balancerSettings(_ c: JSONObject) -> BalancerSettings {
+        var settings = BalancerSettings()
+        guard let l = c.object("lbconfig") else { return settings }
+        l.checkKeys(known: ["choice_count"], ignored: ["active_request_bias", "client_error_bias", "server_error_bias"])
+        if let n = l.int("choice_count", min: 1, max: 100) { settings.choiceCount = n }
+        return settings
     }
 }
 

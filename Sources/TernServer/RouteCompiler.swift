@@ -6,6 +6,9 @@ struct RouteCompiler {
     let clusterIndex: [String: Int]
     /// Clusters of type ORIGINAL_DST: only tcp_proxy can send to them so far.
     var originalDestinationClusters: Set<String> = []
+    /// The compiled clusters, by the indices of `clusterIndex`: routes resolve their
+    /// `metadata_match` against a cluster's subsets here, at load.
+    var clusters: [ClusterConfig] = []
 
     func compile(_ r: JSONObject) -> RouteTable? {
         r.checkKeys(known: ["router_config_name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove",
@@ -101,28 +104,35 @@ struct RouteCompiler {
                                                                                        host: r.string("host_redirect"), scheme: r.string("scheme_redirect"))))
         }
         guard let route = router.object("route") else { return nil }
-        route.checkKeys(known: ["cluster_name", "weighted_clusters", "prefix_rewrite", "host_rewrite", "timeout",
+        route.checkKeys(known: ["cluster_name", "weighted_clusters", "prefix_rewrite", "host_rewrite", "timeout", "hash_policy", "metadata_match",
                                 "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"],
-                        ignored: ["cluster_header", "cluster_variable", "upstream_protocol", "hash_policy", "metadata_match", "retry_policy",
+                        ignored: ["cluster_header", "cluster_variable", "upstream_protocol", "retry_policy",
                                   "regex_rewrite", "auto_host_rewrite", "auto_host_rewrite_header", "mirror_policy", "metadata"])
-        // These pick the cluster or the hosts a request goes to; ignored, requests would reach
-        // clusters or hosts the config keeps them from.
-        for (key, what) in [("cluster_header", "choosing the cluster from a header"), ("cluster_variable", "choosing the cluster from a variable"),
-                            ("metadata_match", "subset routing by metadata")] where route.isNonEmpty(key) {
+        // These pick the cluster a request goes to; ignored, requests would reach clusters the
+        // config keeps them from.
+        for (key, what) in [("cluster_header", "choosing the cluster from a header"), ("cluster_variable", "choosing the cluster from a variable")]
+            where route.isNonEmpty(key) {
             route.refuse(key, what: what)
         }
+        let routeCriteria = metadataCriteria(route)
         var clusters: [WeightedCluster] = []
         if let name = route.string("cluster_name") {
-            if let i = resolve(name, at: route.sub("cluster_name")) { clusters.append(WeightedCluster(clusterIndex: i, weight: 1)) }
+            if let i = resolve(name, at: route.sub("cluster_name")) {
+                clusters.append(WeightedCluster(clusterIndex: i, weight: 1, subset: subset(routeCriteria, of: i, at: route.sub("metadata_match"))))
+            }
         }
         for w in route.objects("weighted_clusters") {
             w.checkKeys(known: ["cluster"])
             guard let c = w.object("cluster") else { diagnostics.error(w.sub("cluster"), "required"); continue }
-            c.checkKeys(known: ["name", "weight"], ignored: ["metadata_match"])
-            if c.isNonEmpty("metadata_match") { c.refuse("metadata_match", what: "subset routing by metadata") }
+            c.checkKeys(known: ["name", "weight", "metadata_match"])
             guard let name = c.requiredString("name") else { continue }
             guard let i = resolve(name, at: c.sub("name")) else { continue }
-            clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1))
+            // The entry's own pairs over the route's (Envoy's merge; MOSN takes the entry's alone).
+            let own = metadataCriteria(c)
+            let merged = routeCriteria.merging(own) { _, entry in entry }
+            let at = own.isEmpty ? route.sub("metadata_match") : c.sub("metadata_match")
+            clusters.append(WeightedCluster(clusterIndex: i, weight: c.int("weight", min: 0, max: 1_000_000) ?? 1,
+                                            subset: subset(merged, of: i, at: at)))
         }
         if clusters.isEmpty {
             if !route.has("cluster_name") && !route.has("weighted_clusters") {
@@ -136,7 +146,7 @@ struct RouteCompiler {
         let action = ClusterRoute(clusters: clusters, timeoutMS: route.duration("timeout") ?? 0,
                                   prefixRewrite: route.string("prefix_rewrite").map { Array($0.utf8) },
                                   hostRewrite: route.string("host_rewrite").map { Array($0.utf8) },
-                                  requestHeaders: req, responseHeaders: resp)
+                                  requestHeaders: req, responseHeaders: resp, hashPolicy: hashPolicy(route, clusters: clusters))
         return Route(path: path, headers: headers, action: .cluster(action))
     }
 }
@@ -165,5 +175,66 @@ extension RouteCompiler {
             return nil
         }
         return i
+    }
+}
+
+extension RouteCompiler {
+    /// `metadata_match` as MOSN writes it: `{"filter_metadata": {"mosn.lb": {"key": "value"}}}`.
+    func metadataCriteria(_ o: JSONObject) -> [String: String] {
+        guard let m = o.object("metadata_match") else { return [:] }
+        m.checkKeys(known: ["filter_metadata"])
+        guard let f = m.object("filter_metadata") else { return [:] }
+        f.checkKeys(known: ["mosn.lb"])
+        return f.stringMap("mosn.lb") ?? [:]
+    }
+
+    /// The hosts of cluster `index` that `criteria` allow, resolved now so a request only switches.
+    func subset(_ criteria: [String: String], of index: Int, at path: String) -> HostSubset {
+        if criteria.isEmpty || index >= clusters.count { return .all }
+        let cluster = clusters[index]
+        let wanted = MetadataCriteria(criteria)
+        // MOSN would send such a request to any host: routing weaker than written.
+        guard let table = cluster.subsets else {
+            diagnostics.error(path, "cluster \"\(cluster.name)\" has no lb_subset_config with subset_selectors, so metadata_match \(wanted) cannot pick its hosts")
+            return .all
+        }
+        let found = table.resolve(wanted)
+        if found == .fallback {
+            let outcome: String
+            switch table.fallback {
+            case .noFallback: outcome = "every request of this route gets no host (503)"
+            case .anyEndpoint: outcome = "requests go to any host"
+            case .defaultSubset: outcome = "requests go to the default subset"
+            }
+            diagnostics.warn(path, "no subset of cluster \"\(cluster.name)\" is \(wanted) (subsets: \(table.criteria.map(\.description).joined(separator: ", "))); fall_back_policy \(table.fallback.name): \(outcome)")
+        }
+        return found
+    }
+
+    /// MOSN's `hash_policy`: its first entry, `header.key`, `cookie.name` or `source_ip` (the
+    /// default). Only the hash balancers (LB_MAGLEV, LB_RING_HASH) read it.
+    func hashPolicy(_ route: JSONObject, clusters: [WeightedCluster]) -> HashPolicy {
+        guard let entries = route.array("hash_policy"), !entries.isEmpty else { return .sourceAddress }
+        let hashing = clusters.contains { $0.clusterIndex < self.clusters.count && LoadBalancerRegistry.hashing.contains(self.clusters[$0.clusterIndex].lbType) }
+        if !hashing {
+            diagnostics.warn(route.sub("hash_policy"), "no cluster of this route has a hash balancer (\(LoadBalancerRegistry.hashing.sorted().joined(separator: ", "))); unused")
+        }
+        if entries.count > 1 { diagnostics.warn(route.sub("hash_policy"), "only the first entry is used, as in MOSN") }
+        guard let first = JSONObject(entries[0].value, path: entries[0].path, diagnostics: diagnostics) else { return .sourceAddress }
+        first.checkKeys(known: ["header", "cookie", "source_ip"])
+        let kinds = ["header", "cookie", "source_ip"].filter { first.has($0) }
+        if kinds.count > 1 { diagnostics.error(first.path, "only one of header, cookie and source_ip may be set") }
+        if let h = first.object("header") {
+            h.checkKeys(known: ["key"])
+            guard let key = h.requiredString("key"), !key.isEmpty else { return .sourceAddress }
+            return .header(lowercasedName: Bytes.lowercased(key))
+        }
+        if let c = first.object("cookie") {
+            // MOSN reads path and ttl but does not use them (they would shape a cookie it sets).
+            c.checkKeys(known: ["name"], ignored: ["path", "ttl"], note: "not used (Tern sets no cookie, nor does MOSN); ignored")
+            guard let name = c.requiredString("name"), !name.isEmpty else { return .sourceAddress }
+            return .cookie(name: Array(name.utf8))
+        }
+        return .sourceAddress
     }
 }

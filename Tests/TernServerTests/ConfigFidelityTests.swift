@@ -112,7 +112,6 @@ struct ConfigFidelityTests {
         ("listener", "\"stream_filters\": [{\"type\": \"jwt_authn\", \"config\": {}}]", "$.servers[0].listeners[0].stream_filters[0].type"),
         ("match", "\"variables\": [{\"name\": \"x\", \"value\": \"y\"}]", "$.servers[0].routers[0].virtual_hosts[0].routers[0].match.variables"),
         ("match", "\"dsl_expressions\": [{\"expression\": \"true\"}]", "$.servers[0].routers[0].virtual_hosts[0].routers[0].match.dsl_expressions"),
-        ("route", "\"metadata_match\": {\"filter_metadata\": {\"mosn.lb\": {\"v\": \"2\"}}}", "$.servers[0].routers[0].virtual_hosts[0].routers[0].route.metadata_match"),
         ("route", "\"cluster_header\": \"x-cluster\"", "$.servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_header"),
     ])
     func securityAndRoutingKeysAreRefusedUntilHonoured(place: String, key: String, path: String) {

@@ -24,6 +24,10 @@ public struct ClusterConfig: Sendable {
     public let originalDestination: Bool
     /// Upstream TLS (the cluster's `tls_context`), built once at config load; nil: plain text.
     public var upstreamTransport: (any UpstreamTransportSource)? = nil
+    /// `lb_subset_config` with at least one selector; nil: no subsets (every route uses all hosts).
+    public var subsets: SubsetTable? = nil
+    /// `lbconfig`.
+    public var balancerSettings = BalancerSettings()
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
                 maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {
@@ -57,18 +61,74 @@ public struct ClusterStats: Sendable {
 /// A cluster as one worker sees it: the shared config, this worker's balancer state and pool.
 public final class ClusterRuntime {
     public let config: ClusterConfig
+    /// The balancer over every host.
     public let balancer: LoadBalancer
+    /// One balancer per subset of `config.subsets` (each with its own state, of the cluster's
+    /// `lb_type`), answering positions in `subsetHosts[i]`.
+    private let subsetBalancers: [LoadBalancer]
+    private let subsetHosts: [[Int]]
+    /// DEFAULT_SUBSET's balancer over `config.subsets.defaultHosts`.
+    private let defaultSubsetBalancer: LoadBalancer?
     public let pool: ConnectionPool
     /// This worker's maker of upstream transports (TLS and its session cache); nil: plain text.
     public let transports: UpstreamTransportFactory?
     public var stats: ClusterStats
+    /// Requests in flight per host on this worker (LB_LEAST_REQUEST reads it).
+    public let load: HostLoad
+    /// The balancer picks by the request's hash: the forwarder computes one only then.
+    public let usesHashKey: Bool
 
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config
         stats = ClusterStats(hostCount: config.hosts.count)
-        balancer = LoadBalancerRegistry.make(config)
+        load = HostLoad(hostCount: config.hosts.count)
+        let load = self.load
+        func makeBalancer(over members: [Int]) -> LoadBalancer {
+            LoadBalancerRegistry.make(BalancerHosts(config: config, members: members, load: load))
+        }
+        balancer = makeBalancer(over: Array(config.hosts.indices))
+        subsetHosts = config.subsets?.subsets ?? []
+        subsetBalancers = subsetHosts.map { makeBalancer(over: $0) }
+        defaultSubsetBalancer = config.subsets?.fallback == .defaultSubset ? makeBalancer(over: config.subsets!.defaultHosts) : nil
+        usesHashKey = LoadBalancerRegistry.hashing.contains(config.lbType)
         transports = config.upstreamTransport?.makeFactory(logger: logger)
         pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports)
+    }
+
+    /// A host (cluster index) among the hosts `subset` allows; nil: none.
+    @inline(__always)
+    public func chooseHost(_ subset: HostSubset, _ context: LoadBalancerContext) -> Int? {
+        switch subset {
+        case .all:
+            return balancer.chooseHost(context)
+        case .subset(let i):
+            return subsetBalancers[i].chooseHost(context).map { subsetHosts[i][$0] }
+        case .fallback:
+            return chooseFallback(context)
+        }
+    }
+
+    private func chooseFallback(_ context: LoadBalancerContext) -> Int? {
+        guard let table = config.subsets else { return balancer.chooseHost(context) }
+        switch table.fallback {
+        case .noFallback: return nil
+        case .anyEndpoint: return balancer.chooseHost(context)
+        case .defaultSubset: return defaultSubsetBalancer?.chooseHost(context).map { table.defaultHosts[$0] }
+        }
+    }
+
+    /// An exchange with `host` starts (an HTTP request sent to it, a bolt call registered).
+    @inline(__always)
+    public func requestStarted(host: Int) {
+        stats.inFlight += 1
+        load.activeRequests[host] += 1
+    }
+
+    /// That exchange ended, answered or not.
+    @inline(__always)
+    public func requestEnded(host: Int) {
+        stats.inFlight -= 1
+        load.activeRequests[host] -= 1
     }
 }
 

@@ -21,21 +21,64 @@ extension LoadBalancer {
     public func chooseHost() -> Int? { chooseHost(LoadBalancerContext()) }
 }
 
+/// Requests in flight per host of one cluster on one worker: counted where an exchange with the
+/// host starts and ends (`ClusterRuntime.requestStarted/Ended`), read by LB_LEAST_REQUEST. Plain
+/// integers: one worker owns it.
+public final class HostLoad {
+    public var activeRequests: [Int]
+    public init(hostCount: Int) { activeRequests = Array(repeating: 0, count: hostCount) }
+}
+
+/// What one balancer picks among: some hosts of a cluster (all of them, or one subset's), in the
+/// cluster's order. A balancer answers a position in `members`, not a cluster host index.
+public struct BalancerHosts {
+    public let config: ClusterConfig
+    /// Cluster host indices.
+    public let members: [Int]
+    public let load: HostLoad
+    public init(config: ClusterConfig, members: [Int], load: HostLoad) {
+        self.config = config; self.members = members; self.load = load
+    }
+    public var weights: [Int] { members.map { config.hosts[$0].weight } }
+    /// What the hash balancers hash a host by: its address, so a host keeps its keys whatever
+    /// else changes in the list.
+    public var addresses: [String] { members.map { config.hosts[$0].address.description } }
+}
+
+/// Tuning for the balancers (MOSN's cluster `lbconfig`).
+public struct BalancerSettings: Sendable {
+    /// LB_LEAST_REQUEST: how many hosts are drawn per pick (`choice_count`, default 2).
+    public var choiceCount = 2
+    public init() {}
+}
+
 /// `lb_type` names to balancer constructors: a new balancer is one type plus one line here.
 public enum LoadBalancerRegistry {
-    public static let kinds: [String: @Sendable (ClusterConfig) -> LoadBalancer] = [
-        "LB_RANDOM": { RandomBalancer(weights: $0.hosts.map(\.weight)) },
-        "LB_ROUNDROBIN": { RoundRobinBalancer(weights: $0.hosts.map(\.weight)) },
+    public static let kinds: [String: @Sendable (BalancerHosts) -> LoadBalancer] = [
+        "LB_RANDOM": { RandomBalancer(weights: $0.weights) },
+        "LB_ROUNDROBIN": { RoundRobinBalancer(weights: $0.weights) },
         // MOSN's weighted round robin (EDF there) gives each host the same share as the smooth
         // round robin LB_ROUNDROBIN already does with weights, so it is the same balancer.
-        "LB_WEIGHTED_ROUNDROBIN": { RoundRobinBalancer(weights: $0.hosts.map(\.weight)) },
-        "LB_REQUEST_ROUNDROBIN": { RequestRoundRobinBalancer(hostCount: $0.hosts.count) },
+        "LB_WEIGHTED_ROUNDROBIN": { RoundRobinBalancer(weights: $0.weights) },
+        "LB_REQUEST_ROUNDROBIN": { RequestRoundRobinBalancer(hostCount: $0.members.count) },
+        "LB_LEAST_REQUEST": { LeastRequestBalancer($0) },
+        "LB_MAGLEV": { MaglevBalancer(names: $0.addresses) },
+        // Tern's: MOSN has no ring hash; Envoy's name for it is RING_HASH.
+        "LB_RING_HASH": { RingHashBalancer(names: $0.addresses, weights: $0.weights) },
     ]
+
+    /// Balancers that pick by the request's hash key (the route's `hash_policy`).
+    public static let hashing: Set<String> = ["LB_MAGLEV", "LB_RING_HASH"]
 
     public static func isKnown(_ name: String) -> Bool { kinds[name] != nil }
 
+    static func make(_ hosts: BalancerHosts) -> LoadBalancer {
+        (kinds[hosts.config.lbType] ?? kinds["LB_ROUNDROBIN"]!)(hosts)
+    }
+
+    /// A balancer over all of a cluster's hosts with a load table of its own (tests).
     static func make(_ config: ClusterConfig) -> LoadBalancer {
-        (kinds[config.lbType] ?? kinds["LB_ROUNDROBIN"]!)(config)
+        make(BalancerHosts(config: config, members: Array(config.hosts.indices), load: HostLoad(hostCount: config.hosts.count)))
     }
 }
 
@@ -136,4 +179,121 @@ public final class RequestRoundRobinBalancer: LoadBalancer {
     private let hostCount: Int
     public init(hostCount: Int) { self.hostCount = hostCount }
     public func chooseHost(_ context: LoadBalancerContext) -> Int? { hostCount == 0 ? nil : 0 }
+}
+
+/// MOSN's LB_LEAST_REQUEST: the power of two choices. Draw `choice_count` hosts (in proportion to
+/// weight when weights differ) and take the one with the fewest requests in flight on this
+/// worker. With equal weights the second draw is a different host from the first, so with two
+/// hosts the idler one always wins.
+public final class LeastRequestBalancer: LoadBalancer {
+    private let members: [Int]
+    private let load: HostLoad
+    private let choices: Int
+    /// Draws candidates: uniform, or by weight.
+    private let draw: RandomBalancer
+    private let weighted: Bool
+    private var random = FastRandom()
+
+    public init(_ hosts: BalancerHosts) {
+        members = hosts.members
+        load = hosts.load
+        choices = max(hosts.config.balancerSettings.choiceCount, 1)
+        let weights = hosts.weights
+        weighted = weightsDiffer(weights)
+        draw = RandomBalancer(weights: weights)
+    }
+
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? {
+        let n = members.count
+        if n <= 1 { return n == 0 ? nil : 0 }
+        var best = draw.chooseHost(context)!
+        var bestActive = load.activeRequests[members[best]]
+        for round in 1..<choices {
+            let candidate = !weighted && round == 1 ? (best + 1 + random.below(n - 1)) % n : draw.chooseHost(context)!
+            let active = load.activeRequests[members[candidate]]
+            if active < bestActive { best = candidate; bestActive = active }
+        }
+        return best
+    }
+}
+
+/// The request's hash: the route's hash policy fills `hashKey`; without one (tcp_proxy), the
+/// client's address, as MOSN's default source-IP policy.
+@inline(__always)
+func hashKey(_ context: LoadBalancerContext) -> UInt64 {
+    if let key = context.hashKey { return key }
+    return context.downstream?.sourceAddressHash ?? 0
+}
+
+/// MOSN's LB_MAGLEV: Google's Maglev consistent hashing. A lookup table of a prime size M (about
+/// 100 entries per host, so shares differ by about 1 %) is filled from each host's own
+/// permutation of the slots (offset and skip from hashes of its address), hosts taking turns; a
+/// request takes the slot its hash names. Removing a host moves mostly the keys it had. Hosts are
+/// unweighted, as in MOSN.
+public final class MaglevBalancer: LoadBalancer {
+    private let table: [UInt32]
+
+    public init(names: [String]) {
+        let n = names.count
+        guard n > 0 else { table = []; return }
+        let size = MaglevBalancer.primes.first { $0 >= 100 * n } ?? MaglevBalancer.primes[MaglevBalancer.primes.count - 1]
+        let offsets = names.map { Int(HashKey.of($0, seed: 0x6d61676c65762031) % UInt64(size)) }
+        let skips = names.map { Int(HashKey.of($0, seed: 0x6d61676c65762032) % UInt64(size - 1)) + 1 }
+        var next = Array(repeating: 0, count: n)
+        var slots = Array(repeating: UInt32.max, count: size)
+        var filled = 0
+        fill: while true {
+            for host in 0..<n {
+                var slot = (offsets[host] + next[host] * skips[host]) % size
+                while slots[slot] != UInt32.max {
+                    next[host] += 1
+                    slot = (offsets[host] + next[host] * skips[host]) % size
+                }
+                slots[slot] = UInt32(host)
+                next[host] += 1
+                filled += 1
+                if filled == size { break fill }
+            }
+        }
+        table = slots
+    }
+
+    /// Table sizes: primes, each about twice the last.
+    static let primes = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071, 262139, 524287, 1048573]
+
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? {
+        if table.isEmpty { return nil }
+        return Int(table[Int(HashKey.mix(hashKey(context)) % UInt64(table.count))])
+    }
+}
+
+/// Tern's LB_RING_HASH (Envoy's ring hash; MOSN has none): each host owns 100 points per unit of
+/// weight on a 64-bit ring (hashes of its address and the point's number); a request goes to the
+/// first point at or after its hash. Removing a host moves only the keys of its points.
+public final class RingHashBalancer: LoadBalancer {
+    private let points: [UInt64]
+    private let owners: [UInt32]
+
+    public init(names: [String], weights: [Int]) {
+        var ring: [(UInt64, UInt32)] = []
+        for (host, name) in names.enumerated() {
+            for point in 0..<(100 * max(weights[host], 1)) {
+                ring.append((HashKey.of("\(name)#\(point)"), UInt32(host)))
+            }
+        }
+        ring.sort { $0.0 < $1.0 }
+        points = ring.map(\.0)
+        owners = ring.map(\.1)
+    }
+
+    public func chooseHost(_ context: LoadBalancerContext) -> Int? {
+        if points.isEmpty { return nil }
+        let key = HashKey.mix(hashKey(context))
+        var low = 0, high = points.count
+        while low < high {
+            let mid = (low + high) / 2
+            if points[mid] < key { low = mid + 1 } else { high = mid }
+        }
+        return Int(owners[low == points.count ? 0 : low])
+    }
 }

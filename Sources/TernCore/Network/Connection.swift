@@ -81,6 +81,13 @@ public final class Connection: EventHandler, TimerTarget {
     /// Where the client meant to connect, when an original_dst listener filter found it (iptables
     /// REDIRECT or TPROXY); nil otherwise. tcp_proxy's ORIGINAL_DST clusters connect there.
     public var originalDestination: SocketAddress?
+    /// The client address's hash for the hash balancers' source-address policy, read with
+    /// getpeername on first use and kept (0: not read yet).
+    public var sourceAddressHash: UInt64 {
+        if peerHash == 0 { peerHash = (SocketAddress.peer(of: fd)?.addressHash ?? 0) | 1 }
+        return peerHash
+    }
+    private var peerHash: UInt64 = 0
     private var writeBlocked = false
     private var aboveHighWatermark = false
     private var closeAfterFlush = false

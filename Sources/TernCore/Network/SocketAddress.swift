@@ -396,3 +396,14 @@ public struct AddressRangeSet: Sendable {
         return false
     }
 }
+extension SocketAddress {
+    /// The IP address alone as a hash input (the source-address hash policy): the port is left
+    /// out so every connection of one client maps alike; unix sockets hash to 0.
+    public var addressHash: UInt64 {
+        switch family {
+        case AF_INET: return HashKey.mix(UInt64(ipv4))
+        case AF_INET6: return HashKey.mix(ipv6.0 ^ HashKey.mix(ipv6.1))
+        default: return 0
+        }
+    }
+}

@@ -160,7 +160,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                 switch P.role(of: frame) {
                 case .response(let id, let status):
                     if let call = pending.removeValue(forKey: id) {
-                        call.cluster.stats.inFlight -= 1
+                        call.cluster.requestEnded(host: hostIndex)
                         call.cluster.stats.record(status: status)
                         call.cluster.stats.responseTime.record(ms: worker.loop.nowMS - call.startMS)
                         if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
@@ -205,7 +205,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
 
     /// A call taken out of `pending` ends without an answer: counted, and its caller told.
     private func fail(_ call: PendingCall<P>, _ error: StreamError) {
-        call.cluster.stats.inFlight -= 1
+        call.cluster.requestEnded(host: hostIndex)
         call.cluster.stats.record(error)
         call.cluster.stats.record(status: P.status(for: error))
         if let caller = call.caller { P.fail(call, error, to: caller) }

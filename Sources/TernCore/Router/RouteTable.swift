@@ -79,7 +79,57 @@ public struct HeaderMutations: Sendable {
 public struct WeightedCluster: Sendable {
     public let clusterIndex: Int
     public let weight: Int
-    public init(clusterIndex: Int, weight: Int) { self.clusterIndex = clusterIndex; self.weight = weight }
+    /// The hosts of the cluster this entry may use (its `metadata_match` resolved at load).
+    public let subset: HostSubset
+    public init(clusterIndex: Int, weight: Int, subset: HostSubset = .all) {
+        self.clusterIndex = clusterIndex; self.weight = weight; self.subset = subset
+    }
+}
+
+/// MOSN's route `hash_policy` (its first entry): what the hash balancers hash. MOSN's default,
+/// with no policy, is the client's address.
+public enum HashPolicy: Sendable {
+    case sourceAddress
+    /// The first value of a header, with its name (MOSN hashes "name:value"); absent: 0.
+    case header(lowercasedName: [UInt8])
+    /// One cookie of the first `Cookie` header, with its name; absent: 0.
+    case cookie(name: [UInt8])
+
+    static let cookieHeader = Array("cookie".utf8)
+
+    @inline(__always)
+    public func hash<R: RoutableRequest>(_ request: R, from downstream: Connection) -> UInt64 {
+        switch self {
+        case .sourceAddress:
+            return downstream.sourceAddressHash
+        case .header(let name):
+            let h = request.withHeader(lowercasedName: name) { p, n in
+                name.withUnsafeBufferPointer { HashKey.fnv(p, n, seed: HashKey.fnv($0.baseAddress!, $0.count)) }
+            }
+            return h ?? 0
+        case .cookie(let name):
+            return request.withHeader(lowercasedName: HashPolicy.cookieHeader) { p, n in
+                HashPolicy.cookieHash(p, n, name)
+            } ?? 0
+        }
+    }
+
+    /// The hash of `name=value` for the cookie `name` in a Cookie header (`a=1; b=2`), or 0.
+    static func cookieHash(_ p: UnsafePointer<UInt8>, _ n: Int, _ name: [UInt8]) -> UInt64 {
+        var i = 0
+        while i < n {
+            while i < n && (p[i] == UInt8(ascii: " ") || p[i] == UInt8(ascii: ";")) { i += 1 }
+            let start = i
+            while i < n && p[i] != UInt8(ascii: ";") { i += 1 }
+            let pairLength = i - start
+            if pairLength > name.count && p[start + name.count] == UInt8(ascii: "=") && Bytes.hasPrefix(p + start, pairLength, name) {
+                var end = i
+                while end > start && p[end - 1] == UInt8(ascii: " ") { end -= 1 }
+                return HashKey.fnv(p + start, end - start)
+            }
+        }
+        return 0
+    }
 }
 
 /// Routes and their actions are classes: the router hands out a reference per request, one
@@ -92,8 +142,11 @@ public final class ClusterRoute: Sendable {
     public let hostRewrite: [UInt8]?
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations
+    public let hashPolicy: HashPolicy
     public init(clusters: [WeightedCluster], timeoutMS: Int64, prefixRewrite: [UInt8]? = nil, hostRewrite: [UInt8]? = nil,
-                requestHeaders: HeaderMutations = HeaderMutations(), responseHeaders: HeaderMutations = HeaderMutations()) {
+                requestHeaders: HeaderMutations = HeaderMutations(), responseHeaders: HeaderMutations = HeaderMutations(),
+                hashPolicy: HashPolicy = .sourceAddress) {
+        self.hashPolicy = hashPolicy
         self.clusters = clusters
         totalWeight = clusters.reduce(0) { $0 + $1.weight }
         self.timeoutMS = timeoutMS
@@ -103,15 +156,16 @@ public final class ClusterRoute: Sendable {
         self.responseHeaders = responseHeaders
     }
 
+    /// One of the weighted clusters, in proportion to weight.
     @inline(__always)
-    public func pickCluster(_ random: inout FastRandom) -> Int {
-        if clusters.count == 1 { return clusters[0].clusterIndex }
+    public func pickCluster(_ random: inout FastRandom) -> WeightedCluster {
+        if clusters.count == 1 { return clusters[0] }
         var r = random.below(max(totalWeight, 1))
         for c in clusters {
-            if r < c.weight { return c.clusterIndex }
+            if r < c.weight { return c }
             r -= c.weight
         }
-        return clusters[clusters.count - 1].clusterIndex
+        return clusters[clusters.count - 1]
     }
 }
 

@@ -43,10 +43,13 @@ public final class Forwarder {
         downstream.counters?.stats.requests &+= 1
         guard let route = settings.routes.route(request) else { return .fail(.noRoute, nil) }
         guard case .cluster(let clusterRoute) = route.action else { return .routeAnswer(route) }
-        let clusterIndex = clusterRoute.pickCluster(&worker.random)
+        let entry = clusterRoute.pickCluster(&worker.random)
+        let clusterIndex = entry.clusterIndex
         let cluster = worker.clusters[clusterIndex]
         cluster.stats.requests += 1
-        guard let hostIndex = cluster.balancer.chooseHost(LoadBalancerContext(downstream: downstream)) else {
+        var context = LoadBalancerContext(downstream: downstream)
+        if cluster.usesHashKey { context.hashKey = clusterRoute.hashPolicy.hash(request, from: downstream) }
+        guard let hostIndex = cluster.chooseHost(entry.subset, context) else {
             return .fail(.noHealthyHost(cluster: cluster.config.name), cluster)
         }
         if hostIndex < cluster.stats.hostRequests.count { cluster.stats.hostRequests[hostIndex] &+= 1 }
