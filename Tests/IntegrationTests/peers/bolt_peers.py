@@ -3,8 +3,9 @@
 
   server PORT            anthunder's bolt listener serving com.tern.test.EchoService:1.0
                          (method echo -> b"echo:" + body; method slow -> waits body-as-ms then answers)
-  v2echo PORT            a raw bolt server for v1 and v2 frames: answers each request with its content,
-                         in the request's version, with a CRC32 when the request carried one
+  v2echo PORT [NAME]     a raw bolt server for v1 and v2 frames: answers each request with its content
+                         (with NAME instead, when given: a server that says who it is), in the
+                         request's version, with a CRC32 when the request carried one
   silent PORT            accepts bolt connections, reads and never answers (prints "frame" per frame header seen)
   client PORT N THREADS  anthunder clients calling through PORT, N calls per thread, checking each
                          answer against its own request; prints "ok CALLS" or "bad ..." and exits 0/1
@@ -109,7 +110,7 @@ def serve_tcp(port, handle):
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def v2echo(port):
+def v2echo(port, name=None):
     import struct
     import zlib
 
@@ -141,7 +142,7 @@ def v2echo(port):
                 if crc and zlib.crc32(frame[:-4]) != struct.unpack(">I", frame[-4:])[0]:
                     print("bad crc", flush=True)
                     return conn.close()
-                content = frame[fixed + cl + hl:fixed + cl + hl + bl]
+                content = name.encode() if name else frame[fixed + cl + hl:fixed + cl + hl + bl]
                 status = 0
                 head = bytes([2, 1]) if v2 else bytes([1])
                 resp = head + bytes([0]) + struct.pack(">HBI", 2 if cmd != 0 else 0, 1, rid) + bytes([1])
@@ -170,7 +171,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
     elif sys.argv[1] == "v2echo":
-        v2echo(int(sys.argv[2]))
+        v2echo(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
     elif sys.argv[1] == "silent":
         silent(int(sys.argv[2]))
     elif sys.argv[1] == "once":
