@@ -184,6 +184,26 @@ struct MoreBalancerTests {
         #expect(abs(half[0..<5].reduce(0, +) - 2_222) <= 300, "\(half)")
     }
 
+    @Test func leastConnectionPrefersHostsWithFewerOpenConnections() {
+        let (lb, load) = hosts([1, 1, 1], lbType: "LB_LEAST_CONNECTION")
+        load.openConnections = [3, 0, 3]
+        // Host 1 wins whenever it is drawn: 2/3 of picks, 2 000 of 3 000 (sd 26); tolerance 200.
+        #expect(abs(counts(lb, hosts: 3, picks: 3_000)[1] - 2_000) <= 200)
+        load.openConnections = [0, 0, 0]
+        load.activeRequests = [9, 0, 9]   // requests do not count for this one
+        #expect(counts(lb, hosts: 3, picks: 3_000).allSatisfy { $0 > 700 })
+    }
+
+    @Test func upstreamConnectionsCountThemselvesOpenUntilTheyClose() throws {
+        let r = runtime(cluster(lbType: "LB_LEAST_CONNECTION", weights: [1, 1]))
+        let loop = EventLoop(), buffers = BufferPool()
+        let c = try #require(Connection.connect(toHost: 1, of: r.config, transports: nil, load: r.load, loop: loop, buffers: buffers))
+        #expect(r.load.openConnections == [0, 1])
+        c.close()
+        c.close()
+        #expect(r.load.openConnections == [0, 0])
+    }
+
     @Test func leastRequestWithoutLoadFollowsWeights() {
         // All idle: the first draw decides, in proportion to weight (1:3). Expected 2 500 / 7 500
         // of 10 000; sd ≈ 43, tolerance 250.

@@ -92,7 +92,7 @@ public final class ClusterRuntime {
         defaultSubsetBalancer = config.subsets?.fallback == .defaultSubset ? makeBalancer(over: config.subsets!.defaultHosts) : nil
         usesHashKey = LoadBalancerRegistry.hashing.contains(config.lbType)
         transports = config.upstreamTransport?.makeFactory(logger: logger)
-        pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports)
+        pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports, load: load)
     }
 
     /// A host (cluster index) among the hosts `subset` allows; nil: none.
@@ -154,9 +154,13 @@ public struct TransportSetupError: Error, Sendable {
 extension Connection {
     /// Starts a connection to host `host` of a cluster with the cluster's connect timeout and, when
     /// it has one, its transport (TLS) on it before the first byte; nil when neither could start.
-    public static func connect(toHost host: Int, of config: ClusterConfig, transports: UpstreamTransportFactory?,
+    /// `load`: the cluster's per-host counts on this worker, where the connection counts itself
+    /// as open until it closes.
+    public static func connect(toHost host: Int, of config: ClusterConfig, transports: UpstreamTransportFactory?, load: HostLoad,
                                loop: EventLoop, buffers: BufferPool) -> Connection? {
         guard let c = connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else { return nil }
+        load.openConnections[host] += 1
+        c.openCount = OpenConnectionSlot(load: load, host: host)
         guard let transports else { return c }
         do {
             c.transport = try transports.makeTransport(hostIndex: host, fd: c.fd)

@@ -21,12 +21,24 @@ extension LoadBalancer {
     public func chooseHost() -> Int? { chooseHost(LoadBalancerContext()) }
 }
 
-/// Requests in flight per host of one cluster on one worker: counted where an exchange with the
-/// host starts and ends (`ClusterRuntime.requestStarted/Ended`), read by LB_LEAST_REQUEST. Plain
+/// Load per host of one cluster on one worker. Requests in flight are counted where an exchange
+/// with the host starts and ends (`ClusterRuntime.requestStarted/Ended`), read by
+/// LB_LEAST_REQUEST; open upstream connections where they are made and closed
+/// (`Connection.connect(toHost:…)`, `Connection.close`), read by LB_LEAST_CONNECTION. Plain
 /// integers: one worker owns it.
 public final class HostLoad {
     public var activeRequests: [Int]
-    public init(hostCount: Int) { activeRequests = Array(repeating: 0, count: hostCount) }
+    public var openConnections: [Int]
+    public init(hostCount: Int) {
+        activeRequests = Array(repeating: 0, count: hostCount)
+        openConnections = activeRequests
+    }
+}
+
+/// Where a connection counts itself in `HostLoad.openConnections`.
+struct OpenConnectionSlot {
+    let load: HostLoad
+    let host: Int
 }
 
 /// What one balancer picks among: some hosts of a cluster (all of them, or one subset's), in the
@@ -61,7 +73,8 @@ public enum LoadBalancerRegistry {
         // round robin LB_ROUNDROBIN already does with weights, so it is the same balancer.
         "LB_WEIGHTED_ROUNDROBIN": { RoundRobinBalancer(weights: $0.weights) },
         "LB_REQUEST_ROUNDROBIN": { RequestRoundRobinBalancer(hostCount: $0.members.count) },
-        "LB_LEAST_REQUEST": { LeastRequestBalancer($0) },
+        "LB_LEAST_REQUEST": { LeastLoadBalancer($0, by: .requests) },
+        "LB_LEAST_CONNECTION": { LeastLoadBalancer($0, by: .connections) },
         "LB_MAGLEV": { MaglevBalancer(names: $0.addresses) },
         // Tern's: MOSN has no ring hash; Envoy's name for it is RING_HASH.
         "LB_RING_HASH": { RingHashBalancer(names: $0.addresses, weights: $0.weights) },
@@ -181,22 +194,26 @@ public final class RequestRoundRobinBalancer: LoadBalancer {
     public func chooseHost(_ context: LoadBalancerContext) -> Int? { hostCount == 0 ? nil : 0 }
 }
 
-/// MOSN's LB_LEAST_REQUEST: the power of two choices. Draw `choice_count` hosts (in proportion to
-/// weight when weights differ) and take the one with the fewest requests in flight on this
-/// worker. With equal weights the second draw is a different host from the first, so with two
-/// hosts the idler one always wins.
-public final class LeastRequestBalancer: LoadBalancer {
+/// MOSN's LB_LEAST_REQUEST and LB_LEAST_CONNECTION: the power of two choices. Draw
+/// `choice_count` hosts (in proportion to weight when weights differ) and take the one with the
+/// fewest requests in flight (or open upstream connections) on this worker. With equal weights
+/// the second draw is a different host from the first, so with two hosts the idler one always
+/// wins.
+public final class LeastLoadBalancer: LoadBalancer {
+    public enum Measure { case requests, connections }
     private let members: [Int]
     private let load: HostLoad
+    private let measure: Measure
     private let choices: Int
     /// Draws candidates: uniform, or by weight.
     private let draw: RandomBalancer
     private let weighted: Bool
     private var random = FastRandom()
 
-    public init(_ hosts: BalancerHosts) {
+    public init(_ hosts: BalancerHosts, by measure: Measure) {
         members = hosts.members
         load = hosts.load
+        self.measure = measure
         choices = max(hosts.config.balancerSettings.choiceCount, 1)
         let weights = hosts.weights
         weighted = weightsDiffer(weights)
@@ -207,13 +224,21 @@ public final class LeastRequestBalancer: LoadBalancer {
         let n = members.count
         if n <= 1 { return n == 0 ? nil : 0 }
         var best = draw.chooseHost(context)!
-        var bestActive = load.activeRequests[members[best]]
+        var bestActive = current(best)
         for round in 1..<choices {
             let candidate = !weighted && round == 1 ? (best + 1 + random.below(n - 1)) % n : draw.chooseHost(context)!
-            let active = load.activeRequests[members[candidate]]
+            let active = current(candidate)
             if active < bestActive { best = candidate; bestActive = active }
         }
         return best
+    }
+
+    @inline(__always)
+    private func current(_ member: Int) -> Int {
+        switch measure {
+        case .requests: return load.activeRequests[members[member]]
+        case .connections: return load.openConnections[members[member]]
+        }
     }
 }
 

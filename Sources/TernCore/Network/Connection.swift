@@ -88,6 +88,9 @@ public final class Connection: EventHandler, TimerTarget {
         return peerHash
     }
     private var peerHash: UInt64 = 0
+    /// An upstream connection's place in its cluster's per-host open-connection counts
+    /// (LB_LEAST_CONNECTION), left when it closes.
+    var openCount: OpenConnectionSlot?
     private var writeBlocked = false
     private var aboveHighWatermark = false
     private var closeAfterFlush = false
@@ -370,6 +373,7 @@ public final class Connection: EventHandler, TimerTarget {
         loop.unregister(fd: fd)
         transport?.shutdown(fd: fd, closing: true)
         Glibc.close(fd)
+        if let slot = openCount { openCount = nil; slot.load.openConnections[slot.host] -= 1 }
         if let b = input { input = nil; buffers.give(b) }
         if let b = output { output = nil; buffers.give(b) }
         let d = delegate

@@ -6,6 +6,8 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
     unowned let loop: EventLoop
     unowned let buffers: BufferPool
     let transports: UpstreamTransportFactory?
+    /// The cluster's per-host counts on this worker (open connections are counted in them).
+    let load: HostLoad
     private var idle: [[IdleEntry]]
     private var sweepTimer: LoopTimer!
     public private(set) var idleCount = 0
@@ -16,8 +18,9 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
         let requestsServed: Int
     }
 
-    public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, transports: UpstreamTransportFactory? = nil) {
+    public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, transports: UpstreamTransportFactory? = nil, load: HostLoad? = nil) {
         self.config = config
+        self.load = load ?? HostLoad(hostCount: config.hosts.count)
         self.loop = loop
         self.buffers = buffers
         self.transports = transports
@@ -39,7 +42,7 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
 
     /// Starts a new connection to `host`; the caller becomes its delegate.
     public func connect(host: Int) -> Connection? {
-        guard let c = Connection.connect(toHost: host, of: config, transports: transports, loop: loop, buffers: buffers) else { return nil }
+        guard let c = Connection.connect(toHost: host, of: config, transports: transports, load: load, loop: loop, buffers: buffers) else { return nil }
         c.tag = host
         // conn_buffer_limit_bytes (MOSN: per-connection buffer limit) is the point where writes
         // toward this upstream push back on the client; Tern never goes below 64 KiB of headroom.

@@ -278,7 +278,7 @@ public final class MultiplexPool<P: MultiplexProtocol> {
     func openConnection(clusterIndex: Int, host: Int) -> Pick {
         let cluster = worker.clusters[clusterIndex]
         let address = cluster.config.hosts[host].address
-        guard let c = Connection.connect(toHost: host, of: cluster.config, transports: cluster.transports, loop: worker.loop, buffers: worker.buffers) else {
+        guard let c = Connection.connect(toHost: host, of: cluster.config, transports: cluster.transports, load: cluster.load, loop: worker.loop, buffers: worker.buffers) else {
             return .failed(.connectFailed(host: address.description, reason: .connectFailed(0)))
         }
         c.highWatermark = max(cluster.config.connectionBufferLimit, 256 * 1024)

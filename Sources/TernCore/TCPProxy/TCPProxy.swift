@@ -190,7 +190,7 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
             upstreamName = address.description
             let connection = cluster.config.originalDestination
                 ? Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS)
-                : Connection.connect(toHost: hostIndex, of: cluster.config, transports: cluster.transports, loop: worker.loop, buffers: worker.buffers)
+                : Connection.connect(toHost: hostIndex, of: cluster.config, transports: cluster.transports, load: cluster.load, loop: worker.loop, buffers: worker.buffers)
             if let c = connection {
                 c.delegate = self
                 upstream = c
