@@ -182,7 +182,7 @@ final class BoltSubsetTests {
         let config = #"""
         { "servers": [{ "default_log_path": "stderr", "default_log_level": "WARN",
             "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
-               "routers": [\#(route("com.tern.Old:1.0", "v1")), \#(route("com.tern.New:1.0", "v2"))] }] }],
+               "routers": [\#(route("com.tern.Old:1.0", "v1")), \#(route("com.tern.New:1.0", "v2")), \#(route("com.tern.Gone:1.0", "v9"))] }] }],
             "listeners": [{ "name": "l", "address": "127.0.0.1:\#(port)", "bind_port": true,
                "filter_chains": [{ "filters": [{ "type": "proxy", "config": {
                   "downstream_protocol": "bolt", "upstream_protocol": "bolt", "router_config_name": "r" } }] }] }] }],
@@ -193,13 +193,19 @@ final class BoltSubsetTests {
         tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", "1"])
     }
 
-    /// Which servers answered `n` calls to `service`, by name.
-    func answers(_ service: String, _ n: Int) throws -> [String: Int] {
+    /// `n` calls to `service` on one connection; their answers.
+    func call(_ service: String, _ n: Int) throws -> [BoltTestFrame.Response] {
         let c = try RawClient(port: port)
         defer { c.close() }
         for i in 0..<n { c.send(BoltTestFrame.request(id: UInt32(i + 1), service: service, method: "echo", body: Array("x".utf8))) }
         let responses = BoltTestFrame.readResponses(c, n)
         #expect(responses.count == n)
+        return responses
+    }
+
+    /// Which servers answered `n` calls to `service`, by name.
+    func answers(_ service: String, _ n: Int) throws -> [String: Int] {
+        let responses = try call(service, n)
         #expect(responses.allSatisfy { $0.status == 0 }, "\(responses.map(\.status))")
         return responses.reduce(into: [:]) { $0[String(decoding: $1.content, as: UTF8.self), default: 0] += 1 }
     }
@@ -207,5 +213,7 @@ final class BoltSubsetTests {
     @Test func aBoltRouteWithMetadataMatchPicksItsSubset() throws {
         #expect(try answers("com.tern.Old:1.0", 6) == ["server0": 6])
         #expect(try answers("com.tern.New:1.0", 8) == ["server1": 4, "server2": 4])
+        // {version: v9} with NO_FALLBACK: no host, each call answered CONNECTION_CLOSED (0x10).
+        #expect(try call("com.tern.Gone:1.0", 3).map(\.status) == [0x10, 0x10, 0x10])
     }
 }
