@@ -226,13 +226,15 @@ extension RouteCompiler {
         if kinds.count > 1 { diagnostics.error(first.path, "only one of header, cookie and source_ip may be set") }
         if let h = first.object("header") {
             h.checkKeys(known: ["key"])
-            guard let key = h.requiredString("key"), !key.isEmpty else { return .sourceAddress }
-            return .header(lowercasedName: Bytes.lowercased(key))
+            guard let key = h.requiredString("key") else { return .sourceAddress }
+            if key.isEmpty { diagnostics.error(h.sub("key"), "must name a header") }
+            return .header(key)
         }
         if let c = first.object("cookie") {
             // MOSN reads path and ttl but does not use them (they would shape a cookie it sets).
             c.checkKeys(known: ["name"], ignored: ["path", "ttl"], note: "not used (Tern sets no cookie, nor does MOSN); ignored")
-            guard let name = c.requiredString("name"), !name.isEmpty else { return .sourceAddress }
+            guard let name = c.requiredString("name") else { return .sourceAddress }
+            if name.isEmpty { diagnostics.error(c.sub("name"), "must name a cookie") }
             return .cookie(name: Array(name.utf8))
         }
         return .sourceAddress

@@ -130,13 +130,15 @@ struct SubsetConfigTests {
             let r = policyConfig(entry)
             return (try clusterRoute(r).hashPolicy, r)
         }
-        guard case .header(let name) = try policy("{\"header\": {\"key\": \"X-User\"}}").0 else { Issue.record("header"); return }
+        guard case .header(let name, _) = try policy("{\"header\": {\"key\": \"X-User\"}}").0 else { Issue.record("header"); return }
         #expect(name == Array("x-user".utf8))
         guard case .cookie(let cookie) = try policy("{\"cookie\": {\"name\": \"session\", \"ttl\": \"10s\"}}").0 else { Issue.record("cookie"); return }
         #expect(cookie == Array("session".utf8))
         guard case .sourceAddress = try policy("{\"source_ip\": {}}").0 else { Issue.record("source_ip"); return }
         let both = policyConfig("{\"header\": {\"key\": \"a\"}, \"cookie\": {\"name\": \"b\"}}")
         #expect(hasError(both, at: Self.routePath + ".hash_policy[0]", saying: "only one"), "\(both.diagnostics.errors)")
+        #expect(hasError(policyConfig("{\"header\": {}}"), at: Self.routePath + ".hash_policy[0].header.key", saying: "required"))
+        #expect(hasError(policyConfig("{\"cookie\": {\"name\": \"\"}}"), at: Self.routePath + ".hash_policy[0].cookie.name", saying: "must name"))
         // On a cluster that does not hash, the policy does nothing: said so.
         let unused = load(config(route: "{\"cluster_name\": \"c\", \"hash_policy\": [{\"source_ip\": {}}]}", cluster: Self.cluster("")))
         #expect(unused.diagnostics.warnings.contains { $0.hasPrefix(Self.routePath + ".hash_policy:") && $0.contains("unused") })

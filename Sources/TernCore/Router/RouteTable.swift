@@ -91,22 +91,26 @@ public struct WeightedCluster: Sendable {
 public enum HashPolicy: Sendable {
     case sourceAddress
     /// The first value of a header, with its name (MOSN hashes "name:value"); absent: 0.
-    case header(lowercasedName: [UInt8])
+    /// `nameHash` (the name's hash, the value's seed) is computed at load.
+    case header(lowercasedName: [UInt8], nameHash: UInt64)
     /// One cookie of the first `Cookie` header, with its name; absent: 0.
     case cookie(name: [UInt8])
 
     static let cookieHeader = Array("cookie".utf8)
+
+    /// A header policy for `name` (any case).
+    public static func header(_ name: String) -> HashPolicy {
+        let lowercased = Bytes.lowercased(name)
+        return .header(lowercasedName: lowercased, nameHash: lowercased.withUnsafeBufferPointer { HashKey.fnv($0.baseAddress!, $0.count) })
+    }
 
     @inline(__always)
     public func hash<R: RoutableRequest>(_ request: R, from downstream: Connection) -> UInt64 {
         switch self {
         case .sourceAddress:
             return downstream.sourceAddressHash
-        case .header(let name):
-            let h = request.withHeader(lowercasedName: name) { p, n in
-                name.withUnsafeBufferPointer { HashKey.fnv(p, n, seed: HashKey.fnv($0.baseAddress!, $0.count)) }
-            }
-            return h ?? 0
+        case .header(let name, let nameHash):
+            return request.withHeader(lowercasedName: name) { p, n in HashKey.fnv(p, n, seed: nameHash) } ?? 0
         case .cookie(let name):
             return request.withHeader(lowercasedName: HashPolicy.cookieHeader) { p, n in
                 HashPolicy.cookieHash(p, n, name)
