@@ -284,11 +284,13 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
         if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
         let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
-        let id = upstream.register(caller: frame.kind == .oneway ? nil : self, originalID: frame.requestID,
+        let oneway = frame.kind == .oneway
+        let started = oneway ? 0 : cluster.requestStarted(host: target.hostIndex)
+        let id = upstream.register(caller: oneway ? nil : self, originalID: frame.requestID,
                                    context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec),
-                                   deadline: deadline)
+                                   deadline: deadline, startedUS: started)
         BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
-        if frame.kind != .oneway { inFlight += 1; cluster.requestStarted(host: target.hostIndex) }
+        if !oneway { inFlight += 1 }
         if !upstream.queued { upstream.queued = true; touched.append(upstream) }
         if upstream.connection.exceedsHighWatermark() {
             // A slow upstream: stop taking requests from this client until it drains.

@@ -123,6 +123,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var cluster: ClusterRuntime?
     /// The host of the exchange in flight (its cluster host index), for the per-host counts.
     var upstreamHost = 0
+    /// `ClusterRuntime.requestStarted`'s stamp for that exchange.
+    var upstreamStartedUS: Int64 = 0
     var responseMutations = HeaderMutations()
     var responseScanned = 0
     var upstreamKeepAlive = false
@@ -435,7 +437,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         cluster = runtime
         upstreamHostName = host.address.description
         upstreamHost = hostIndex
-        runtime.requestStarted(host: hostIndex)
+        upstreamStartedUS = runtime.requestStarted(host: hostIndex)
         let connection: Connection
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
             connection = idle
@@ -799,7 +801,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
-        if let c = cluster { c.requestEnded(host: upstreamHost) }
+        if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
         if let up = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestBodyDone && responseFraming != .untilClose && (up.input?.isEmpty ?? true)
@@ -824,7 +826,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
         routeDeadline = 0
-        if let c = cluster { c.requestEnded(host: upstreamHost) }
+        if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
         cluster = nil
         if let up = upstream {
             upstream = nil

@@ -153,9 +153,10 @@ struct SubsetBalancerTests {
         let r = runtime(subsetCluster(lbType: "LB_LEAST_REQUEST", fallback: .noFallback))
         guard case .subset(let v2) = r.config.subsets!.resolve(MetadataCriteria(["version": "v2"])) else { Issue.record("no v2"); return }
         // Host 1 busy: the subset {1, 2} sends everything to host 2 (two hosts, two distinct draws).
-        r.requestStarted(host: 1)
+        let started = r.requestStarted(host: 1)
+        #expect(started == 0)   // not timed: no clock read
         #expect(reached(r, .subset(v2)) == [2])
-        r.requestEnded(host: 1)
+        r.requestEnded(host: 1, startedUS: started)
         #expect(reached(r, .subset(v2)) == [1, 2])
         #expect(r.stats.inFlight == 0 && r.load.activeRequests == [0, 0, 0, 0])
     }
@@ -202,6 +203,46 @@ struct MoreBalancerTests {
         c.close()
         c.close()
         #expect(r.load.openConnections == [0, 0])
+    }
+
+    @Test func peakEWMATakesPeaksAtOnceAndForgetsThemWithTime() {
+        let load = HostLoad(hostCount: 1, measuresLatency: true)
+        load.recordLatency(host: 0, startedUS: 0, nowUS: 1_000)          // 1 ms
+        #expect(load.latencyUS[0] == 1_000)
+        load.recordLatency(host: 0, startedUS: 1_000, nowUS: 51_000)     // a 50 ms peak: taken whole
+        #expect(load.latencyUS[0] == 50_000)
+        // A fast answer right after barely moves it; one 10 s later (the decay time) weighs 1 - 1/e.
+        load.recordLatency(host: 0, startedUS: 51_000, nowUS: 52_000)
+        #expect(load.latencyUS[0] > 49_000)
+        let before = load.latencyUS[0]
+        load.recordLatency(host: 0, startedUS: 10_051_000, nowUS: 10_052_000)
+        let e = 2.718281828459045
+        let expected = before / e + 1_000 * (1 - 1 / e)
+        #expect(abs(load.latencyUS[0] - expected) < 1, "\(load.latencyUS[0]) vs \(expected)")
+    }
+
+    @Test func peakEWMAPrefersTheFasterHostUntilItIsBusy() {
+        let (lb, load) = hosts([1, 1], lbType: "LB_PEAK_EWMA", load: HostLoad(hostCount: 2, measuresLatency: true))
+        let now = monotonicMicroseconds()
+        load.recordLatency(host: 0, startedUS: now - 10_000, nowUS: now)   // 10 ms
+        load.recordLatency(host: 1, startedUS: now - 1_000, nowUS: now)    // 1 ms
+        #expect(counts(lb, hosts: 2, picks: 200) == [0, 200])
+        // 1 ms × 21 pending > 10 ms × 1: the slower, idle host wins.
+        load.activeRequests[1] = 20
+        #expect(counts(lb, hosts: 2, picks: 200) == [200, 0])
+        // Never measured and busy: Finagle's penalty keeps traffic off it.
+        let (fresh, freshLoad) = hosts([1, 1], lbType: "LB_PEAK_EWMA", load: HostLoad(hostCount: 2, measuresLatency: true))
+        freshLoad.recordLatency(host: 0, startedUS: now - 50_000, nowUS: now)
+        freshLoad.activeRequests[1] = 1
+        #expect(counts(fresh, hosts: 2, picks: 200) == [200, 0])
+    }
+
+    @Test func timedClustersStampTheirExchanges() {
+        let r = runtime(cluster(lbType: "LB_PEAK_EWMA", weights: [1, 1]))
+        let started = r.requestStarted(host: 0)
+        #expect(started > 0)
+        r.requestEnded(host: 0, startedUS: started - 2_000)
+        #expect(r.load.latencyUS[0] >= 2_000 && r.load.activeRequests == [0, 0])
     }
 
     @Test func leastRequestWithoutLoadFollowsWeights() {

@@ -106,7 +106,7 @@ struct SubsetConfigTests {
     }
 
     @Test func newBalancerNamesAreKnownAndUnknownOnesStayErrors() {
-        for lbType in ["LB_LEAST_REQUEST", "LB_LEAST_CONNECTION", "LB_MAGLEV", "LB_RING_HASH", "LB_WEIGHTED_ROUNDROBIN", "LB_REQUEST_ROUNDROBIN"] {
+        for lbType in ["LB_LEAST_REQUEST", "LB_LEAST_CONNECTION", "LB_PEAK_EWMA", "LB_MAGLEV", "LB_RING_HASH", "LB_WEIGHTED_ROUNDROBIN", "LB_REQUEST_ROUNDROBIN"] {
             let r = load(config(cluster: Self.cluster("", lbType: lbType)))
             #expect(r.diagnostics.errors.isEmpty, "\(lbType): \(r.diagnostics.errors)")
         }

@@ -81,7 +81,7 @@ public final class ClusterRuntime {
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config
         stats = ClusterStats(hostCount: config.hosts.count)
-        load = HostLoad(hostCount: config.hosts.count)
+        load = HostLoad(hostCount: config.hosts.count, measuresLatency: LoadBalancerRegistry.timing.contains(config.lbType))
         let load = self.load
         func makeBalancer(over members: [Int]) -> LoadBalancer {
             LoadBalancerRegistry.make(BalancerHosts(config: config, members: members, load: load))
@@ -117,18 +117,22 @@ public final class ClusterRuntime {
         }
     }
 
-    /// An exchange with `host` starts (an HTTP request sent to it, a bolt call registered).
+    /// An exchange with `host` starts (an HTTP request sent to it, a bolt call registered). The
+    /// answer is a stamp for `requestEnded`: the start in microseconds when the balancer measures
+    /// latency (LB_PEAK_EWMA), else 0 (no clock read).
     @inline(__always)
-    public func requestStarted(host: Int) {
+    public func requestStarted(host: Int) -> Int64 {
         stats.inFlight += 1
         load.activeRequests[host] += 1
+        return load.measuresLatency ? monotonicMicroseconds() : 0
     }
 
-    /// That exchange ended, answered or not.
+    /// That exchange ended, answered or not; `startedUS`: `requestStarted`'s answer.
     @inline(__always)
-    public func requestEnded(host: Int) {
+    public func requestEnded(host: Int, startedUS: Int64) {
         stats.inFlight -= 1
         load.activeRequests[host] -= 1
+        if startedUS != 0 { load.recordLatency(host: host, startedUS: startedUS) }
     }
 }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// What a balancer may look at for one pick, besides its own state: the downstream connection
 /// (its source address, its original destination when intercepted) and the request's hash key
 /// (from the route's hash policy, when it has one). Balancers that need neither ignore it; it is
@@ -29,10 +31,45 @@ extension LoadBalancer {
 public final class HostLoad {
     public var activeRequests: [Int]
     public var openConnections: [Int]
-    public init(hostCount: Int) {
+    /// Exchanges are timed (LB_PEAK_EWMA): each host's peak-sensitive moving average of its
+    /// response times, in microseconds, and when it was last updated.
+    public let measuresLatency: Bool
+    public private(set) var latencyUS: [Double]
+    private var latencyStampUS: [Int64]
+
+    public init(hostCount: Int, measuresLatency: Bool = false) {
         activeRequests = Array(repeating: 0, count: hostCount)
         openConnections = activeRequests
+        self.measuresLatency = measuresLatency
+        latencyUS = measuresLatency ? Array(repeating: 0, count: hostCount) : []
+        latencyStampUS = measuresLatency ? Array(repeating: 0, count: hostCount) : []
     }
+
+    /// How fast an old average fades: after `decayUS` without a sample it keeps 1/e of its weight.
+    static let decayUS = 10_000_000.0
+
+    /// Finagle's peak EWMA: a sample above the average replaces it at once (a slow host is seen
+    /// slow immediately); a lower one is blended in by the time since the last update.
+    public func recordLatency(host: Int, startedUS: Int64, nowUS: Int64 = monotonicMicroseconds()) {
+        let sample = Double(max(nowUS - startedUS, 0))
+        latencyUS[host] = decayed(host, nowUS: nowUS, toward: sample)
+        latencyStampUS[host] = nowUS
+    }
+
+    /// Host `host`'s average as of `nowUS`, pulled toward `sample` by the time since it was set.
+    func decayed(_ host: Int, nowUS: Int64, toward sample: Double = 0) -> Double {
+        let current = latencyUS[host]
+        if sample > current { return sample }
+        let w = exp(-Double(max(nowUS - latencyStampUS[host], 0)) / HostLoad.decayUS)
+        return current * w + sample * (1 - w)
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds (only balancers that time exchanges read it).
+public func monotonicMicroseconds() -> Int64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Int64(t.tv_sec) * 1_000_000 + Int64(t.tv_nsec) / 1_000
 }
 
 /// Where a connection counts itself in `HostLoad.openConnections`.
@@ -75,6 +112,7 @@ public enum LoadBalancerRegistry {
         "LB_REQUEST_ROUNDROBIN": { RequestRoundRobinBalancer(hostCount: $0.members.count) },
         "LB_LEAST_REQUEST": { LeastLoadBalancer($0, by: .requests) },
         "LB_LEAST_CONNECTION": { LeastLoadBalancer($0, by: .connections) },
+        "LB_PEAK_EWMA": { LeastLoadBalancer($0, by: .peakLatency) },
         "LB_MAGLEV": { MaglevBalancer(names: $0.addresses) },
         // Tern's: MOSN has no ring hash; Envoy's name for it is RING_HASH.
         "LB_RING_HASH": { RingHashBalancer(names: $0.addresses, weights: $0.weights) },
@@ -82,6 +120,8 @@ public enum LoadBalancerRegistry {
 
     /// Balancers that pick by the request's hash key (the route's `hash_policy`).
     public static let hashing: Set<String> = ["LB_MAGLEV", "LB_RING_HASH"]
+    /// Balancers that need each exchange timed.
+    public static let timing: Set<String> = ["LB_PEAK_EWMA"]
 
     public static func isKnown(_ name: String) -> Bool { kinds[name] != nil }
 
@@ -194,13 +234,15 @@ public final class RequestRoundRobinBalancer: LoadBalancer {
     public func chooseHost(_ context: LoadBalancerContext) -> Int? { hostCount == 0 ? nil : 0 }
 }
 
-/// MOSN's LB_LEAST_REQUEST and LB_LEAST_CONNECTION: the power of two choices. Draw
+/// MOSN's LB_LEAST_REQUEST, LB_LEAST_CONNECTION and LB_PEAK_EWMA: the power of two choices. Draw
 /// `choice_count` hosts (in proportion to weight when weights differ) and take the one with the
-/// fewest requests in flight (or open upstream connections) on this worker. With equal weights
-/// the second draw is a different host from the first, so with two hosts the idler one always
+/// least load on this worker: requests in flight, open upstream connections, or peak EWMA (the
+/// host's decayed peak-sensitive response time × (requests in flight + 1), as Finagle scores it;
+/// a host never measured scores 0 while idle, so new hosts are tried). With equal weights the
+/// second draw is a different host from the first, so with two hosts the less loaded one always
 /// wins.
 public final class LeastLoadBalancer: LoadBalancer {
-    public enum Measure { case requests, connections }
+    public enum Measure { case requests, connections, peakLatency }
     private let members: [Int]
     private let load: HostLoad
     private let measure: Measure
@@ -223,21 +265,29 @@ public final class LeastLoadBalancer: LoadBalancer {
     public func chooseHost(_ context: LoadBalancerContext) -> Int? {
         let n = members.count
         if n <= 1 { return n == 0 ? nil : 0 }
+        let nowUS = measure == .peakLatency ? monotonicMicroseconds() : 0
         var best = draw.chooseHost(context)!
-        var bestActive = current(best)
+        var bestLoad = current(best, nowUS)
         for round in 1..<choices {
             let candidate = !weighted && round == 1 ? (best + 1 + random.below(n - 1)) % n : draw.chooseHost(context)!
-            let active = current(candidate)
-            if active < bestActive { best = candidate; bestActive = active }
+            let candidateLoad = current(candidate, nowUS)
+            if candidateLoad < bestLoad { best = candidate; bestLoad = candidateLoad }
         }
         return best
     }
 
     @inline(__always)
-    private func current(_ member: Int) -> Int {
+    private func current(_ member: Int, _ nowUS: Int64) -> Double {
+        let host = members[member]
         switch measure {
-        case .requests: return load.activeRequests[members[member]]
-        case .connections: return load.openConnections[members[member]]
+        case .requests: return Double(load.activeRequests[host])
+        case .connections: return Double(load.openConnections[host])
+        case .peakLatency:
+            let pending = load.activeRequests[host]
+            let latency = load.decayed(host, nowUS: nowUS)
+            // Finagle's penalty: a host with calls out and no measurement yet is assumed slow.
+            if latency == 0 && pending > 0 { return 1e12 + Double(pending) }
+            return latency * Double(pending + 1)
         }
     }
 }

@@ -59,10 +59,13 @@ public struct PendingCall<P: MultiplexProtocol> {
     public let startMS: Int64
     public let context: P.CallContext
     public unowned let cluster: ClusterRuntime
+    /// `ClusterRuntime.requestStarted`'s stamp (LB_PEAK_EWMA's latency; 0 when not measured).
+    public let startedUS: Int64
 
     @inlinable
-    public init(caller: P.Caller?, originalID: UInt32, deadline: Int64, startMS: Int64, context: P.CallContext, cluster: ClusterRuntime) {
+    public init(caller: P.Caller?, originalID: UInt32, deadline: Int64, startMS: Int64, context: P.CallContext, cluster: ClusterRuntime, startedUS: Int64 = 0) {
         self.caller = caller; self.originalID = originalID; self.deadline = deadline; self.startMS = startMS; self.context = context; self.cluster = cluster
+        self.startedUS = startedUS
     }
 }
 
@@ -125,13 +128,13 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     /// Registers a call and returns the id to send it under; `caller` nil: one-way, nothing kept.
     /// The caller then writes its frame into `connection.outputBuffer`.
     @inlinable
-    public func register(caller: P.Caller?, originalID: UInt32, context: P.CallContext, deadline: Int64) -> UInt32 {
+    public func register(caller: P.Caller?, originalID: UInt32, context: P.CallContext, deadline: Int64, startedUS: Int64 = 0) -> UInt32 {
         lastContext = context
         let id = takeID()
         if let caller {
             let wasEmpty = pending.isEmpty
             pending[id] = PendingCall(caller: caller, originalID: originalID, deadline: deadline, startMS: worker.loop.nowMS, context: context,
-                                      cluster: worker.clusters[clusterIndex])
+                                      cluster: worker.clusters[clusterIndex], startedUS: startedUS)
             if wasEmpty { armSweep() }
         }
         return id
@@ -160,7 +163,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                 switch P.role(of: frame) {
                 case .response(let id, let status):
                     if let call = pending.removeValue(forKey: id) {
-                        call.cluster.requestEnded(host: hostIndex)
+                        call.cluster.requestEnded(host: hostIndex, startedUS: call.startedUS)
                         call.cluster.stats.record(status: status)
                         call.cluster.stats.responseTime.record(ms: worker.loop.nowMS - call.startMS)
                         if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
@@ -205,7 +208,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
 
     /// A call taken out of `pending` ends without an answer: counted, and its caller told.
     private func fail(_ call: PendingCall<P>, _ error: StreamError) {
-        call.cluster.requestEnded(host: hostIndex)
+        call.cluster.requestEnded(host: hostIndex, startedUS: call.startedUS)
         call.cluster.stats.record(error)
         call.cluster.stats.record(status: P.status(for: error))
         if let caller = call.caller { P.fail(call, error, to: caller) }
