@@ -73,10 +73,12 @@ public final class ClusterRuntime {
     /// This worker's maker of upstream transports (TLS and its session cache); nil: plain text.
     public let transports: UpstreamTransportFactory?
     public var stats: ClusterStats
-    /// Requests in flight per host on this worker (LB_LEAST_REQUEST reads it).
+    /// Requests in flight, open connections and response times per host on this worker.
     public let load: HostLoad
     /// The balancer picks by the request's hash: the forwarder computes one only then.
     public let usesHashKey: Bool
+    /// The balancer reads response times: exchanges are timed only then.
+    @usableFromInline let timesExchanges: Bool
 
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config
@@ -91,6 +93,7 @@ public final class ClusterRuntime {
         subsetBalancers = subsetHosts.map { makeBalancer(over: $0) }
         defaultSubsetBalancer = config.subsets?.fallback == .defaultSubset ? makeBalancer(over: config.subsets!.defaultHosts) : nil
         usesHashKey = LoadBalancerRegistry.hashing.contains(config.lbType)
+        timesExchanges = load.measuresLatency
         transports = config.upstreamTransport?.makeFactory(logger: logger)
         pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports, load: load)
     }
@@ -119,16 +122,17 @@ public final class ClusterRuntime {
 
     /// An exchange with `host` starts (an HTTP request sent to it, a bolt call registered). The
     /// answer is a stamp for `requestEnded`: the start in microseconds when the balancer measures
-    /// latency (LB_PEAK_EWMA), else 0 (no clock read).
-    @inline(__always)
+    /// latency (LB_PEAK_EWMA), else 0 (no clock read). Inlinable: the sessions call it per request
+    /// from their own modules.
+    @inlinable @inline(__always)
     public func requestStarted(host: Int) -> Int64 {
         stats.inFlight += 1
         load.activeRequests[host] += 1
-        return load.measuresLatency ? monotonicMicroseconds() : 0
+        return timesExchanges ? monotonicMicroseconds() : 0
     }
 
     /// That exchange ended, answered or not; `startedUS`: `requestStarted`'s answer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func requestEnded(host: Int, startedUS: Int64) {
         stats.inFlight -= 1
         load.activeRequests[host] -= 1
