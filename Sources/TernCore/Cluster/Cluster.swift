@@ -55,6 +55,7 @@ public struct ClusterStats: Sendable {
 
     public init(hostCount: Int = 0) { hostRequests = Array(repeating: 0, count: hostCount) }
 
+    @inline(__always)
     public mutating func record(status: Int) { byStatus[status, default: 0] += 1 }
 }
 
