@@ -396,6 +396,7 @@ public struct AddressRangeSet: Sendable {
         return false
     }
 }
+
 extension SocketAddress {
     /// The IP address alone as a hash input (the source-address hash policy): the port is left
     /// out so every connection of one client maps alike; unix sockets hash to 0.
