@@ -73,6 +73,7 @@ struct BoltRequestView: StreamRequest {
     var contentLength: Int64? { Int64(bodyLength) }
 
     func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
+    func withQuery<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
     func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R { body(headers, 0) }
     func withHeader<R>(lowercasedName: [UInt8], _ body: (UnsafePointer<UInt8>, Int) -> R) -> R? {
         var result: R?

@@ -32,6 +32,14 @@ struct RequestView: StreamRequest {
         return body(base + s, n)
     }
 
+    func withQuery<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        // The target is path, then "?query" when it has one.
+        let t = base + head.targetStart
+        let start = head.pathLength + 1
+        guard head.targetLength > head.pathLength, t[head.pathLength] == UInt8(ascii: "?") else { return body(t, 0) }
+        return body(t + start, head.targetLength - start)
+    }
+
     func pathRange() -> (Int, Int) {
         let t = base + head.targetStart
         if head.targetLength > 0 && t[0] != UInt8(ascii: "/") {

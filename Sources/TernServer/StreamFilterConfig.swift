@@ -19,6 +19,7 @@ enum StreamFilterRegistry {
         "ip_access": IPAccessKind(),
         "payload_limit": PayloadLimitKind(),
         "fault": FaultKind(),
+        "flowControlFilter": FlowControlKind(),
     ]
 }
 
@@ -174,6 +175,82 @@ struct FaultKind: StreamFilterKind {
         guard diagnostics.errors.count == errorsBefore else { return nil }
         return .fault(FaultFilter(delayMS: delayMS, delayPercent: delayPercent, abortStatus: abortStatus, abortPercent: abortPercent,
                                   clusterIndex: clusterIndex, headers: headers))
+    }
+}
+
+/// `flowControlFilter` (MOSN's Sentinel flow rules): `global_switch`, `limit_key_type` (PATH, ARG,
+/// URI), `action` {`status`, `body`}, `rules[]` {`resource`, `threshold`, ...}. Rule keys Sentinel
+/// reads for behaviours Tern does not have (warm-up, queueing, relations) are refused unless they
+/// hold their defaults.
+struct FlowControlKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        c.checkPolicyKeys(["app_name", "log_path", "callback_name", "global_switch", "monitor", "limit_key_type",
+                           "action", "rules", "dynamic_data_resources", "direction"])
+        let diagnostics = context.diagnostics
+        let errorsBefore = diagnostics.errors.count
+        _ = c.string("app_name"); _ = c.string("log_path")   // Sentinel's own log files: Tern logs as usual
+        if let name = c.string("callback_name"), !name.isEmpty {
+            diagnostics.error(c.sub("callback_name"), "custom callbacks are Go plugins in MOSN; Tern has only the default behaviour")
+        }
+        if c.isNonEmpty("dynamic_data_resources") { c.refuse("dynamic_data_resources", what: "rules from a data source (nacos)") }
+        if let direction = c.string("direction"), !["inbound", "outbound"].contains(direction.lowercased()) {
+            diagnostics.error(c.sub("direction"), "expected \"inbound\" or \"outbound\"")
+        }
+        if c.bool("monitor") == true {
+            diagnostics.warn(c.sub("monitor"), "MOSN reads monitor but never uses it: requests over a limit are still blocked")
+        }
+        var keyType = FlowControlFilter.KeyType.path
+        switch c.string("limit_key_type") {
+        case nil, "PATH"?: keyType = .path
+        case "ARG"?: keyType = .arg
+        case "URI"?: keyType = .uri
+        case let other?: diagnostics.error(c.sub("limit_key_type"), "\"\(other)\" is not PATH, ARG or URI (the key types MOSN's flowControlFilter accepts)")
+        }
+        var status = 509, body = "current request is limited"   // MOSN's defaults (api.LimitExceededCode)
+        if let a = c.object("action") {
+            a.checkPolicyKeys(["status", "body"])
+            status = a.int("status", min: 100, max: 599) ?? status
+            body = a.string("body") ?? body
+        }
+        var rules: [FlowControlFilter.Rule] = []
+        for r in c.objects("rules") {
+            r.checkPolicyKeys(["id", "resource", "threshold", "grade", "limitapp", "strategy", "controlbehavior",
+                               "tokencalculatestrategy", "relationstrategy", "statintervalinms"])
+            let resource = r.requiredString("resource")
+            if resource == "" { diagnostics.error(r.sub("resource"), "must not be empty") }
+            // Sentinel v0 spelling (`grade` 1: QPS; 0 counted threads) and v1 keys: only the
+            // default behaviour, direct reject on a per-second count, is built.
+            requireDefault(r, "grade", allowed: [1], "1 (QPS) is the only grade Tern counts")
+            requireDefault(r, "strategy", allowed: [0], "only 0 (direct) is supported")
+            requireDefault(r, "relationStrategy", allowed: [0], "only 0 (the resource itself) is supported")
+            requireDefault(r, "controlBehavior", allowed: [0], "only 0 (reject) is supported")
+            requireDefault(r, "tokenCalculateStrategy", allowed: [0], "only 0 (direct) is supported")
+            requireDefault(r, "statIntervalInMs", allowed: [0, 1000], "Tern counts in one-second windows")
+            if let app = r.string("limitApp"), !["", "default"].contains(app) {
+                diagnostics.error(r.sub("limitApp"), "per-caller limits are not supported")
+            }
+            var threshold: UInt32?
+            switch r.present("threshold") {
+            case .number(let d, _)? where d >= 0 && d < 4.0e9: threshold = UInt32(d.rounded(.down))
+            case nil: diagnostics.error(r.sub("threshold"), "required: requests per second")
+            default: diagnostics.error(r.sub("threshold"), "expected a number of requests per second (0 or more)")
+            }
+            if let resource, !resource.isEmpty, let threshold { rules.append(FlowControlFilter.Rule(resource: resource, threshold: threshold)) }
+        }
+        guard diagnostics.errors.count == errorsBefore else { return nil }
+        if c.bool("global_switch") != true {
+            diagnostics.warn(c.sub("global_switch"), "false or absent: flow control is off, as in MOSN")
+            return nil
+        }
+        if rules.isEmpty {
+            diagnostics.warn(c.sub("rules"), "no rules: nothing is limited")
+            return nil
+        }
+        return .flowControl(FlowControlFilter(keyType: keyType, rules: rules, status: status, body: body))
+    }
+
+    func requireDefault(_ r: JSONObject, _ key: String, allowed: [Int], _ why: String) {
+        if let v = r.int(key), !allowed.contains(v) { r.diagnostics.error(r.sub(key), "\(v): \(why)") }
     }
 }
 

@@ -3,6 +3,7 @@ import TernCore
 /// A request for router tests: path, host and headers as plain strings.
 public struct FakeRequest: StreamRequest {
     public var path: String
+    public var query: String = ""
     public var host: String
     public var headers: [(String, String)]
     public var contentLength: Int64?
@@ -17,6 +18,10 @@ public struct FakeRequest: StreamRequest {
 
     public func withPath<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
         let b = Array(path.utf8) + [0]
+        return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count - 1) }
+    }
+    public func withQuery<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        let b = Array(query.utf8) + [0]
         return b.withUnsafeBufferPointer { body($0.baseAddress!, $0.count - 1) }
     }
     public func withHost<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R {

@@ -15,6 +15,8 @@ public protocol StreamRequest: RoutableRequest {
     func withMethod<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R
     /// The body length the head announces; nil when only the body's end will tell (chunked).
     var contentLength: Int64? { get }
+    /// The query string without `?`; empty when there is none (and for bolt).
+    func withQuery<R>(_ body: (UnsafePointer<UInt8>, Int) -> R) -> R
 }
 
 /// What a filter tells the client instead of proxying: an HTTP status (bolt maps it to a response
@@ -66,12 +68,14 @@ public enum StreamFilter: Sendable {
     case ipAccess(IPAccessFilter)
     case payloadLimit(PayloadLimitFilter)
     case fault(FaultFilter)
+    case flowControl(FlowControlFilter)
 
     public var phase: FilterPhase {
         switch self {
         case .ipAccess(let f): return f.phase
         case .payloadLimit(let f): return f.phase
         case .fault(let f): return f.phase
+        case .flowControl(let f): return f.phase
         }
     }
 
@@ -81,6 +85,7 @@ public enum StreamFilter: Sendable {
         case .ipAccess(let f): return f.decide(request, input)
         case .payloadLimit(let f): return f.decide(request)
         case .fault(let f): return f.decide(request, input, &random, delayDone: delayDone)
+        case .flowControl(let f): return f.decide(request)
         }
     }
 }
