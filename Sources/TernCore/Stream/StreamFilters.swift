@@ -69,6 +69,7 @@ public enum StreamFilter: Sendable {
     case payloadLimit(PayloadLimitFilter)
     case fault(FaultFilter)
     case flowControl(FlowControlFilter)
+    case jwtAuthn(JWTAuthnFilter)
 
     public var phase: FilterPhase {
         switch self {
@@ -76,6 +77,7 @@ public enum StreamFilter: Sendable {
         case .payloadLimit(let f): return f.phase
         case .fault(let f): return f.phase
         case .flowControl(let f): return f.phase
+        case .jwtAuthn(let f): return f.phase
         }
     }
 
@@ -86,6 +88,7 @@ public enum StreamFilter: Sendable {
         case .payloadLimit(let f): return f.decide(request)
         case .fault(let f): return f.decide(request, input, &random, delayDone: delayDone)
         case .flowControl(let f): return f.decide(request)
+        case .jwtAuthn(let f): return f.decide(request)
         }
     }
 }
