@@ -20,6 +20,7 @@ enum StreamFilterRegistry {
         "payload_limit": PayloadLimitKind(),
         "fault": FaultKind(),
         "flowControlFilter": FlowControlKind(),
+        "jwt_authn": JWTAuthnKind(),
     ]
 }
 
