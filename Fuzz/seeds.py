@@ -206,3 +206,18 @@ for name, value in {"ipv4": "203.0.113.7", "ipv4-port": "203.0.113.7:8080", "ipv
                     "ipv6-brackets-port": "[2001:db8::1]:443", "mapped": " ::ffff:10.1.2.3 ", "list": "10.0.0.1, 10.0.0.2",
                     "host": "example.com:80", "empty-port": "10.0.0.1:"}.items():
     write("client-address", name, value)
+
+# JWTs as jwt_authn reads them from a request header (`jwt-token`): the token's text only.
+def jwt(header, payload, signature=b"sig"):
+    import base64
+    b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+    return b(header) + b"." + b(payload) + b"." + b(signature)
+
+write("jwt-token", "rs256-claims", jwt(b'{"alg":"RS256","kid":"k1","typ":"JWT"}',
+      b'{"iss":"https://issuer.example","aud":["a","b"],"exp":1800000000,"nbf":1700000000.5,"sub":"x"}', bytes(256)))
+write("jwt-token", "es256-aud-string", jwt(b'{"alg":"ES256"}', b'{"aud":"tern","iss":"i\\u00e9\\n"}', bytes(64)))
+write("jwt-token", "alg-none", jwt(b'{"alg":"none"}', b'{}', b""))
+write("jwt-token", "nested", jwt(b'{"alg":"RS256","x":{"y":[1,2,{"z":null}]}}', b'{"a":[[[[true,false]]]],"exp":-1e3}'))
+write("jwt-token", "padded", jwt(b'{"alg":"RS256"}', b'{}') + b"=")
+write("jwt-token", "two-parts", b"eyJhbGciOiJSUzI1NiJ9.e30")
+write("jwt-token", "long", jwt(b'{"alg":"RS256"}', b'{"p":"' + b"a" * 6200 + b'"}'))

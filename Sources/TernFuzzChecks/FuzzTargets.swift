@@ -10,6 +10,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("sni", ServerNameChecks.check),
     ("client-hello", ClientHelloChecks.check),
     ("client-address", ClientAddressChecks.check),
+    ("jwt-token", JWTTokenChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,
