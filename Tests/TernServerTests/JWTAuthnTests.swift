@@ -161,6 +161,9 @@ struct JWTAuthnTests {
         #expect(status(sample, nil) == nil)
         #expect(status(sample, "token") == 401)
         #expect(status(sample, keys.token(claims())) == nil)
+        // A bolt call (no path) is matched as "/": the catch-all rule checks its header map too.
+        #expect(status(sample, "token", path: "") == 401)
+        #expect(status(sample, keys.token(claims()), path: "") == nil)
         let lenient = try filter("\"providers\": {\"p\": {\(provider())}}, \"rules\": [{\"match\": {\"path\": \"/api\"}, \"requires\": {\"allowMissingOrFailed\": {}}}]")
         #expect(status(lenient, "token") == nil)
         let custom = try filter("""

@@ -75,14 +75,23 @@ public final class JWTAuthnFilter: Sendable {
 
     public func decide<R: StreamRequest>(_ request: R, now: Int64) -> FilterVerdict {
         let requirement: Requirement? = request.withPath { p, n in
-            for rule in rules where rule.isPrefix ? Bytes.hasPrefix(p, n, rule.path) : Bytes.equals(p, n, rule.path) {
-                return rule.requirement
-            }
-            return nil
+            // A bolt call has no path: it is matched as "/", so catch-all rules check it too
+            // rather than let it by.
+            if n == 0 { return Self.rootPath.withUnsafeBufferPointer { firstRequirement($0.baseAddress!, 1) } }
+            return firstRequirement(p, n)
         }
         guard let requirement else { return .proceed }
         var states = [TokenState](repeating: .unchecked, count: providers.count)
         return satisfies(requirement, request, now, &states) ? .proceed : .answer(unauthorized)
+    }
+
+    static let rootPath: [UInt8] = [UInt8(ascii: "/")]
+
+    func firstRequirement(_ p: UnsafePointer<UInt8>, _ n: Int) -> Requirement? {
+        for rule in rules where rule.isPrefix ? Bytes.hasPrefix(p, n, rule.path) : Bytes.equals(p, n, rule.path) {
+            return rule.requirement
+        }
+        return nil
     }
 
     func satisfies<R: StreamRequest>(_ r: Requirement, _ request: R, _ now: Int64, _ states: inout [TokenState]) -> Bool {
