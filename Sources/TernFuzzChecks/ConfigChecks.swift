@@ -1,3 +1,4 @@
+import TernCore
 import TernServer
 
 /// What `tern validate` runs on a file's bytes: the JSON parser, then the MOSN config reader and

@@ -1,14 +1,14 @@
 import TernCore
-import TernServer
 
 /// The JWT decoder `jwt_authn` runs on a request's token (`JWTToken.parse`): untrusted bytes of
 /// any length. The input is the token's text.
 ///
 /// Rules: a token longer than the limit is refused as such; every base64url part of an accepted
-/// token re-encodes to exactly its text (one canonical reading); its header and payload are JSON
-/// that the config's full parser (`JSONParser`) also reads, to the same `alg`, `kid`, `iss`, `aud`,
-/// `exp` and `nbf`; the signing input ends at the second dot; and the same bytes parse the same at
-/// an offset in a larger buffer with bytes after them (nothing past the end is read).
+/// token re-encodes to exactly its text (one canonical reading, checked against an independent
+/// decoder); its header and payload are JSON objects `JSONParser` reads without a depth limit, and
+/// the claims kept (`alg`, `kid`, `iss`, `aud`, `exp`, `nbf`) are what they hold; the signing
+/// input ends at the second dot; and the same bytes parse the same at an offset in a larger buffer
+/// with bytes after them (nothing past the end is read).
 enum JWTTokenChecks {
     static func check(_ data: UnsafeRawBufferPointer) throws {
         let bytes = Array(data)

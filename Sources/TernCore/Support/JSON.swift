@@ -21,10 +21,16 @@ public struct JSONParser {
     private let bytes: [UInt8]
     private var i = 0
     private var depth = 0
-    static let maxDepth = 128
+    private let maxDepth: Int
 
     public static func parse(_ text: String) throws -> JSONValue {
-        var p = JSONParser(bytes: Array(text.utf8))
+        try parse(bytes: Array(text.utf8))
+    }
+
+    /// `maxDepth` bounds the nesting of objects and arrays: 128 for config files, less for
+    /// untrusted bytes such as a JWT's claims.
+    public static func parse(bytes: [UInt8], maxDepth: Int = 128) throws -> JSONValue {
+        var p = JSONParser(bytes: bytes, maxDepth: maxDepth)
         p.skipSpace()
         let v = try p.value()
         p.skipSpace()
@@ -32,7 +38,7 @@ public struct JSONParser {
         return v
     }
 
-    private init(bytes: [UInt8]) { self.bytes = bytes }
+    private init(bytes: [UInt8], maxDepth: Int) { self.bytes = bytes; self.maxDepth = maxDepth }
 
     private func error(_ message: String) -> JSONParseError {
         var line = 1, column = 1
@@ -66,7 +72,7 @@ public struct JSONParser {
 
     private mutating func object() throws -> JSONValue {
         depth += 1
-        if depth > JSONParser.maxDepth { throw error("nesting too deep") }
+        if depth > maxDepth { throw error("nesting too deep") }
         defer { depth -= 1 }
         i += 1
         var dict: [String: JSONValue] = [:]
@@ -91,7 +97,7 @@ public struct JSONParser {
 
     private mutating func array() throws -> JSONValue {
         depth += 1
-        if depth > JSONParser.maxDepth { throw error("nesting too deep") }
+        if depth > maxDepth { throw error("nesting too deep") }
         defer { depth -= 1 }
         i += 1
         var items: [JSONValue] = []
