@@ -1,3 +1,5 @@
+import TernCore
+
 /// JSON text out of Tern's own values (Foundation is not linked into the product).
 enum JSONText {
     static func quote(_ s: String) -> String {
