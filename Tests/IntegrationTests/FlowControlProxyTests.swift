@@ -18,7 +18,7 @@ final class FlowControlProxyTests {
         upstream = try PythonUpstream()
         boltServer = try startBoltServer(port: boltServerPort)
         let config = """
-        { "servers": [{ "default_log_path": "stderr", "default_log_level": "WARN",
+        { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
             "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
                            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up", "timeout": "5s"} }] }] },
                         { "router_config_name": "rb", "virtual_hosts": [{ "name": "h", "domains": ["*"],
@@ -98,6 +98,17 @@ final class FlowControlProxyTests {
         #expect(passed.count >= Self.threshold * (windows - 2), "\(passed.count) passed in \(windows) windows")
         // Another path has no rule.
         #expect(try load(path: "/free", seconds: 0.3, threads: 2).allSatisfy { $0.status == 200 })
+        // Both workers proxied requests (their counters, logged when Tern stops), so the bound
+        // above held for a count the two share.
+        tern.child.signal(SIGTERM)
+        #expect(tern.child.waitForExit(timeout: 30) != nil)
+        var busyWorkers: Set<Int> = []
+        let pattern = try NSRegularExpression(pattern: "worker ([0-9]+) cluster up: requests=([0-9]+)")
+        let log = tern.child.output
+        for m in pattern.matches(in: log, range: NSRange(log.startIndex..., in: log)) {
+            if let w = Int(log[Range(m.range(at: 1), in: log)!]), let n = Int(log[Range(m.range(at: 2), in: log)!]), n > 0 { busyWorkers.insert(w) }
+        }
+        #expect(busyWorkers == [0, 1], "\(log.split(separator: "\n").filter { $0.contains("[stats]") })")
     }
 
     @Test func boltCallsOverTheLimitGetTheMappedError() throws {
