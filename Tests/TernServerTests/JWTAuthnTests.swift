@@ -57,6 +57,7 @@ struct JWTAuthnTests {
         #expect(parse("\(b64("{\"alg\":\"none\"}")).\(p).c2ln") == .unsupportedAlgorithm)
         #expect(parse("\(b64("{\"alg\":\"HS256\"}")).\(p).c2ln") == .unsupportedAlgorithm)
         #expect(parse("\(b64("{\"typ\":\"JWT\"}")).\(p).c2ln") == .unsupportedAlgorithm)
+        #expect(parse("\(b64("{\"alg\":\"RS256\",\"crit\":[\"exp\"]}")).\(p).c2ln") == .criticalExtension)
         #expect(parse("\(b64("{\"alg\":\"RS256\"")).\(p).c2ln") == .badJSON)
         #expect(parse("\(b64("[\"RS256\"]")).\(p).c2ln") == .badJSON)
         #expect(parse("\(h).\(b64("{\"x\":" + String(repeating: "[", count: 40) + String(repeating: "]", count: 40) + "}")).c2ln") == .badJSON)   // too deep

@@ -19,7 +19,7 @@ public struct JWTToken {
     public var signature: [UInt8]
 
     public enum Failure: Error, Equatable {
-        case tooLong, notThreeParts, badBase64, badJSON, unsupportedAlgorithm, badClaim
+        case tooLong, notThreeParts, badBase64, badJSON, unsupportedAlgorithm, badClaim, criticalExtension
     }
 
     /// Parses `token` (the text after the header's prefix). `alg` must be RS256 or ES256: `none`
@@ -37,6 +37,9 @@ public struct JWTToken {
         let signature = try Base64URL.decode(UnsafeBufferPointer(rebasing: token[(dots[1] + 1)...]))
 
         let head = try claims(header)
+        // RFC 7515 §4.1.11: a token naming extensions it must not be accepted without is refused,
+        // since Tern understands none.
+        if head["crit"] != nil { throw .criticalExtension }
         let algorithm: Algorithm
         switch head["alg"] {
         case .string("RS256")?: algorithm = .rs256
