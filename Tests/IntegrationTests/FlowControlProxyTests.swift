@@ -17,14 +17,7 @@ final class FlowControlProxyTests {
     init() throws {
         upstream = try PythonUpstream()
         boltServer = try startBoltServer(port: boltServerPort)
-        let config = """
-        { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
-            "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
-                           "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up", "timeout": "5s"} }] }] },
-                        { "router_config_name": "rb", "virtual_hosts": [{ "name": "h", "domains": ["*"],
-                           "routers": [{ "match": {"headers": [{"name": "service", "value": "com\\\\.tern\\\\..*", "regex": true}]},
-                                         "route": {"cluster_name": "bolt", "timeout": "5s"} }] }] }],
-            "listeners": [
+        let listeners = """
               { "name": "http", "address": "127.0.0.1:\(httpPort)", "bind_port": true,
                 "stream_filters": [{ "type": "flowControlFilter", "config": { "app_name": "t", "global_switch": true, "monitor": false,
                    "limit_key_type": "PATH", "action": { "status": 429, "body": "slow down" },
@@ -36,11 +29,9 @@ final class FlowControlProxyTests {
                    "action": { "status": 503, "body": "busy" },
                    "rules": [{ "resource": "com.tern.test.EchoService:1.0", "threshold": 2 }] } }],
                 "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "bolt",
-                   "upstream_protocol": "bolt", "router_config_name": "rb" } }] }] }] }],
-          "cluster_manager": { "clusters": [
-             { "name": "up", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] },
-             { "name": "bolt", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(boltServerPort)" }] }] } }
-        """
+                   "upstream_protocol": "bolt", "router_config_name": "rb" } }] }] }
+            """
+        let config = streamFilterConfig(listeners: listeners, httpUpstream: upstream.port, boltUpstream: boltServerPort)
         tern = try TernProcess(config: config, waitFor: [httpPort, boltPort], extraArguments: ["--workers", "2"])
     }
 

@@ -3,6 +3,23 @@ import Glibc
 import Testing
 import TernTestSupport
 
+/// A config around `listeners`: router "r" sends HTTP to cluster "up", router "rb" sends bolt calls
+/// for services com.tern.* to cluster "bolt".
+func streamFilterConfig(listeners: String, httpUpstream: UInt16, boltUpstream: UInt16) -> String {
+    """
+    { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
+        "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+                       "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up", "timeout": "5s"} }] }] },
+                    { "router_config_name": "rb", "virtual_hosts": [{ "name": "h", "domains": ["*"],
+                       "routers": [{ "match": {"headers": [{"name": "service", "value": "com\\\\.tern\\\\..*", "regex": true}]},
+                                     "route": {"cluster_name": "bolt", "timeout": "5s"} }] }] }],
+        "listeners": [\(listeners)] }],
+      "cluster_manager": { "clusters": [
+         { "name": "up", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(httpUpstream)" }] },
+         { "name": "bolt", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(boltUpstream)" }] }] } }
+    """
+}
+
 /// `stream_filters` end to end: the real binary (one worker, so the delay test shares it) between
 /// curl / raw sockets / anthunder and real upstreams (Python's http.server, anthunder's server).
 @Suite(.serialized, .timeLimit(.minutes(5)))
@@ -40,18 +57,7 @@ final class StreamFilterProxyTests {
                  "upstream_protocol": "\(l.protocolName)", "router_config_name": "\(l.protocolName == "bolt" ? "rb" : "r")" } }] }] }
             """
         }.joined(separator: ",\n")
-        let config = """
-        { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
-            "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
-                           "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up", "timeout": "5s"} }] }] },
-                        { "router_config_name": "rb", "virtual_hosts": [{ "name": "h", "domains": ["*"],
-                           "routers": [{ "match": {"headers": [{"name": "service", "value": "com\\\\.tern\\\\..*", "regex": true}]},
-                                         "route": {"cluster_name": "bolt", "timeout": "5s"} }] }] }],
-            "listeners": [\(listeners)] }],
-          "cluster_manager": { "clusters": [
-             { "name": "up", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] },
-             { "name": "bolt", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(boltServerPort)" }] }] } }
-        """
+        let config = streamFilterConfig(listeners: listeners, httpUpstream: upstream.port, boltUpstream: boltServerPort)
         tern = try TernProcess(config: config, waitFor: Array(ports.values), extraArguments: ["--workers", "1"])
     }
 
