@@ -382,6 +382,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     func filterAndDispatch(_ filters: StreamFilterChain, _ view: RequestView, _ input: ByteBuffer, resuming: FilterResumePoint?) {
         switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
         case .forward(let decision):
+            let stripped = filters.plan.strippedRequestHeaders
+            if !stripped.isEmpty { dropRequestHeaders(stripped, view.base) }
             act(on: decision, view, input)
         case .answer(let answer, let cluster):
             forwarder.filtered(answer, cluster: cluster, protocolName: "http1", reply: String(answer.status))
@@ -391,6 +393,18 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             phase = .delayed
             downstream.pauseReading()
             arm(&delayTimer, HTTP1Session.delayTag, at: worker.loop.nowMS + ms)
+        }
+    }
+
+    /// Marks the request's fields named in `names` (lowercased) as dropped, so the head written
+    /// upstream leaves them out (`jwt_authn`'s `forward: false`).
+    func dropRequestHeaders(_ names: [[UInt8]], _ base: UnsafePointer<UInt8>) {
+        for i in request.fields.indices where !request.fields[i].dropped {
+            let f = request.fields[i]
+            for name in names where Bytes.equalsIgnoringCase(base + Int(f.nameStart), Int(f.nameLength), name) {
+                request.fields[i].dropped = true
+                break
+            }
         }
     }
 

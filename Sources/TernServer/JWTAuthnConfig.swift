@@ -41,9 +41,6 @@ struct JWTAuthnKind: StreamFilterKind {
     func compileProvider(_ o: JSONObject, _ diagnostics: Diagnostics) -> JWTAuthnFilter.Provider? {
         o.checkPolicyKeys(["issuer", "audiences", "localjwks", "forward", "fromheaders"])
         let errorsBefore = diagnostics.errors.count
-        if o.bool("forward") != true {
-            diagnostics.warn(o.sub("forward"), "false or absent: Tern still forwards the token header upstream (it does not remove request headers in stream filters yet)")
-        }
         var locations: [(header: String, prefix: String)] = []
         for h in o.objects("fromHeaders") {
             h.checkPolicyKeys(["name", "valueprefix"])
@@ -65,7 +62,7 @@ struct JWTAuthnKind: StreamFilterKind {
         }
         guard diagnostics.errors.count == errorsBefore else { return nil }
         return JWTAuthnFilter.Provider(issuer: o.string("issuer").flatMap { $0.isEmpty ? nil : $0 }, audiences: o.strings("audiences") ?? [],
-                                       keys: keys, locations: locations)
+                                       keys: keys, locations: locations, forward: o.bool("forward") ?? false)
     }
 
     /// A JWKS document: `keys[]` of RSA (`n`, `e`) and EC P-256 (`x`, `y`) keys; anything else is

@@ -62,7 +62,24 @@ extension ConfigCompiler {
                 diagnostics.error(l.sub("stream_filters"), "connections handed to tcp_proxy (fallback_for_unknown_protocol) would bypass the stream filters; use them on a listener without tcp_proxy")
             }
         }
-        return filters.isEmpty ? nil : StreamFilterPlan(filters)
+        guard !filters.isEmpty else { return nil }
+        let plan = StreamFilterPlan(filters)
+        // forward: false removes the token header from HTTP requests; a bolt call's header map is
+        // forwarded as it came, so on a listener that may take bolt the token would leak upstream.
+        if !plan.strippedRequestHeaders.isEmpty, let proxy = proxyProtocol(l), proxy.lowercased() != "http1" {
+            diagnostics.error(l.sub("stream_filters"), "jwt_authn with forward false (or absent, Envoy's default) removes the token header from HTTP requests, but this listener's proxy takes \(proxy), and Tern forwards bolt calls' headers unchanged: set forward: true on its providers or use an Http1 listener")
+        }
+        return plan
+    }
+
+    /// The listener's proxy filter's downstream_protocol, if any.
+    func proxyProtocol(_ l: JSONObject) -> String? {
+        for chain in l.objects("filter_chains") {
+            for f in chain.objects("filters") where f.string("type") == "proxy" {
+                return f.object("config")?.string("downstream_protocol") ?? "Auto"
+            }
+        }
+        return nil
     }
 }
 

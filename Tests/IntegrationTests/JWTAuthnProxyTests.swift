@@ -10,6 +10,8 @@ final class JWTAuthnProxyTests {
     let upstream: PythonUpstream
     let tern: TernProcess
     let port = freePort()
+    /// The same filter without `forward` (Envoy's default, false): the token header is removed.
+    let strippingPort = freePort()
     let keyDirectory = NSTemporaryDirectory() + "tern-jwt-it-\(UUID().uuidString)"
 
     init() throws {
@@ -19,22 +21,29 @@ final class JWTAuthnProxyTests {
         guard status == 0 else { throw TestError("jwt_tool keys: \(jwks)") }
         // The JWKS from a file this time (the unit tests use inlineString).
         try jwks.write(toFile: keyDirectory + "/jwks.json", atomically: true, encoding: .utf8)
+        let jwksFile = keyDirectory + "/jwks.json"
+        let (mainPort, stripPort) = (port, strippingPort)
+        func listener(_ name: String, _ port: UInt16, forward: String) -> String {
+            """
+            { "name": "\(name)", "address": "127.0.0.1:\(port)", "bind_port": true,
+                "stream_filters": [{ "type": "jwt_authn", "config": {
+                   "providers": { "main": { "issuer": "https://issuer.example", "audiences": ["tern"]\(forward),
+                                            "localJwks": { "filename": "\(jwksFile)" } } },
+                   "rules": [ { "match": { "prefix": "/public" } },
+                              { "match": { "prefix": "/" }, "requires": { "providerName": "main" } } ] } }],
+                "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1",
+                   "upstream_protocol": "Http1", "router_config_name": "r" } }] }] }
+            """
+        }
         let config = """
         { "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO",
             "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
                            "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up", "timeout": "5s"} }] }] }],
-            "listeners": [{ "name": "l", "address": "127.0.0.1:\(port)", "bind_port": true,
-                "stream_filters": [{ "type": "jwt_authn", "config": {
-                   "providers": { "main": { "issuer": "https://issuer.example", "audiences": ["tern"], "forward": true,
-                                            "localJwks": { "filename": "\(keyDirectory)/jwks.json" } } },
-                   "rules": [ { "match": { "prefix": "/public" } },
-                              { "match": { "prefix": "/" }, "requires": { "providerName": "main" } } ] } }],
-                "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1",
-                   "upstream_protocol": "Http1", "router_config_name": "r" } }] }] }] }],
+            "listeners": [\(listener("l", mainPort, forward: ", \"forward\": true")), \(listener("strip", stripPort, forward: ""))] }],
           "cluster_manager": { "clusters": [
              { "name": "up", "type": "SIMPLE", "connect_timeout": "2s", "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] }] } }
         """
-        tern = try TernProcess(config: config, waitFor: [port], extraArguments: ["--workers", "1"])
+        tern = try TernProcess(config: config, waitFor: [port, strippingPort], extraArguments: ["--workers", "1"])
     }
 
     deinit {
@@ -87,5 +96,22 @@ final class JWTAuthnProxyTests {
         let seen = upstream.requestLog
         #expect(seen.contains { $0.hasSuffix("/ok-rs-\(run)") } && seen.contains { $0.hasSuffix("/ok-es-\(run)") })
         #expect(!seen.contains { $0.contains("/bad-") }, "\(seen.suffix(10))")
+    }
+
+    /// The header names the upstream saw (its x-upstream-seen-headers answer header), via `port`.
+    func seenHeaders(_ port: UInt16, token: String) throws -> String {
+        let out = try run("/usr/bin/curl", ["-s", "--max-time", "20", "-o", "/dev/null", "-D", "-", "-H", "Authorization: Bearer \(token)",
+                                            "-H", "X-Other: kept", "http://127.0.0.1:\(port)/seen"]).1
+        return out.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-upstream-seen-headers:") }.map(String.init) ?? "none in: \(out)"
+    }
+
+    /// `forward: true` passes the token on; without it (Envoy's default) the header is removed
+    /// before the request goes upstream, other headers kept.
+    @Test func forwardFalseRemovesTheTokenHeaderBeforeTheUpstream() throws {
+        let t = try token(claims())
+        let forwarded = try seenHeaders(port, token: t)
+        #expect(forwarded.contains("authorization") && forwarded.contains("x-other"), "\(forwarded)")
+        let stripped = try seenHeaders(strippingPort, token: t)
+        #expect(!stripped.contains("authorization") && stripped.contains("x-other"), "\(stripped)")
     }
 }

@@ -113,6 +113,20 @@ struct JWTAuthnTests {
         #expect(hasError(r, at: "\(at).rules[3].requires.requiresAll.requirements"))
     }
 
+    /// forward false (or absent) strips the token header from HTTP requests; a listener whose proxy
+    /// may take bolt (whose header maps go upstream unchanged) must say forward: true.
+    @Test func forwardFalseStripsOnHTTPAndIsRefusedWhereBoltMayCome() throws {
+        let stripping = try base.plan(jwt("\"providers\": {\"p\": {\(provider())}}, \"rules\": []"))
+        #expect(stripping.strippedRequestHeaders == [Array("authorization".utf8)])
+        let forwarding = try base.plan(jwt("\"providers\": {\"p\": {\(provider(", \"forward\": true"))}}, \"rules\": []"))
+        #expect(forwarding.strippedRequestHeaders.isEmpty)
+        let auto = base.withFilters(jwt("\"providers\": {\"p\": {\(provider())}}, \"rules\": []"))
+            .replacingOccurrences(of: "\"downstream_protocol\": \"Http1\"", with: "\"downstream_protocol\": \"Auto\"")
+        let r = load(auto)
+        #expect(r.plan == nil && r.diagnostics.errors.contains { $0.contains("listeners[0].stream_filters") && $0.contains("forward: true") },
+                "\(r.diagnostics.errors)")
+    }
+
     // MARK: verification
 
     func status(_ f: JWTAuthnFilter, _ token: String?, path: String = "/api", header: String = "authorization", prefix: String = "Bearer ") -> Int? {

@@ -99,6 +99,9 @@ public struct StreamFilterPlan: Sendable {
     public let afterRoute: [StreamFilter]
     /// The smallest `payload_limit` and its answer, for bodies whose length the head does not give.
     public let streamedBodyLimit: PayloadLimitFilter?
+    /// Lowercased request header names removed before a request that passed the filters goes
+    /// upstream (`jwt_authn` providers with `forward: false`); empty: none.
+    public let strippedRequestHeaders: [[UInt8]]
 
     public init(_ filters: [StreamFilter]) {
         beforeRoute = filters.filter { $0.phase == .beforeRoute }
@@ -106,6 +109,11 @@ public struct StreamFilterPlan: Sendable {
         var smallest: PayloadLimitFilter?
         for case .payloadLimit(let f) in filters where smallest == nil || f.maxBytes < smallest!.maxBytes { smallest = f }
         streamedBodyLimit = smallest
+        var stripped: [[UInt8]] = []
+        for case .jwtAuthn(let f) in filters {
+            for name in f.strippedHeaders where !stripped.contains(name) { stripped.append(name) }
+        }
+        strippedRequestHeaders = stripped
     }
 
     public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty }

@@ -21,12 +21,17 @@ public final class JWTAuthnFilter: Sendable {
         public let keys: [any JWTVerificationKey]
         /// Where the token is: lowercased header names, each with the prefix before the token.
         public let locations: [(header: [UInt8], prefix: [UInt8])]
+        /// Envoy's `forward`: false (its default) removes the token's headers before the request
+        /// goes upstream.
+        public let forward: Bool
 
-        public init(issuer: String?, audiences: [String], keys: [any JWTVerificationKey], locations: [(header: String, prefix: String)]) {
+        public init(issuer: String?, audiences: [String], keys: [any JWTVerificationKey], locations: [(header: String, prefix: String)],
+                    forward: Bool = true) {
             self.issuer = issuer.map { Array($0.utf8) }
             self.audiences = audiences.map { Array($0.utf8) }
             self.keys = keys
             self.locations = locations.map { (Bytes.lowercased($0.header), Array($0.prefix.utf8)) }
+            self.forward = forward
         }
     }
 
@@ -63,6 +68,15 @@ public final class JWTAuthnFilter: Sendable {
     public init(providers: [Provider], rules: [Rule]) {
         self.providers = providers
         self.rules = rules
+    }
+
+    /// Lowercased names of the headers that carry the tokens of providers with `forward: false`.
+    public var strippedHeaders: [[UInt8]] {
+        var names: [[UInt8]] = []
+        for p in providers where !p.forward {
+            for l in p.locations where !names.contains(l.header) { names.append(l.header) }
+        }
+        return names
     }
 
     public enum TokenState: UInt8 { case unchecked, missing, valid, invalid }
