@@ -81,13 +81,19 @@ public final class Connection: EventHandler, TimerTarget {
     /// Where the client meant to connect, when an original_dst listener filter found it (iptables
     /// REDIRECT or TPROXY); nil otherwise. tcp_proxy's ORIGINAL_DST clusters connect there.
     public var originalDestination: SocketAddress?
-    /// The client address's hash for the hash balancers' source-address policy, read with
-    /// getpeername on first use and kept (0: not read yet).
-    public var sourceAddressHash: UInt64 {
-        if peerHash == 0 { peerHash = (SocketAddress.peer(of: fd)?.addressHash ?? 0) | 1 }
-        return peerHash
+    /// The peer's IP address (nil for a unix peer), read with getpeername on first use and kept:
+    /// ip_access checks it on every request of a keep-alive connection.
+    public var peerAddress: IPAddressBits? { peer.address }
+    /// The client address's hash for the hash balancers' source-address policy (0 for unix).
+    public var sourceAddressHash: UInt64 { peer.hash }
+    private var peer: PeerAddress {
+        if let peerCache { return peerCache }
+        let made = PeerAddress(IPAddressBits.peer(of: fd))
+        peerCache = made
+        return made
     }
-    private var peerHash: UInt64 = 0
+    /// A reference, so connections that never ask (most) pay one word for it.
+    private var peerCache: PeerAddress?
     /// An upstream connection's place in its cluster's per-host open-connection counts
     /// (LB_LEAST_CONNECTION), left when it closes.
     var openCount: OpenConnectionSlot?

@@ -397,14 +397,20 @@ public struct AddressRangeSet: Sendable {
     }
 }
 
-extension SocketAddress {
+extension IPAddressBits {
     /// The IP address alone as a hash input (the source-address hash policy): the port is left
-    /// out so every connection of one client maps alike; unix sockets hash to 0.
+    /// out so every connection of one client maps alike.
     public var addressHash: UInt64 {
-        switch family {
-        case AF_INET: return HashKey.mix(UInt64(ipv4))
-        case AF_INET6: return HashKey.mix(ipv6.0 ^ HashKey.mix(ipv6.1))
-        default: return 0
-        }
+        isIPv6 ? HashKey.mix(high ^ HashKey.mix(low)) : HashKey.mix(low)
+    }
+}
+
+/// A connection's peer address, read once (see `Connection.peerAddress`).
+final class PeerAddress {
+    let address: IPAddressBits?
+    let hash: UInt64
+    init(_ address: IPAddressBits?) {
+        self.address = address
+        hash = address?.addressHash ?? 0
     }
 }

@@ -30,7 +30,7 @@ public final class IPAccessFilter: Sendable {
             }
             if let value, !value.empty { return value.address }
         }
-        return IPAddressBits.peer(of: input.downstream.fd)
+        return input.downstream.peerAddress
     }
 
     public func decide<R: StreamRequest>(_ request: R, _ input: FilterInput) -> FilterVerdict {
