@@ -41,7 +41,7 @@ extension StreamError {
         case .noRoute: return .noProcessor
         case .timeout, .idleTimeout: return .timeout
         case .noHealthyHost, .connectFailed, .connectTimeout, .upstreamReset, .upstreamMalformed, .upstreamTLSFailed: return .connectionClosed
-        case .overloaded: return .serverThreadpoolBusy
+        case .overloaded, .overflow: return .serverThreadpoolBusy
         }
     }
 }

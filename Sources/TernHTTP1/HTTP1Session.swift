@@ -5,7 +5,7 @@ extension StreamError {
     var httpStatus: Int {
         switch self {
         case .noRoute: return 404
-        case .noHealthyHost, .overloaded: return 503
+        case .noHealthyHost, .overloaded, .overflow: return 503
         case .connectFailed, .upstreamReset, .upstreamMalformed, .upstreamTLSFailed: return 502
         case .connectTimeout, .timeout, .idleTimeout: return 504
         }
@@ -467,8 +467,14 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             logger.debug("http1", "reusing pooled upstream connection to \(host.address)")
             runtime.stats.connectionsReused += 1
         } else {
-            guard let fresh = runtime.pool.connect(host: hostIndex) else {
-                fail(.connectFailed(host: upstreamHostName, reason: .connectFailed(0)))
+            let fresh: Connection
+            do {
+                fresh = try runtime.pool.connect(host: hostIndex)
+            } catch {
+                switch error {
+                case .failed: fail(.connectFailed(host: upstreamHostName, reason: .connectFailed(0)))
+                case .overflow(let limit): fail(.overflow(cluster: runtime.config.name, limit: limit))
+                }
                 return
             }
             connection = fresh

@@ -323,8 +323,8 @@ struct ConfigCompiler {
     func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
-                            "lb_subset_config", "lbconfig"],
-                    ignored: ["circuit_breakers", "health_check", "spec", "original_dst_lb_config",
+                            "lb_subset_config", "lbconfig", "circuit_breakers"],
+                    ignored: ["health_check", "spec", "original_dst_lb_config",
                               "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "cluster_pool_enable",
                               "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
@@ -374,11 +374,28 @@ struct ConfigCompiler {
         config.upstreamTransport = tls
         config.subsets = subsetTable(c, hosts: hosts, originalDestination: originalDestination)
         config.balancerSettings = balancerSettings(c)
+        config.circuitBreaker = circuitBreaker(c, hostCount: hosts.count)
         return config
     }
 }
 
 extension ConfigCompiler {
+    /// `circuit_breakers`: MOSN's list of thresholds, of which it reads only the first (priorities
+    /// are not grouped); Tern refuses further entries rather than ignore them. nil: no limit set.
+    func circuitBreaker(_ c: JSONObject, hostCount: Int) -> CircuitBreaker? {
+        let entries = c.objects("circuit_breakers")
+        if entries.count > 1 {
+            diagnostics.error(entries[1].path, "only one circuit_breakers entry is read (MOSN reads the first and drops the rest); merge them into one")
+        }
+        guard let t = entries.first else { return nil }
+        t.checkKeys(known: ["max_connections", "max_pending_requests", "max_requests", "max_retries"], ignored: ["priority"])
+        let limit = { (key: String) in t.int(key, min: 0, max: Int(UInt32.max)) ?? 0 }
+        let breaker = CircuitBreaker(maxRequests: limit("max_requests"), maxConnectionsPerHost: limit("max_connections"),
+                                     maxPendingRequests: limit("max_pending_requests"), maxRetries: limit("max_retries"), hostCount: hostCount)
+        if breaker.maxRequests == 0 && breaker.maxConnectionsPerHost == 0 && breaker.maxPendingRequests == 0 { return nil }
+        return breaker
+    }
+
     /// `lb_subset_config`; as in MOSN, subsets exist only when it has at least one selector.
     func subsetTable(_ c: JSONObject, hosts: [HostConfig], originalDestination: Bool) -> SubsetTable? {
         guard let s = c.object("lb_subset_config") else { return nil }

@@ -398,7 +398,7 @@ struct ConnectionPoolTests {
 
         /// A connected upstream connection from the pool, accepted by the server.
         func connected() -> Connection? {
-            guard let c = pool.connect(host: 0) else { return nil }
+            guard let c = try? pool.connect(host: 0) else { return nil }
             c.delegate = delegate
             let before = delegate.connected
             let accepted = server.accepted.count

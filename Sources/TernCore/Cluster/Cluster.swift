@@ -28,6 +28,8 @@ public struct ClusterConfig: Sendable {
     public var subsets: SubsetTable? = nil
     /// `lbconfig`.
     public var balancerSettings = BalancerSettings()
+    /// `circuit_breakers`; nil when it sets no limit.
+    public var circuitBreaker: CircuitBreaker? = nil
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
                 maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {
@@ -45,6 +47,8 @@ public struct ClusterStats: Sendable {
     public var requests = 0
     public var responses2xx = 0, responses4xx = 0, responses5xx = 0
     public var connectFailures = 0, timeouts = 0
+    /// Requests and connections a `circuit_breakers` limit refused.
+    public var overflows = 0
     public var connectionsOpened = 0, connectionsReused = 0
     public var inFlight = 0
     /// Answers by protocol status (bolt response status; HTTP uses the class counters above).
@@ -80,6 +84,8 @@ public final class ClusterRuntime {
     public let usesHashKey: Bool
     /// The balancer reads response times: exchanges are timed only then.
     @usableFromInline let timesExchanges: Bool
+    /// `config.circuitBreaker`, kept here for the per-request counts.
+    @usableFromInline let breaker: CircuitBreaker?
 
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config
@@ -95,6 +101,7 @@ public final class ClusterRuntime {
         defaultSubsetBalancer = config.subsets?.fallback == .defaultSubset ? makeBalancer(over: config.subsets!.defaultHosts) : nil
         usesHashKey = LoadBalancerRegistry.hashing.contains(config.lbType)
         timesExchanges = load.measuresLatency
+        breaker = config.circuitBreaker
         transports = config.upstreamTransport?.makeFactory(logger: logger)
         pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports, load: load)
     }
@@ -129,6 +136,7 @@ public final class ClusterRuntime {
     public func requestStarted(host: Int) -> Int64 {
         stats.inFlight += 1
         load.activeRequests[host] += 1
+        breaker?.requestStarted()
         return timesExchanges ? monotonicMicroseconds() : 0
     }
 
@@ -137,6 +145,7 @@ public final class ClusterRuntime {
     public func requestEnded(host: Int, startedUS: Int64) {
         stats.inFlight -= 1
         load.activeRequests[host] -= 1
+        breaker?.requestEnded()
         if startedUS != 0 { load.recordLatency(host: host, startedUS: startedUS) }
     }
 }
@@ -160,22 +169,36 @@ public struct TransportSetupError: Error, Sendable {
     public init(_ message: String) { self.message = message }
 }
 
+/// Why no upstream connection was started.
+public enum UpstreamConnectRefusal: Error, Sendable {
+    /// The socket could not be made or its transport set up (counted as a connect failure).
+    case failed
+    /// A `circuit_breakers` limit is reached.
+    case overflow(CircuitBreaker.Limit)
+}
+
 extension Connection {
     /// Starts a connection to host `host` of a cluster with the cluster's connect timeout and, when
-    /// it has one, its transport (TLS) on it before the first byte; nil when neither could start.
-    /// `load`: the cluster's per-host counts on this worker, where the connection counts itself
-    /// as open until it closes.
+    /// it has one, its transport (TLS) on it before the first byte. `load`: the cluster's per-host
+    /// counts on this worker, where the connection counts itself as open until it closes.
+    /// `forWaitingRequest`: a request waits for this connection (it counts as pending, for
+    /// `max_pending_requests`, until it is connected or closed).
     public static func connect(toHost host: Int, of config: ClusterConfig, transports: UpstreamTransportFactory?, load: HostLoad,
-                               loop: EventLoop, buffers: BufferPool) -> Connection? {
-        guard let c = connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else { return nil }
+                               loop: EventLoop, buffers: BufferPool, forWaitingRequest: Bool = true) throws(UpstreamConnectRefusal) -> Connection {
+        let breaker = config.circuitBreaker
+        if let breaker, let limit = breaker.acquireConnection(host: host, pendingRequest: forWaitingRequest) { throw .overflow(limit) }
+        guard let c = connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else {
+            if let breaker { breaker.releaseConnection(host: host); if forWaitingRequest { breaker.releasePending() } }
+            throw .failed
+        }
         load.openConnections[host] += 1
-        c.openCount = OpenConnectionSlot(load: load, host: host)
+        c.openCount = OpenConnectionSlot(load: load, host: host, breaker: breaker, holdsPending: forWaitingRequest && breaker != nil)
         guard let transports else { return c }
         do {
             c.transport = try transports.makeTransport(hostIndex: host, fd: c.fd)
         } catch {
             c.close(reason: .connectFailed(0))
-            return nil
+            throw .failed
         }
         return c
     }

@@ -72,10 +72,48 @@ public func monotonicMicroseconds() -> Int64 {
     return Int64(t.tv_sec) * 1_000_000 + Int64(t.tv_nsec) / 1_000
 }
 
-/// Where a connection counts itself in `HostLoad.openConnections`.
-struct OpenConnectionSlot {
+/// Where an upstream connection counts itself: `HostLoad.openConnections` on its worker and,
+/// with `circuit_breakers`, the process-wide per-host and pending counts. A class, so a
+/// connection (downstream ones too) carries one optional reference for it.
+final class OpenConnectionSlot {
     let load: HostLoad
     let host: Int
+    let breaker: CircuitBreaker?
+    private var holdsPending: Bool
+    /// Whether it holds one of the host's `max_connections` slots (not while idle in a pool).
+    private var holdsConnection: Bool
+
+    init(load: HostLoad, host: Int, breaker: CircuitBreaker?, holdsPending: Bool) {
+        self.load = load; self.host = host; self.breaker = breaker; self.holdsPending = holdsPending
+        holdsConnection = breaker != nil
+    }
+
+    /// The connection is established: its request no longer waits for one.
+    func connected() {
+        if holdsPending { holdsPending = false; breaker?.releasePending() }
+    }
+
+    /// Parked idle in a worker's keep-alive pool: its `max_connections` slot is given back, so an
+    /// idle connection on one worker never refuses another worker's request.
+    @inline(__always)
+    func parked() {
+        if holdsConnection { holdsConnection = false; breaker?.releaseConnection(host: host) }
+    }
+
+    /// Taken from the pool for a request: takes a slot again; false when the host is at its limit.
+    @inline(__always)
+    func unparked() -> Bool {
+        guard let breaker, !holdsConnection else { return true }
+        if breaker.acquireConnection(host: host, pendingRequest: false) != nil { return false }
+        holdsConnection = true
+        return true
+    }
+
+    func closed() {
+        load.openConnections[host] -= 1
+        connected()
+        parked()
+    }
 }
 
 /// What one balancer picks among: some hosts of a cluster (all of them, or one subset's), in the

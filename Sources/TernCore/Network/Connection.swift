@@ -171,6 +171,7 @@ public final class Connection: EventHandler, TimerTarget {
                 if err != 0 { close(reason: .connectFailed(err)); return }
                 stopConnectTimer()
                 state = .open
+                openCount?.connected()
                 delegate?.connectionConnected(self)
                 if state != .open { return }
             } else { return }
@@ -379,7 +380,7 @@ public final class Connection: EventHandler, TimerTarget {
         loop.unregister(fd: fd)
         transport?.shutdown(fd: fd, closing: true)
         Glibc.close(fd)
-        if let slot = openCount { openCount = nil; slot.load.openConnections[slot.host] -= 1 }
+        if let slot = openCount { openCount = nil; slot.closed() }
         if let b = input { input = nil; buffers.give(b) }
         if let b = output { output = nil; buffers.give(b) }
         let d = delegate

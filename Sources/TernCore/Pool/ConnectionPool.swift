@@ -29,20 +29,22 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
     }
 
     /// An idle connection to `host`, most recently used first (its socket is warmest), with the
-    /// number of requests it already carried.
+    /// number of requests it already carried. None when the host is at its `max_connections`
+    /// (busy connections elsewhere hold every slot): the idle ones are closed, and the caller's
+    /// `connect` answers the overflow.
     public func takeIdle(host: Int) -> (Connection, Int)? {
         while let entry = idle[host].popLast() {
             idleCount -= 1
             let c = entry.connection
-            if c.state == .open && !c.peerHalfClosed { return (c, entry.requestsServed) }
+            if c.state == .open && !c.peerHalfClosed && c.openCount?.unparked() ?? true { return (c, entry.requestsServed) }
             c.close()
         }
         return nil
     }
 
     /// Starts a new connection to `host`; the caller becomes its delegate.
-    public func connect(host: Int) -> Connection? {
-        guard let c = Connection.connect(toHost: host, of: config, transports: transports, load: load, loop: loop, buffers: buffers) else { return nil }
+    public func connect(host: Int) throws(UpstreamConnectRefusal) -> Connection {
+        let c = try Connection.connect(toHost: host, of: config, transports: transports, load: load, loop: loop, buffers: buffers)
         c.tag = host
         // conn_buffer_limit_bytes (MOSN: per-connection buffer limit) is the point where writes
         // toward this upstream push back on the client; Tern never goes below 64 KiB of headroom.
@@ -60,6 +62,7 @@ public final class ConnectionPool: ConnectionDelegate, TimerTarget {
             return
         }
         c.delegate = self
+        c.openCount?.parked()
         idle[host].append(IdleEntry(connection: c, since: loop.nowMS, requestsServed: requestsServed))
         idleCount += 1
         if !sweepTimer.isArmed && config.idleTimeoutMS > 0 {

@@ -281,8 +281,14 @@ public final class MultiplexPool<P: MultiplexProtocol> {
     func openConnection(clusterIndex: Int, host: Int) -> Pick {
         let cluster = worker.clusters[clusterIndex]
         let address = cluster.config.hosts[host].address
-        guard let c = Connection.connect(toHost: host, of: cluster.config, transports: cluster.transports, load: cluster.load, loop: worker.loop, buffers: worker.buffers) else {
-            return .failed(.connectFailed(host: address.description, reason: .connectFailed(0)))
+        let c: Connection
+        do {
+            c = try Connection.connect(toHost: host, of: cluster.config, transports: cluster.transports, load: cluster.load, loop: worker.loop, buffers: worker.buffers)
+        } catch {
+            switch error {
+            case .failed: return .failed(.connectFailed(host: address.description, reason: .connectFailed(0)))
+            case .overflow(let limit): return .failed(.overflow(cluster: cluster.config.name, limit: limit))
+            }
         }
         c.highWatermark = max(cluster.config.connectionBufferLimit, 256 * 1024)
         c.lowWatermark = c.highWatermark / 4

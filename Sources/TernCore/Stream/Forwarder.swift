@@ -47,6 +47,9 @@ public final class Forwarder {
         let clusterIndex = entry.clusterIndex
         let cluster = worker.clusters[clusterIndex]
         cluster.stats.requests += 1
+        if let breaker = cluster.breaker, !breaker.admitsRequest {
+            return .fail(.overflow(cluster: cluster.config.name, limit: .maxRequests), cluster)
+        }
         var context = LoadBalancerContext(downstream: downstream)
         if cluster.usesHashKey { context.hashKey = clusterRoute.hashPolicy.hash(request, from: downstream) }
         guard let hostIndex = cluster.chooseHost(entry.subset, context) else {

@@ -14,13 +14,15 @@ public enum StreamError: Sendable {
     case idleTimeout(host: String, ms: Int64)
     /// Every connection to the host already carries as many calls as it may.
     case overloaded(host: String)
+    /// A `circuit_breakers` limit of the cluster is reached: refused before anything is sent.
+    case overflow(cluster: String, limit: CircuitBreaker.Limit)
 
     /// Which side the failure came from (for logs, and for retry and outlier decisions later).
     public enum Source: Sendable { case local, upstream }
 
     public var source: Source {
         switch self {
-        case .noRoute, .noHealthyHost: return .local
+        case .noRoute, .noHealthyHost, .overflow: return .local
         default: return .upstream
         }
     }
@@ -28,7 +30,7 @@ public enum StreamError: Sendable {
     /// Whether the upstream cannot have seen the request, so sending it elsewhere is safe.
     public var retrySafe: Bool {
         switch self {
-        case .noHealthyHost, .connectFailed, .connectTimeout, .overloaded: return true
+        case .noHealthyHost, .connectFailed, .connectTimeout, .overloaded, .overflow: return true
         // The server refuses before it reads any request (TLS 1.3 refuses a client certificate
         // after the client's first flight, but still before application data).
         case .upstreamTLSFailed: return true
@@ -49,6 +51,7 @@ public enum StreamError: Sendable {
         case .timeout: return "upstream_request_timeout"
         case .idleTimeout: return "upstream_idle_timeout"
         case .overloaded: return "upstream_overloaded"
+        case .overflow: return "upstream_overflow"
         }
     }
 
@@ -65,6 +68,7 @@ public enum StreamError: Sendable {
         case .timeout(let h): return "upstream \(h) did not answer within the route timeout"
         case .idleTimeout(let h, let ms): return "no byte moved between the client and upstream \(h) for \(ms) ms"
         case .overloaded(let h): return "every connection to \(h) has as many calls in flight as it may carry"
+        case .overflow(let c, let limit): return "cluster \(c) is at its circuit breaker's \(limit.rawValue)"
         }
     }
 }
@@ -75,6 +79,7 @@ extension ClusterStats {
         switch error {
         case .connectFailed, .connectTimeout, .upstreamTLSFailed: connectFailures += 1
         case .timeout, .idleTimeout: timeouts += 1
+        case .overflow: overflows += 1
         default: break
         }
     }

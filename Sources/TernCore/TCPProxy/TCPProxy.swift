@@ -188,9 +188,23 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
                 address = cluster.config.hosts[host].address
             }
             upstreamName = address.description
-            let connection = cluster.config.originalDestination
-                ? Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS)
-                : Connection.connect(toHost: hostIndex, of: cluster.config, transports: cluster.transports, load: cluster.load, loop: worker.loop, buffers: worker.buffers)
+            var refusal: StreamError = .connectFailed(host: upstreamName, reason: .connectFailed(errno))
+            let connection: Connection?
+            if cluster.config.originalDestination {
+                connection = Connection.connect(to: address, loop: worker.loop, buffers: worker.buffers, timeoutMS: cluster.config.connectTimeoutMS)
+                if connection == nil { refusal = .connectFailed(host: upstreamName, reason: .connectFailed(errno)) }
+            } else {
+                do {
+                    connection = try Connection.connect(toHost: hostIndex, of: cluster.config, transports: cluster.transports, load: cluster.load,
+                                                        loop: worker.loop, buffers: worker.buffers, forWaitingRequest: false)
+                } catch {
+                    connection = nil
+                    switch error {
+                    case .failed: refusal = .connectFailed(host: upstreamName, reason: .connectFailed(errno))
+                    case .overflow(let limit): refusal = .overflow(cluster: cluster.config.name, limit: limit)
+                    }
+                }
+            }
             if let c = connection {
                 c.delegate = self
                 upstream = c
@@ -198,7 +212,7 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
             }
             // connectFailed goes on to the next host itself (or gives up): this loop must not
             // start a second connection behind it.
-            connectFailed(.connectFailed(host: upstreamName, reason: .connectFailed(errno)))
+            connectFailed(refusal)
             return
         }
     }

@@ -55,6 +55,8 @@ enum MetricFields {
         .init("connect_failures_total", "tern_cluster_connect_failures_total", .counter,
               "Upstream connects that failed or timed out (TLS handshakes included)", { $0.stats.connectFailures }),
         .init("timeouts_total", "tern_cluster_timeouts_total", .counter, "Requests that hit the route timeout or the idle timeout", { $0.stats.timeouts }),
+        .init("upstream_overflow_total", "tern_cluster_upstream_overflow_total", .counter,
+              "Requests and connections refused by the cluster's circuit_breakers limits", { $0.stats.overflows }),
         .init("connections_opened_total", "tern_cluster_connections_opened_total", .counter, "Upstream connections opened", { $0.stats.connectionsOpened }),
         .init("connections_reused_total", "tern_cluster_connections_reused_total", .counter,
               "HTTP/1 requests sent on a pooled keep-alive connection", { $0.stats.connectionsReused }),
