@@ -134,3 +134,41 @@ int tern_pipe_nonblock(int *read_end, int *write_end) {
 long tern_splice(int in, int out, size_t count) {
     return (long)splice(in, NULL, out, NULL, count, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 }
+
+#include <sys/socket.h>
+int tern_send_fd(int sock, int fd, const void *data, size_t len) {
+    struct iovec iov = { (void *)data, len };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf; msg.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    return n == (ssize_t)len ? 0 : -1;
+}
+long tern_recv_fd(int sock, void *buf, size_t cap, int *fd_out) {
+    struct iovec iov = { buf, cap };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    msg.msg_control = control.buf; msg.msg_controllen = sizeof(control.buf);
+    *fd_out = -1;
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+        }
+    }
+    return (long)n;
+}
+long tern_peer_uid(int sock) {
+    struct ucred cred; socklen_t len = sizeof(cred);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    return (long)cred.uid;
+}

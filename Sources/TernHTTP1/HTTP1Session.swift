@@ -184,7 +184,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .waitingForRequest:
             // A head that started must finish within the header timeout, and may not pause for
             // longer than the idle timeout either.
-            let quietUntil: Int64? = idle > 0 ? lastActivityMS + idle : nil
+            var quietUntil: Int64? = idle > 0 ? lastActivityMS + idle : nil
+            if draining && headStartedMS == 0 {
+                quietUntil = min(quietUntil ?? Int64.max, max(worker.drainStartedMS, lastActivityMS) + Worker.drainIdleGraceMS)
+            }
             guard headStartedMS > 0 && settings.headerTimeoutMS > 0 else { return quietUntil }
             return min(headStartedMS + settings.headerTimeoutMS, quietUntil ?? Int64.max)
         case .proxying:
@@ -843,7 +846,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             }
         }
         cluster = nil
-        if closeAfterResponse || draining || downstreamGone {
+        if closeAfterResponse || downstreamGone {
             phase = .closed
             if downstreamGone { orphanRetain = nil } else { downstream.closeWhenFlushed() }
             return
@@ -1037,13 +1040,15 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
     }
 
+    /// Drain (SIGTERM, hot upgrade): the request in flight, or the next one an idle connection
+    /// sends within the grace, is answered with `Connection: close`; a connection still idle then
+    /// is closed (see `Worker.drainIdleGraceMS`).
     func beginDrain() {
+        // Not `closeAfterResponse`: a response whose head already went out without
+        // `Connection: close` must not be followed by a close the client was not told of; every
+        // head written from now on says close (the head writers read `draining`).
         draining = true
-        if phase == .waitingForRequest && (downstream.input?.isEmpty ?? true) {
-            closeAll()
-        } else {
-            closeAfterResponse = true
-        }
+        if phase == .waitingForRequest { armIdleTimer() }
     }
 }
 

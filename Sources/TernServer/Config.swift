@@ -50,6 +50,10 @@ public struct ServerPlan: Sendable {
     public var clusters: [ClusterConfig] = []
     /// The admin API and the Prometheus sink (Sources/TernServer/Admin).
     public var admin = AdminPlan()
+    /// MOSN's `uds_dir`: where hot upgrades meet (nil: the default directory for the config file).
+    public var upgradeDirectory: String?
+    /// MOSN's `disable_upgrade`: neither take over from a running Tern nor offer to be taken over.
+    public var upgradeDisabled = false
 }
 
 public struct ConfigResult {
@@ -92,11 +96,18 @@ struct ConfigCompiler {
 
     func compile(_ root: JSONObject) -> ServerPlan {
         var plan = ServerPlan()
-        root.checkKeys(known: ["servers", "cluster_manager", "admin", "metrics"],
-                       ignored: ["close_graceful", "disable_upgrade", "inherit_old_mosnconfig", "pid", "uds_dir",
+        root.checkKeys(known: ["servers", "cluster_manager", "admin", "metrics", "uds_dir", "disable_upgrade"],
+                       ignored: ["close_graceful", "inherit_old_mosnconfig", "pid",
                                  "tracing", "pprof", "dynamic_resources", "static_resources", "node", "plugin",
                                  "extends", "third_part_codec", "wasm_global_plugins", "debug", "raw_dynamic_resources",
                                  "raw_static_resources", "cluster_manager_tls"])
+        if let dir = root.string("uds_dir"), !dir.isEmpty {
+            if !dir.hasPrefix("/") { diagnostics.error(root.sub("uds_dir"), "expected an absolute directory path") }
+            else if (try? SocketAddress.unix(path: dir + "/" + HotUpgrade.socketName)) == nil {
+                diagnostics.error(root.sub("uds_dir"), "too long: \(dir)/\(HotUpgrade.socketName) does not fit in a unix socket address")
+            } else { plan.upgradeDirectory = dir }
+        }
+        plan.upgradeDisabled = root.bool("disable_upgrade") ?? false
         // Clusters first: routes refer to them by name.
         var clusterIndex: [String: Int] = [:]
         if let cm = root.object("cluster_manager") {

@@ -18,18 +18,41 @@ public final class Server: Sendable {
     private let unixSockets = Mutex<[Int: UnixListenSocket]>([:])
     /// Set on SIGTERM: the admin API's probes answer 503 from then on.
     let draining = Atomic<Bool>(false)
+    /// Hot upgrade: a new process took the listening sockets over; this one drains without
+    /// removing the unix socket files (they are the new process's now).
+    let handedOff = Atomic<Bool>(false)
+    /// Listening sockets taken over from the Tern this one replaces (nil: a first start).
+    let inherited: InheritedListeners?
+    /// Inherited TCP sockets per listener index, split among the workers (worker w takes those at
+    /// positions w, w + workers, ...); a worker with none binds its own.
+    private let inheritedTCP = Mutex<[Int: [Int32]]>([:])
+    /// Every worker's TCP listening socket, for a later hot upgrade.
+    private let workerListenDescriptors = Mutex<[Int32]>([])
+    /// This process's upgrade socket (`<uds_dir>/listen.sock`), removed on exit.
+    let upgradeService = Mutex<UpgradeService?>(nil)
 
-    public init(plan: ServerPlan, logger: Logger, workers: Int?) {
+    public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil) {
         self.plan = plan
         self.logger = logger
+        self.inherited = inherited
         workerCount = max(1, workers ?? plan.workers ?? Int(tern_cpu_count_affinity()))
+    }
+
+    /// The listening sockets a new process takes over: every worker's TCP socket and the unix
+    /// listeners' shared ones.
+    func handOverDescriptors() -> [Int32] {
+        workerListenDescriptors.withLock { $0 } + unixSockets.withLock { sockets in sockets.keys.sorted().map { sockets[$0]!.fd } }
     }
 
     /// Starts the workers; returns the listen errors (empty when every listener is open on every worker).
     public func start() -> [String] {
         // SO_REUSEPORT would let a second Tern (same user) share a port silently: probe each
         // address with a plain bind first so "address in use" is an error, as it is for MOSN.
-        for l in plan.listeners where l.bindPort && !l.address.isUnix {
+        for (index, l) in plan.listeners.enumerated() where l.bindPort && !l.address.isUnix {
+            if let taken = inherited?.take(l.address), !taken.isEmpty {
+                inheritedTCP.withLock { $0[index] = taken }
+                continue
+            }
             if let problem = probeBind(l.address) { return ["listener \(l.name): \(problem)"] }
         }
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
@@ -93,11 +116,24 @@ public final class Server: Sendable {
                     guard fd >= 0 else { throw ListenError.socket("dup \(l.address)", errno) }
                     listener = Listener(name: l.name, address: l.address, listeningDescriptor: fd, loop: worker.loop, buffers: worker.buffers, handler: handler)
                 } else {
-                    listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: handler,
-                                            transparent: l.capture?.mode == .tproxy)
+                    let taken = inheritedTCP.withLock { all in stride(from: id, to: all[index]?.count ?? 0, by: workerCount).map { all[index]![$0] } }
+                    if let first = taken.first {
+                        // Taken over: the old process's accept queues, shared, so nothing waiting is lost.
+                        listener = Listener(name: l.name, address: l.address, listeningDescriptor: first, loop: worker.loop, buffers: worker.buffers, handler: handler)
+                        for more in taken.dropFirst() {
+                            let extra = Listener(name: l.name, address: l.address, listeningDescriptor: more, loop: worker.loop, buffers: worker.buffers, handler: handler)
+                            extra.onAcceptError = { [logger] in logger.error("listener", $0) }
+                            worker.listeners.append(extra)
+                            workerListenDescriptors.withLock { $0.append(more) }
+                        }
+                    } else {
+                        listener = try Listener(name: l.name, address: l.address, loop: worker.loop, buffers: worker.buffers, handler: handler,
+                                                transparent: l.capture?.mode == .tproxy)
+                    }
                 }
                 listener.onAcceptError = { [logger] in logger.error("listener", $0) }
                 worker.listeners.append(listener)
+                if !l.address.isUnix { workerListenDescriptors.withLock { $0.append(listener.fd) } }
             } catch {
                 failure = "listener \(l.name): \(error)"
                 break
@@ -138,11 +174,15 @@ public final class Server: Sendable {
             case SIGTERM:
                 logger.info("server", "SIGTERM: draining (timeout \(plan.drainTimeoutMS) ms)")
                 draining.store(true, ordering: .relaxed)
-                releaseUnixSockets()   // new connects fail at once, as for a closed TCP listener
+                // New connects fail at once, as for a closed TCP listener; after a hot upgrade the
+                // files are the new process's and stay.
+                if !handedOff.load(ordering: .relaxed) { releaseUnixSockets() }
+                upgradeService.withLock { $0?.stop() }
                 return drain()
             case SIGINT, SIGQUIT:
                 logger.info("server", "signal \(sig): exiting now")
                 releaseUnixSockets()
+                upgradeService.withLock { $0?.stop() }
                 return 0
             case SIGHUP:
                 logger.info("server", "SIGHUP: reloading certificates")
@@ -160,6 +200,10 @@ public final class Server: Sendable {
     /// failure the ones already bound are released and the error names the listener.
     private func openUnixSockets() -> String? {
         for (index, l) in plan.listeners.enumerated() where l.bindPort && l.address.isUnix {
+            if let fd = inherited?.take(l.address).first {
+                unixSockets.withLock { $0[index] = UnixListenSocket.adopt(l.address, fd: fd) }
+                continue
+            }
             do {
                 let socket = try UnixListenSocket.open(l.address)
                 unixSockets.withLock { $0[index] = socket }

@@ -85,16 +85,31 @@ case "validate", "start":
     if !logger.writesToStandardError {
         for w in result.diagnostics.warnings { logger.warn("config", w) }
     }
-    let server = Server(plan: plan, logger: logger, workers: workers)
+    // Hot upgrade: a Tern already running with this uds_dir hands its listening sockets over.
+    let upgradeDirectory = plan.upgradeDisabled ? nil : plan.upgradeDirectory ?? HotUpgrade.defaultDirectory(configPath: path)
+    var inherited: InheritedListeners?
+    if let upgradeDirectory {
+        do { inherited = try HotUpgrade.inherit(from: upgradeDirectory, logger: logger) } catch {
+            logger.error("upgrade", "\(error)")
+            if !logger.writesToStandardError { printError("error: \(error)") }
+            exit(1)
+        }
+    }
+    let server = Server(plan: plan, logger: logger, workers: workers, inherited: inherited)
     let failures = server.start()
     if !failures.isEmpty {
         for f in failures {
             logger.error("server", f)
             if !logger.writesToStandardError || !logger.enabled(.error) { printError("error: \(f)") }
         }
+        inherited?.abandon()   // the old process serves on
         exit(1)
     }
-    logger.info("server", "tern \(TernVersion.version) started: \(plan.listeners.count) listener(s)")
+    if let inherited, !inherited.confirm() {
+        logger.warn("upgrade", "the old process did not acknowledge the take-over; serving anyway")
+    }
+    if let upgradeDirectory { server.acceptUpgrades(directory: upgradeDirectory) }
+    logger.info("server", "tern \(TernVersion.version) started: \(plan.listeners.count) listener(s)\(inherited == nil ? "" : " (took over from the previous process)")")
     exit(server.waitForSignals())
 default:
     usage()

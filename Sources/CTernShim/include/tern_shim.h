@@ -61,4 +61,13 @@ int tern_pipe_nonblock(int *read_end, int *write_end);
 /// splice(2) of up to `count` bytes from `in` to `out` (one must be a pipe), moving pages and
 /// never blocking: a byte count, 0 at the end of the input, or -1 with errno (EAGAIN: not ready).
 long tern_splice(int in, int out, size_t count);
+
+/// Hot upgrade: one descriptor (or none: fd < 0) with `len` bytes over a unix stream socket
+/// (SCM_RIGHTS); 0 or -1 with errno.
+int tern_send_fd(int sock, int fd, const void *data, size_t len);
+/// Receives up to `cap` bytes and at most one descriptor (*fd_out, -1 when none came, made
+/// close-on-exec); the byte count, 0 at the end, -1 with errno.
+long tern_recv_fd(int sock, void *buf, size_t cap, int *fd_out);
+/// The user id of the process at the other end of a unix socket (SO_PEERCRED), or -1.
+long tern_peer_uid(int sock);
 #endif

@@ -139,6 +139,16 @@ extension SocketAddress {
                     return SocketAddress(family: AF_INET6, port: port, ipv4: 0, ipv6: words, unixPath: nil,
                                          description: "[\(presentation(AF_INET6, &addr))]:\(port)")
                 }
+            case AF_UNIX:
+                // A path, or an abstract name after a leading NUL (Tern's names hold no NUL).
+                return raw.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { p -> SocketAddress? in
+                    withUnsafeBytes(of: p.pointee.sun_path) { bytes -> SocketAddress? in
+                        let abstract = bytes.first == 0
+                        let name = bytes.dropFirst(abstract ? 1 : 0).prefix { $0 != 0 }
+                        guard !name.isEmpty else { return nil }
+                        return try? SocketAddress.unix(path: (abstract ? "@" : "") + String(decoding: name, as: UTF8.self))
+                    }
+                }
             default:
                 return nil
             }

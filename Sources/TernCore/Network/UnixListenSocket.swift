@@ -45,6 +45,13 @@ public final class UnixListenSocket: Sendable {
         return UnixListenSocket(address: address, fd: fd, fileID: fileID, replacedStaleFile: replacedStaleFile)
     }
 
+    /// A socket another Tern bound and handed over (hot upgrade): this process owns its file now
+    /// and removes it on exit, as if it had bound it.
+    public static func adopt(_ address: SocketAddress, fd: Int32) -> UnixListenSocket {
+        let fileID = address.isAbstractUnix ? nil : address.unixPath.flatMap { socketFileID($0) }
+        return UnixListenSocket(address: address, fd: fd, fileID: fileID, replacedStaleFile: false)
+    }
+
     /// A close-on-exec duplicate for one worker's `Listener`, or -1 with `errno` set.
     public func duplicate() -> Int32 { tern_dup_cloexec(fd) }
 

@@ -14,6 +14,13 @@ public final class Worker {
     public let logger: Logger
     public var random = FastRandom()
     public private(set) var draining = false
+    /// When the drain began (loop clock): idle keep-alive connections get `drainIdleGraceMS`
+    /// from then to send one more request (answered with `Connection: close`) before they close.
+    public private(set) var drainStartedMS: Int64 = 0
+    /// Closing an idle keep-alive connection at once races a client that is sending its next
+    /// request on it (it sees a reset, not an answer): a client under load sends within
+    /// milliseconds and is told to close in its response; a quiet one is closed after this.
+    public static let drainIdleGraceMS: Int64 = 1000
     private var sessions: [DownstreamSession?] = []
     public private(set) var sessionCount = 0
     public var listeners: [Listener] = []
@@ -52,6 +59,7 @@ public final class Worker {
     public func beginDrain() {
         guard !draining else { return }
         draining = true
+        drainStartedMS = loop.nowMS
         for l in listeners { l.stop() }
         for s in sessions { s?.beginDrain() }
     }

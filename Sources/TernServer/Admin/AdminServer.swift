@@ -16,12 +16,14 @@ final class AdminServer {
     init(api: AdminAPI) { self.api = api }
 
     /// Opens the admin and Prometheus listeners; the error names the config key that failed.
-    func open(_ plan: AdminPlan, logger: Logger) -> String? {
+    /// `probe`: refuse a port in use (off while taking over from a running Tern, whose admin
+    /// listener shares the port until it exits).
+    func open(_ plan: AdminPlan, logger: Logger, probe: Bool = true) -> String? {
         var sites: [(key: String, address: SocketAddress, site: AdminSite)] = []
         if let a = plan.address { sites.append(("admin", a, .admin)) }
         if let p = plan.prometheus { sites.append(("metrics.sinks[prometheus]", p.address, .prometheus(endpoint: p.endpoint))) }
         for s in sites {
-            if s.address.port != 0, let problem = probeBind(s.address) { return "\(s.key): \(problem)" }
+            if probe && s.address.port != 0, let problem = probeBind(s.address) { return "\(s.key): \(problem)" }
             do {
                 let acceptor = AdminAcceptor(server: self, site: s.site)
                 let l = try Listener(name: s.key, address: s.address, loop: loop, buffers: buffers, handler: acceptor, backlog: 64)
@@ -223,7 +225,7 @@ extension Server {
             let api = AdminAPI(plan: plan, logger: logger, workers: { [self] in remoteQueues },
                                isDraining: { [self] in draining.load(ordering: .relaxed) })
             let admin = AdminServer(api: api)
-            let failure = admin.open(plan.admin, logger: logger)
+            let failure = admin.open(plan.admin, logger: logger, probe: inherited == nil)
             outcome.value.withLock { $0 = (true, failure) }
             if failure == nil { admin.loop.run() }
         }
