@@ -342,7 +342,31 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func finishIfDrained() {
-        if phase == .finishing && inFlight == 0 { worker.loop.flushLater(downstream); downstream.closeWhenFlushed() }
+        guard phase == .finishing && inFlight == 0 else { return }
+        if worker.handOff != nil {
+            // The last answers go out first; what the socket does not take now, the write-drained
+            // event moves on.
+            downstream.flush()
+            if downstream.pendingOutput == 0 { closeOrHandOff() }
+            return
+        }
+        worker.loop.flushLater(downstream)
+        downstream.closeWhenFlushed()
+    }
+
+    /// Drain for a successor (hot upgrade): a connection with nothing in flight moves to the new
+    /// process with its unread bytes instead of closing, so its caller never sees it close (bolt
+    /// has no way to tell a caller to reconnect). Otherwise, or when it cannot move, it closes.
+    func closeOrHandOff() {
+        if let handOff = worker.handOff, delayedCalls.isEmpty, phase != .closed {
+            let fd = downstream.fd
+            if handOff(downstream, proxy.listenerName) {
+                phase = .closed
+                worker.remove(fd: fd)
+                return
+            }
+        }
+        close()
     }
 
     func close() {
@@ -352,7 +376,10 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func connectionConnected(_ connection: Connection) {}
-    func connectionWriteDrained(_ connection: Connection) { resume() }
+    func connectionWriteDrained(_ connection: Connection) {
+        if phase == .finishing && inFlight == 0 && worker.handOff != nil { closeOrHandOff(); return }
+        resume()
+    }
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         phase = .closed
         worker.remove(fd: connection.fd)
@@ -360,7 +387,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func beginDrain() {
         if phase == .serving { phase = .finishing }
-        if inFlight == 0 { close() }
+        if inFlight == 0 { closeOrHandOff() }
     }
 }
 

@@ -13,7 +13,11 @@ import TernCore
 ///
 /// The conversation, one byte per message so a descriptor never rides with the wrong byte:
 /// old → new `F` + a descriptor, once per listening socket, then `E`; new → old `R` (running on
-/// them); old → new `B` (the upgrade socket is free: bind your own).
+/// them); old → new `B` (the upgrade socket is free: bind your own); then, while the old process
+/// drains, old → new `C` + a client connection's descriptor, followed by the listener's name and
+/// the bytes read from it and not yet used (two little-endian UInt32 lengths, then both), for each
+/// plain-text connection with nothing in flight (bolt: no caller ever sees its connection close).
+/// The channel closes when the old process exits.
 public enum HotUpgrade {
     static let socketName = "listen.sock"
     /// How long each side waits for the other's next message.
@@ -45,6 +49,31 @@ public enum HotUpgrade {
             return nil
         }
         return (byte, descriptor)
+    }
+
+    /// Writes all of `bytes` (a blocking socket).
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { if n < 0 && errno == EINTR { continue }; return false }
+            offset += n
+        }
+        return true
+    }
+
+    /// Reads exactly `count` bytes, each wait bounded; nil on end, error or timeout.
+    static func readExact(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        var offset = 0
+        while offset < count {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, stepTimeoutMS) == 1 else { return nil }
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + offset, count - offset, 0) }
+            if n <= 0 { if n < 0 && errno == EINTR { continue }; return nil }
+            offset += n
+        }
+        return out
     }
 
     static func send(_ fd: Int32, _ byte: UInt8, descriptor: Int32 = -1) -> Bool {
@@ -123,10 +152,10 @@ public final class InheritedListeners: Sendable {
     func has(_ address: SocketAddress) -> Bool { unclaimed.withLock { $0.contains { $0.address == address } } }
 
     /// Tells the old process this one runs, waits for it to let go of the upgrade socket, and
-    /// closes the sockets of listeners the new config no longer has.
+    /// closes the sockets of listeners the new config no longer has. The channel stays open for
+    /// the connections the old process hands over while it drains (`Server.adoptConnections`).
     public func confirm() -> Bool {
         for s in unclaimed.withLock({ list -> [(address: SocketAddress, fd: Int32)] in defer { list.removeAll() }; return list }) { close(s.fd) }
-        defer { close(channel) }
         guard HotUpgrade.send(channel, UInt8(ascii: "R")) else { return false }
         return HotUpgrade.receive(channel)?.byte == UInt8(ascii: "B")
     }
@@ -193,9 +222,11 @@ final class UpgradeService: Sendable {
         }
     }
 
-    /// One new process: true when it took over (this process then drains and exits).
+    /// One new process: true when it took over (this process then drains and exits, handing it
+    /// idle plain connections over the same channel).
     private func handOver(to client: Int32, logger: Logger) -> Bool {
-        defer { close(client) }
+        var keepChannel = false
+        defer { if !keepChannel { close(client) } }
         if server.draining.load(ordering: .relaxed) {
             logger.warn("upgrade", "a new process asked to take over while this one drains; refused")
             return false
@@ -217,7 +248,13 @@ final class UpgradeService: Sendable {
         }
         server.handedOff.store(true, ordering: .relaxed)
         socket.release()   // the new process binds the path next (the directory stays)
-        _ = HotUpgrade.send(client, UInt8(ascii: "B"))
+        if HotUpgrade.send(client, UInt8(ascii: "B")) {
+            var limit = timeval(tv_sec: 2, tv_usec: 0)   // a stuck successor costs a draining worker 2 s at most
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            _ = fcntl(client, F_SETFL, fcntl(client, F_GETFL) & ~O_NONBLOCK)
+            server.successor.withLock { $0 = client }
+            keepChannel = true
+        }
         logger.info("upgrade", "the new process runs; this one stops accepting and drains (graceful_timeout \(server.plan.drainTimeoutMS) ms)")
         kill(getpid(), SIGTERM)
         return true
@@ -228,5 +265,82 @@ extension Server {
     /// Listens for a later hot upgrade on `<directory>/listen.sock` (logged when it cannot).
     public func acceptUpgrades(directory: String) {
         UpgradeService.start(directory: directory, server: self, logger: logger)
+    }
+}
+
+// MARK: connections handed over while the old process drains
+
+extension Server {
+    /// Old process, draining for a successor: lets every worker move its idle plain-text
+    /// connections over the channel instead of closing them (before the drain tasks run).
+    func installHandOff() {
+        guard successor.withLock({ $0 }) >= 0 else { return }
+        let plain = Set(plan.listeners.filter { $0.tls == nil && $0.serverNameRouting == nil && $0.capture == nil }.map(\.name))
+        for q in remoteQueues {
+            q.execute { [self] in
+                WorkerRegistry.worker(on: q)?.handOff = { [self] connection, listenerName in
+                    guard plain.contains(listenerName) else { return false }
+                    return transfer(connection, listenerName: listenerName)
+                }
+            }
+        }
+    }
+
+    /// Moves one connection to the successor (true: it is gone from this process either way).
+    func transfer(_ connection: Connection, listenerName: String) -> Bool {
+        guard let (fd, unread) = connection.releaseForHandOff() else { return false }
+        defer { close(fd) }   // the successor holds its own copy now (or the client sees a close)
+        let name = Array(listenerName.utf8)
+        var message = [UInt8]()
+        message.reserveCapacity(8 + name.count + unread.count)
+        for length in [UInt32(name.count), UInt32(unread.count)] { withUnsafeBytes(of: length.littleEndian) { message += $0 } }
+        message += name
+        message += unread
+        successor.withLock { channel in
+            guard channel >= 0 else { return }
+            if !HotUpgrade.send(channel, UInt8(ascii: "C"), descriptor: fd) || !HotUpgrade.writeAll(channel, message) {
+                logger.error("upgrade", "handing a connection to the new process failed: \(String(cString: strerror(errno))); closing the rest instead")
+                close(channel)
+                channel = -1
+            }
+        }
+        return true
+    }
+
+    /// New process: takes the connections the old one hands over while it drains, each into its
+    /// listener's chain on a worker (round robin), with the bytes the old process had read.
+    public func adoptConnections(from inherited: InheritedListeners) {
+        let channel = inherited.channel
+        startThread(name: "tern-adopt") { [self] in
+            var next = 0
+            var adopted = 0
+            while true {
+                var p = pollfd(fd: channel, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&p, 1, 1000)
+                if ready == 0 { continue }
+                guard ready == 1, let (byte, fd) = HotUpgrade.receive(channel, timeoutMS: 0), byte == UInt8(ascii: "C"), fd >= 0 else { break }
+                guard let header = HotUpgrade.readExact(channel, 8) else { close(fd); break }
+                let nameCount = Int(header[0]) | Int(header[1]) << 8 | Int(header[2]) << 16 | Int(header[3]) << 24
+                let dataCount = Int(header[4]) | Int(header[5]) << 8 | Int(header[6]) << 16 | Int(header[7]) << 24
+                // Lengths from another process are still bounded before they are trusted.
+                guard nameCount <= 1024, dataCount <= 64 << 20, let body = HotUpgrade.readExact(channel, nameCount + dataCount) else { close(fd); break }
+                let name = String(decoding: body[0..<nameCount], as: UTF8.self)
+                let data = Array(body[nameCount...])
+                let queues = remoteQueues
+                guard !queues.isEmpty else { close(fd); continue }
+                let q = queues[next % queues.count]
+                next += 1
+                adopted += 1
+                q.execute {
+                    guard let worker = WorkerRegistry.worker(on: q), let entry = worker.handOffEntries[name],
+                          let listener = worker.listeners.first(where: { $0.name == name }) else { close(fd); return }
+                    let connection = Connection(fd: fd, loop: worker.loop, buffers: worker.buffers)
+                    entry.accepted(connection, listener: listener)
+                    connection.deliver(handedOver: data)
+                }
+            }
+            close(channel)
+            if adopted > 0 { logger.info("upgrade", "took over \(adopted) client connection(s) from the previous process") }
+        }
     }
 }

@@ -30,6 +30,8 @@ public final class Server: Sendable {
     private let workerListenDescriptors = Mutex<[Int32]>([])
     /// This process's upgrade socket (`<uds_dir>/listen.sock`), removed on exit.
     let upgradeService = Mutex<UpgradeService?>(nil)
+    /// After a hand-over: the channel to the successor, for the connections moved while draining.
+    let successor = Mutex<Int32>(-1)
 
     public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil) {
         self.plan = plan
@@ -139,6 +141,9 @@ public final class Server: Sendable {
                 break
             }
         }
+        for (l, chain) in zip(plan.listeners, chains) where l.tls == nil && l.serverNameRouting == nil && l.capture == nil {
+            worker.handOffEntries[l.name] = chain
+        }
         TLSHandlerRegistry.attach(tlsHandlers, to: worker.loop.remote)
         remotes.withLock { $0.append(worker.loop.remote) }
         startup.withLock { if let failure { $0.failures.append(failure) } else { $0.ready += 1 } }
@@ -176,8 +181,12 @@ public final class Server: Sendable {
                 draining.store(true, ordering: .relaxed)
                 // New connects fail at once, as for a closed TCP listener; after a hot upgrade the
                 // files are the new process's and stay.
-                if !handedOff.load(ordering: .relaxed) { releaseUnixSockets() }
-                upgradeService.withLock { $0?.stop() }
+                if handedOff.load(ordering: .relaxed) {
+                    installHandOff()   // the upgrade socket and its directory are the successor's now
+                } else {
+                    releaseUnixSockets()
+                    upgradeService.withLock { $0?.stop() }
+                }
                 return drain()
             case SIGINT, SIGQUIT:
                 logger.info("server", "signal \(sig): exiting now")

@@ -105,8 +105,13 @@ case "validate", "start":
         inherited?.abandon()   // the old process serves on
         exit(1)
     }
-    if let inherited, !inherited.confirm() {
-        logger.warn("upgrade", "the old process did not acknowledge the take-over; serving anyway")
+    if let inherited {
+        if inherited.confirm() {
+            server.adoptConnections(from: inherited)
+        } else {
+            logger.warn("upgrade", "the old process did not acknowledge the take-over; serving anyway")
+            inherited.abandon()
+        }
     }
     if let upgradeDirectory { server.acceptUpgrades(directory: upgradeDirectory) }
     logger.info("server", "tern \(TernVersion.version) started: \(plan.listeners.count) listener(s)\(inherited == nil ? "" : " (took over from the previous process)")")

@@ -10,6 +10,7 @@ import TernTestSupport
 final class HotUpgradeTests {
     let upstream: PythonUpstream
     let port = freePort()
+    let boltPort = freePort()
     let adminPort = freePort()
     let directory = NSTemporaryDirectory() + "tern-uds-\(UUID().uuidString.prefix(8))"
 
@@ -20,15 +21,19 @@ final class HotUpgradeTests {
 
     init() throws { upstream = try PythonUpstream() }
 
-    func config(extraListener: UInt16? = nil, graceful: String = "5s") -> String {
-        let extra = extraListener.map { #", { "name": "extra", "address": "127.0.0.1:\#($0)", "bind_port": true, "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "r" } }] }] }"# } ?? ""
+    /// HTTP on `port`, and with `boltUpstream` a bolt listener on `boltPort` too.
+    func config(extraListener: UInt16? = nil, graceful: String = "5s", boltUpstream: UInt16? = nil) -> String {
+        let boltListener = boltUpstream == nil ? "" : #", { "name": "bolt", "address": "127.0.0.1:\#(boltPort)", "bind_port": true, "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "bolt", "upstream_protocol": "bolt", "router_config_name": "rb" } }] }] }"#
+        let boltRouter = boltUpstream == nil ? "" : #", { "router_config_name": "rb", "virtual_hosts": [{ "name": "h", "domains": ["*"], "routers": [{ "match": {"headers": [{"name": "service", "value": ".*", "regex": true}]}, "route": {"cluster_name": "bolt"} }] }] }"#
+        let boltCluster = boltUpstream.map { #", { "name": "bolt", "hosts": [{ "address": "127.0.0.1:\#($0)" }] }"# } ?? ""
+        let extra = boltListener + (extraListener.map { #", { "name": "extra", "address": "127.0.0.1:\#($0)", "bind_port": true, "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "r" } }] }] }"# } ?? "")
         return """
         { "uds_dir": "\(directory)",
           "servers": [{ "default_log_path": "stderr", "default_log_level": "INFO", "graceful_timeout": "\(graceful)",
-            "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"], "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up"} }] }] }],
+            "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"], "routers": [{ "match": {"prefix": "/"}, "route": {"cluster_name": "up"} }] }] }\(boltRouter)],
             "listeners": [{ "name": "l", "address": "127.0.0.1:\(port)", "bind_port": true,
                "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "r" } }] }] }\(extra)] }],
-          "cluster_manager": { "clusters": [{ "name": "up", "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] }] },
+          "cluster_manager": { "clusters": [{ "name": "up", "hosts": [{ "address": "127.0.0.1:\(upstream.port)" }] }\(boltCluster)] },
           "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": \(adminPort) } } } }
         """
     }
@@ -149,4 +154,57 @@ final class HotUpgradeTests {
         c.send("GET /new HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(c.readResponses(1).first?.status == 200)
     }
+
+    @Test func boltCallersOnLongLivedConnectionsSeeNoErrorAcrossAnUpgrade() throws {
+        let boltServerPort = freePort()
+        let boltServer = try startBoltServer(port: boltServerPort)
+        defer { boltServer.stop() }
+        let first = try TernProcess(config: config(boltUpstream: boltServerPort), waitFor: [port, boltPort], extraArguments: ["--workers", "2"])
+        defer { first.stop() }
+        // anthunder callers: 4 threads on long-lived connections, each call checked against its own
+        // request; the upgrade happens while they call.
+        let callers = try ChildProcess(venvPython, [boltPeers, "client", String(boltPort), "1500", "4"], name: "bolt-callers")
+        defer { callers.stop() }
+        // And one caller that never reconnects: one connection, calls one after another.
+        let single = UncheckedSendableBox(try RawClient(port: boltPort, timeout: 10))
+        defer { single.value.close() }
+        let singleResult = Mutex<(ok: Int, failed: Int)>((0, 0))
+        let stopSingle = Atomic<Bool>(false)
+        let singleDone = Atomic<Bool>(false)
+        Thread.detachNewThread {
+            var id: UInt32 = 1
+            while !stopSingle.load(ordering: .relaxed) {
+                single.value.send(BoltTestFrame.request(id: id, service: echoService, method: "echo", body: Array("single-\(id)".utf8)))
+                let answer = BoltTestFrame.readResponses(single.value, 1).first
+                if answer?.id == id && answer?.status == 0 { singleResult.withLock { $0.ok += 1 } } else { singleResult.withLock { $0.failed += 1 }; break }
+                id += 1
+            }
+            singleDone.store(true, ordering: .relaxed)
+        }
+        #expect(waitUntil(timeout: 30) { self.boltCallsRouted() > 300 || !callers.isRunning })
+        let second = try successor(config(boltUpstream: boltServerPort), of: first)
+        defer { second.stop() }
+        #expect(first.child.waitForExit(timeout: 15) == 0, "\(first.child.output.suffix(1500))")
+        #expect(callers.waitForExit(timeout: 60) == 0, "\(callers.output.suffix(800))")
+        #expect(callers.output.contains("ok 6000"), "\(callers.output.suffix(800))")
+        stopSingle.store(true, ordering: .relaxed)
+        #expect(waitUntil(timeout: 15) { singleDone.load(ordering: .relaxed) })
+        let counted = singleResult.withLock { $0 }
+        #expect(counted.failed == 0 && counted.ok > 100, "one long-lived connection across the upgrade: \(counted)")
+        // The callers' connections moved to the new process (none was closed on them).
+        #expect(waitUntil(timeout: 5) { second.child.output.contains("client connection(s) from the previous process") }, "\(second.child.output.suffix(800))")
+    }
+
+    /// Bolt calls the running Tern routed so far (its admin `stats_glob`).
+    func boltCallsRouted() -> Int {
+        guard let (_, body) = try? run("/usr/bin/curl", ["-s", "--max-time", "2", "http://127.0.0.1:\(adminPort)/api/v1/stats_glob"]) else { return 0 }
+        let line = body.split(separator: "\n").first { $0.hasPrefix("cluster.bolt.requests_total:") }
+        return line.flatMap { Int($0.split(separator: ":").last ?? "") } ?? 0
+    }
+}
+
+/// Hands a test's client to the one thread that uses it.
+struct UncheckedSendableBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -372,6 +372,32 @@ public final class Connection: EventHandler, TimerTarget {
         if pendingOutput == 0 { close(reason: .localClose) } else { closeAfterFlush = true; readPaused = true }
     }
 
+    /// Hot upgrade: gives the socket up without closing it, with the bytes read from it and not
+    /// used yet, so another process can take the connection over. nil (nothing changed) when it
+    /// cannot move: TLS state, output not yet written, a peer that half-closed, not open.
+    public func releaseForHandOff() -> (fd: Int32, unread: [UInt8])? {
+        guard state == .open, transport == nil, pendingOutput == 0, !ownerMovesBytes, !peerHalfClosed, !inputEnded else { return nil }
+        state = .closed
+        stopConnectTimer()
+        if let c = counters { c.stats.connectionsActive -= 1; counters = nil }
+        loop.unregister(fd: fd)
+        let unread = input?.readableArray() ?? []
+        if let b = input { input = nil; buffers.give(b) }
+        if let b = output { output = nil; buffers.give(b) }
+        delegate = nil
+        return (fd, unread)
+    }
+
+    /// The taking side: bytes the previous process had read from this socket, handled as if
+    /// just read (call after the session took the connection).
+    public func deliver(handedOver bytes: [UInt8]) {
+        guard state == .open, !bytes.isEmpty else { return }
+        let buffer = input ?? buffers.take()
+        input = buffer
+        buffer.write(bytes)
+        delegate?.connectionReadable(self, eof: false)
+    }
+
     public func close(reason: CloseReason = .localClose) {
         guard state != .closed else { return }
         state = .closed

@@ -26,6 +26,13 @@ public final class Worker {
     public var listeners: [Listener] = []
     /// Counters per listener of the plan (by index), bound or not: hand-offs count where they land.
     public var listenerCounters: [ListenerCounters] = []
+    /// Set while draining for a successor (hot upgrade): moves a downstream connection with
+    /// nothing in flight to the new process (true: it is gone from here, handed over or not);
+    /// false: it cannot move (the caller closes it as usual). Called only on a drain.
+    public var handOff: ((Connection, _ listenerName: String) -> Bool)?
+    /// Plain-text listeners' filter chains by name, where a connection handed over from the
+    /// previous process enters.
+    public var handOffEntries: [String: AcceptHandler] = [:]
     /// Per-worker state a protocol module shares between its sessions (parse scratch etc.).
     public var protocolScratch: [String: AnyObject] = [:]
 
