@@ -445,6 +445,7 @@ enum BoltMultiplex: MultiplexProtocol {
         m.maxConcurrentPerConnection = settings.upstreamMaxConcurrentRequests
         let p = MultiplexPool<BoltMultiplex>(settings: m, worker: worker)
         worker.protocolScratch["bolt"] = p
+        worker.onClustersReplaced.append { [unowned p] in p.retire(clusters: $0) }
         return p
     }
 }

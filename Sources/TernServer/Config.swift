@@ -22,6 +22,10 @@ public struct ListenerPlan: Sendable {
     /// Filter chains picked by the TLS server name (`filter_chain_match.server_names`); `filters`
     /// is then empty.
     public var serverNameRouting: ServerNameRoutingPlan? = nil
+    /// The listener's config without what a reload can change in place (its `stream_filters` and
+    /// its proxy filters' settings other than the protocols): two plans whose listeners have the
+    /// same shapes differ only in what workers can swap without closing anything.
+    public var shape = ""
 }
 
 /// A listener that forwards TLS unterminated to the chain its ClientHello's server name picks.
@@ -54,6 +58,8 @@ public struct ServerPlan: Sendable {
     public var upgradeDirectory: String?
     /// MOSN's `disable_upgrade`: neither take over from a running Tern nor offer to be taken over.
     public var upgradeDisabled = false
+    /// MOSN's `pid`: where the process writes its id (`tern reload` reads it); nil: `<uds_dir>/tern.pid`.
+    public var pidFile: String?
 }
 
 public struct ConfigResult {
@@ -63,16 +69,19 @@ public struct ConfigResult {
 
 /// Reads a MOSN JSON config (file contents) into a `ServerPlan`.
 public enum ConfigLoader {
-    public static func load(path: String) -> ConfigResult {
+    public static func load(path: String, previous: ServerPlan? = nil) -> ConfigResult {
         guard let text = readFile(path) else {
             let diagnostics = Diagnostics()
             diagnostics.error("$", "cannot read config file \(path): \(String(cString: strerror(errno)))")
             return ConfigResult(plan: nil, diagnostics: diagnostics)
         }
-        return load(text: text)
+        return load(text: text, previous: previous)
     }
 
-    public static func load(text: String) -> ConfigResult {
+    /// `previous`: the plan running now (a reload): clusters keep their positions, new ones come
+    /// after, and removed ones stay as unroutable placeholders, so every worker's cluster indices
+    /// (routes, pools) stay valid while it swaps.
+    public static func load(text: String, previous: ServerPlan? = nil) -> ConfigResult {
         let diagnostics = Diagnostics()
         let json: JSONValue
         do {
@@ -84,7 +93,7 @@ public enum ConfigLoader {
         guard let root = JSONObject(json, path: "$", diagnostics: diagnostics) else {
             return ConfigResult(plan: nil, diagnostics: diagnostics)
         }
-        let plan = ConfigCompiler(diagnostics: diagnostics).compile(root)
+        let plan = ConfigCompiler(diagnostics: diagnostics, previousClusters: previous?.clusters ?? []).compile(root)
         return ConfigResult(plan: diagnostics.errors.isEmpty ? plan : nil, diagnostics: diagnostics)
     }
 }
@@ -92,12 +101,13 @@ public enum ConfigLoader {
 /// Builds the plan; keeps the cluster name index the routes resolve against.
 struct ConfigCompiler {
     let diagnostics: Diagnostics
+    var previousClusters: [ClusterConfig] = []
     static let defaultRouteTimeoutMS: Int64 = 60_000
 
     func compile(_ root: JSONObject) -> ServerPlan {
         var plan = ServerPlan()
-        root.checkKeys(known: ["servers", "cluster_manager", "admin", "metrics", "uds_dir", "disable_upgrade"],
-                       ignored: ["close_graceful", "inherit_old_mosnconfig", "pid",
+        root.checkKeys(known: ["servers", "cluster_manager", "admin", "metrics", "uds_dir", "disable_upgrade", "pid"],
+                       ignored: ["close_graceful", "inherit_old_mosnconfig",
                                  "tracing", "pprof", "dynamic_resources", "static_resources", "node", "plugin",
                                  "extends", "third_part_codec", "wasm_global_plugins", "debug", "raw_dynamic_resources",
                                  "raw_static_resources", "cluster_manager_tls"])
@@ -108,6 +118,7 @@ struct ConfigCompiler {
             } else { plan.upgradeDirectory = dir }
         }
         plan.upgradeDisabled = root.bool("disable_upgrade") ?? false
+        if let pid = root.string("pid"), !pid.isEmpty { plan.pidFile = pid }
         // Clusters first: routes refer to them by name.
         var clusterIndex: [String: Int] = [:]
         if let cm = root.object("cluster_manager") {
@@ -125,6 +136,7 @@ struct ConfigCompiler {
                 plan.clusters.append(cluster)
             }
         }
+        if !previousClusters.isEmpty { keepClusterPositions(&plan, &clusterIndex) }
         let servers = root.objects("servers")
         if servers.isEmpty && !root.has("servers") {
             if root.has("dynamic_resources") || root.has("static_resources") {
@@ -233,6 +245,7 @@ struct ConfigCompiler {
             }
         }
         var plan = ListenerPlan(name: name, address: address, bindPort: bindPort, filters: filters)
+        plan.shape = Self.shape(of: l)
         plan.capture = bindPort ? capture : nil
         plan.serverNameRouting = routing
         if !routesByServerName, let tls = downstreamTLS(listener: l, chain: chains.first, name: name) {
@@ -331,6 +344,49 @@ struct ConfigCompiler {
         }
     }
 
+    /// A reload: the running plan's clusters first, at their positions (a removed one stays as a
+    /// placeholder no route can name), then the new ones.
+    func keepClusterPositions(_ plan: inout ServerPlan, _ clusterIndex: inout [String: Int]) {
+        var byName: [String: ClusterConfig] = [:]
+        for c in plan.clusters { byName[c.name] = c }
+        var ordered: [ClusterConfig] = []
+        var index: [String: Int] = [:]
+        for old in previousClusters {
+            if let kept = byName.removeValue(forKey: old.name) {
+                index[kept.name] = ordered.count
+                ordered.append(kept)
+            } else {
+                var placeholder = old
+                placeholder.removed = true
+                ordered.append(placeholder)
+            }
+        }
+        for c in plan.clusters where byName[c.name] != nil {
+            index[c.name] = ordered.count
+            ordered.append(c)
+        }
+        plan.clusters = ordered
+        clusterIndex = index
+    }
+
+    /// See `ListenerPlan.shape`.
+    static func shape(of listener: JSONObject) -> String {
+        var dict = listener.dict
+        dict.removeValue(forKey: "stream_filters")
+        if case .array(let chains)? = dict["filter_chains"] {
+            dict["filter_chains"] = .array(chains.map { chain in
+                guard case .object(var c) = chain, case .array(let filters)? = c["filters"] else { return chain }
+                c["filters"] = .array(filters.map { filter in
+                    guard case .object(var f) = filter, case .string("proxy")? = f["type"], case .object(let config)? = f["config"] else { return filter }
+                    f["config"] = .object(config.filter { ["downstream_protocol", "upstream_protocol", "extend_config", "fallback_for_unknown_protocol"].contains($0.key) })
+                    return .object(f)
+                })
+                return .object(c)
+            })
+        }
+        return JSONText.render(.object(dict))
+    }
+
     func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
@@ -386,6 +442,7 @@ struct ConfigCompiler {
         config.subsets = subsetTable(c, hosts: hosts, originalDestination: originalDestination)
         config.balancerSettings = balancerSettings(c)
         config.circuitBreaker = circuitBreaker(c, hostCount: hosts.count)
+        config.fingerprint = JSONText.render(.object(c.dict))
         return config
     }
 }

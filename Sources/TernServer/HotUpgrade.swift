@@ -344,3 +344,37 @@ extension Server {
         }
     }
 }
+
+/// The process id file (`tern reload` finds the running process through it).
+public enum PIDFile {
+    public static func read(_ path: String) -> pid_t? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 32)
+        guard fgets(&line, 32, f) != nil else { return nil }
+        let text = String(cString: line).filter { $0.isNumber }
+        return pid_t(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    static func write(_ path: String) -> Bool {
+        let temporary = path + ".tmp"
+        guard let f = fopen(temporary, "w") else { return false }
+        fputs("\(getpid())\n", f)
+        fclose(f)
+        return rename(temporary, path) == 0
+    }
+}
+
+extension Server {
+    /// Writes this process's id (a successor overwrites it); removed on exit if still ours.
+    public func writePIDFile(_ path: String?) {
+        guard let path else { return }
+        if PIDFile.write(path) { pidFile.withLock { $0 = path } }
+        else { logger.warn("server", "cannot write the pid file \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    func removePIDFile() {
+        guard let path = pidFile.withLock({ $0 }), PIDFile.read(path) == getpid() else { return }
+        unlink(path)
+    }
+}

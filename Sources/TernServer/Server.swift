@@ -32,9 +32,17 @@ public final class Server: Sendable {
     let upgradeService = Mutex<UpgradeService?>(nil)
     /// After a hand-over: the channel to the successor, for the connections moved while draining.
     let successor = Mutex<Int32>(-1)
+    /// The plan running now: `plan` until a reload replaces routes, clusters and proxy settings.
+    let current: Mutex<ServerPlan>
+    /// The config file a reload (SIGHUP) reads again; nil: no reload (tests that pass a plan).
+    public let configPath: String?
+    /// Where this process wrote its id.
+    let pidFile = Mutex<String?>(nil)
 
-    public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil) {
+    public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil, configPath: String? = nil) {
         self.plan = plan
+        current = Mutex(plan)
+        self.configPath = configPath
         self.logger = logger
         self.inherited = inherited
         workerCount = max(1, workers ?? plan.workers ?? Int(tern_cpu_count_affinity()))
@@ -185,16 +193,19 @@ public final class Server: Sendable {
                     installHandOff()   // the upgrade socket and its directory are the successor's now
                 } else {
                     releaseUnixSockets()
+                    removePIDFile()
                     upgradeService.withLock { $0?.stop() }
                 }
                 return drain()
             case SIGINT, SIGQUIT:
                 logger.info("server", "signal \(sig): exiting now")
                 releaseUnixSockets()
+                removePIDFile()
                 upgradeService.withLock { $0?.stop() }
                 return 0
             case SIGHUP:
-                logger.info("server", "SIGHUP: reloading certificates")
+                logger.info("server", "SIGHUP: reloading the config and certificates")
+                reloadConfig(cause: "SIGHUP")
                 certificates.rememberAll()
                 reloadCertificates()
             case SIGUSR1:
@@ -347,4 +358,47 @@ func isPortFallback(_ address: SocketAddress, toLocal: Bool) -> Bool {
     guard toLocal else { return address.isUnspecified }
     let loopback = address.family == AF_INET ? "127.0.0.1:\(address.port)" : "[::1]:\(address.port)"
     return SocketAddress.parse(loopback) == address
+}
+
+// MARK: reload
+
+extension Server {
+    /// SIGHUP (or `tern reload`): reads the config file again and, when it is valid and its
+    /// listeners differ only in what can change in place (routes, clusters, proxy settings, stream
+    /// filters), gives every worker the new routes and clusters as a new read-only snapshot;
+    /// connections stay open. Anything else is refused with the reason, and the running config
+    /// stays. Listener changes take a hot upgrade (`tern start` with the same uds_dir).
+    func reloadConfig(cause: String) {
+        guard let path = configPath else { return }
+        let previous = current.withLock { $0 }
+        let result = ConfigLoader.load(path: path, previous: previous)
+        guard let next = result.plan else {
+            for e in result.diagnostics.errors { logger.error("reload", e) }
+            logger.error("reload", "config \(path) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
+            return
+        }
+        let before = previous.listeners.map { "\($0.name)=\($0.shape)" }, after = next.listeners.map { "\($0.name)=\($0.shape)" }
+        guard before == after else {
+            let changed = Set(before).symmetricDifference(after).compactMap { $0.split(separator: "=").first.map(String.init) }
+            logger.error("reload", "config \(path) refused (\(cause)): listener(s) \(Set(changed).sorted().joined(separator: ", ")) changed beyond routes, proxy settings and stream filters; start the new config with `tern start` (hot upgrade) to change listeners; the running config stays")
+            return
+        }
+        for w in result.diagnostics.warnings { logger.warn("reload", w) }
+        let settings = Self.proxySettingsInBuildOrder(next)
+        current.withLock { $0 = next }
+        for q in remoteQueues {
+            q.execute { WorkerRegistry.worker(on: q)?.reload(clusters: next.clusters, settings: settings) }
+        }
+        let added = next.clusters.filter { c in !c.removed && !previous.clusters.contains { $0.name == c.name } }.map(\.name)
+        let removed = next.clusters.indices.filter { next.clusters[$0].removed && $0 < previous.clusters.count && !previous.clusters[$0].removed }.map { next.clusters[$0].name }
+        let changed = next.clusters.filter { c in !c.removed && previous.clusters.contains { $0.name == c.name && $0.fingerprint != c.fingerprint } }.map(\.name)
+        logger.info("reload", "config \(path) reloaded (\(cause)): routes and proxy settings replaced; clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
+    }
+
+    /// Every proxy filter's settings in the order runWorker makes their forwarders: each listener's
+    /// chain, then each listener's server-name chains.
+    static func proxySettingsInBuildOrder(_ plan: ServerPlan) -> [ProxySettings] {
+        func settings(_ filters: [NetworkFilterPlan]) -> [ProxySettings] { filters.compactMap { ($0 as? ProxyFilterPlan)?.settings } }
+        return plan.listeners.flatMap { settings($0.filters) } + plan.listeners.flatMap { ($0.serverNameRouting?.chains ?? []).flatMap(settings) }
+    }
 }

@@ -9,6 +9,8 @@ func printError(_ text: String) { let line = text + "\n"; _ = line.withCString {
 let usageText = """
     usage: tern start -c CONFIG [--workers N] [-l LEVEL]   run a MOSN-format JSON config
            tern validate -c CONFIG                         check a config; errors name their JSON path
+           tern reload -c CONFIG                           check it, then have the running Tern apply it
+                                                           (routes, clusters, proxy settings; SIGHUP)
            tern version
            tern help                                       this text (also -h, --help)
 
@@ -17,7 +19,8 @@ let usageText = """
       --workers N                worker threads (default: servers[0].processor, else one per CPU)
       -l, --log-level LEVEL      FATAL, ERROR, WARN, INFO, DEBUG or TRACE (overrides default_log_level)
 
-    exit status: 0 ok, 1 invalid config or a listener that cannot open, 2 bad command line
+    exit status: 0 ok, 1 invalid config, a listener that cannot open or no running Tern
+    to reload, 2 bad command line
     """
 
 /// A bad command line: the usage on stderr, exit 2.
@@ -63,6 +66,21 @@ switch command {
 case "version", "-v", "--version":
     print(TernVersion.description)
     exit(0)
+case "reload":
+    // The running process reads the file itself; checking it here first gives the errors to the
+    // operator's terminal (the running one refuses an invalid file as well, and logs why).
+    guard let path = configPath else { usage() }
+    let result = ConfigLoader.load(path: path)
+    for e in result.diagnostics.errors { printError("error: \(e)") }
+    guard let plan = result.plan else { printError("config \(path) is invalid; nothing reloaded"); exit(1) }
+    let pidFile = plan.pidFile ?? (plan.upgradeDirectory ?? HotUpgrade.defaultDirectory(configPath: path)) + "/tern.pid"
+    guard let pid = PIDFile.read(pidFile), kill(pid, 0) == 0 else {
+        printError("error: no running Tern found for \(path) (pid file \(pidFile))")
+        exit(1)
+    }
+    guard kill(pid, SIGHUP) == 0 else { printError("error: cannot signal pid \(pid): \(String(cString: strerror(errno)))"); exit(1) }
+    print("asked Tern (pid \(pid)) to reload \(path); its log says what it applied")
+    exit(0)
 case "validate", "start":
     guard let path = configPath else { usage() }
     let result = ConfigLoader.load(path: path)
@@ -95,7 +113,7 @@ case "validate", "start":
             exit(1)
         }
     }
-    let server = Server(plan: plan, logger: logger, workers: workers, inherited: inherited)
+    let server = Server(plan: plan, logger: logger, workers: workers, inherited: inherited, configPath: path)
     let failures = server.start()
     if !failures.isEmpty {
         for f in failures {
@@ -114,6 +132,7 @@ case "validate", "start":
         }
     }
     if let upgradeDirectory { server.acceptUpgrades(directory: upgradeDirectory) }
+    server.writePIDFile(plan.pidFile ?? upgradeDirectory.map { $0 + "/tern.pid" })
     logger.info("server", "tern \(TernVersion.version) started: \(plan.listeners.count) listener(s)\(inherited == nil ? "" : " (took over from the previous process)")")
     exit(server.waitForSignals())
 default:

@@ -51,60 +51,11 @@ final class HotUpgradeTests {
         return next
     }
 
-    /// Keep-alive clients sending requests back to back until stopped; every answer must be a
-    /// 200 (a `Connection: close` answer makes the client reconnect, as HTTP/1.1 clients do).
-    final class Load: Sendable {
-        let port: UInt16
-        let stopped = Atomic<Bool>(false)
-        let counts = Mutex<(ok: Int, failed: Int, reconnects: Int, failures: [String])>((0, 0, 0, []))
-        let finished = Atomic<Int>(0)
-        let clients: Int
-
-        init(port: UInt16, clients: Int) {
-            self.port = port
-            self.clients = clients
-            for i in 0..<clients { Thread.detachNewThread { self.run(i) } }
-        }
-
-        func run(_ id: Int) {
-            var client: RawClient?
-            var n = 0
-            while !stopped.load(ordering: .relaxed) {
-                if client == nil { client = try? RawClient(port: port, timeout: 10) }
-                guard let c = client else { note(failure: "client \(id): connect failed"); break }
-                n += 1
-                c.send("GET /c\(id)/\(n) HTTP/1.1\r\nHost: x\r\n\r\n")
-                let answer = c.readResponses(1).first
-                guard let r = answer, r.status == 200 else {
-                    note(failure: "client \(id) request \(n): \(answer.map { "\($0.status) \($0.header("x-tern-error") ?? "")" } ?? "no answer (errno \(errno))")")
-                    c.close(); client = nil
-                    continue
-                }
-                if r.header("connection")?.lowercased() == "close" {
-                    c.close(); client = nil
-                    counts.withLock { $0.reconnects += 1 }
-                }
-                counts.withLock { $0.ok += 1 }
-            }
-            client?.close()
-            finished.wrappingAdd(1, ordering: .relaxed)
-        }
-
-        func note(failure: String) { counts.withLock { $0.failed += 1; if $0.failures.count < 5 { $0.failures.append(failure) } } }
-
-        func stop() -> (ok: Int, failed: Int, reconnects: Int, failures: [String]) {
-            stopped.store(true, ordering: .relaxed)
-            _ = waitUntil(timeout: 15) { self.finished.load(ordering: .relaxed) == self.clients }
-            return counts.withLock { $0 }
-        }
-
-        var served: Int { counts.withLock { $0.ok } }
-    }
 
     @Test func twoUpgradesUnderKeepAliveLoadLoseNoRequest() throws {
         let first = try TernProcess(config: config(), waitFor: [port], extraArguments: ["--workers", "2"])
         defer { first.stop() }
-        let load = Load(port: port, clients: 24)
+        let load = KeepAliveLoad(port: port, clients: 24)
         #expect(waitUntil(timeout: 10) { load.served > 500 })
         let second = try successor(config(), of: first)
         defer { second.stop() }
@@ -207,4 +158,58 @@ final class HotUpgradeTests {
 struct UncheckedSendableBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// Keep-alive clients sending requests back to back until stopped; every answer must be a
+/// 200 (a `Connection: close` answer makes the client reconnect, as HTTP/1.1 clients do).
+final class KeepAliveLoad: Sendable {
+    let port: UInt16
+    let stopped = Atomic<Bool>(false)
+    let counts = Mutex<(ok: Int, failed: Int, reconnects: Int, failures: [String])>((0, 0, 0, []))
+    let finished = Atomic<Int>(0)
+    let clients: Int
+
+    /// `path(client, n)`: the target of client `client`'s n-th request.
+    let path: @Sendable (Int, Int) -> String
+
+    init(port: UInt16, clients: Int, path: @escaping @Sendable (Int, Int) -> String = { "/c\($0)/\($1)" }) {
+        self.path = path
+        self.port = port
+        self.clients = clients
+        for i in 0..<clients { Thread.detachNewThread { self.run(i) } }
+    }
+
+    func run(_ id: Int) {
+        var client: RawClient?
+        var n = 0
+        while !stopped.load(ordering: .relaxed) {
+            if client == nil { client = try? RawClient(port: port, timeout: 10) }
+            guard let c = client else { note(failure: "client \(id): connect failed"); break }
+            n += 1
+            c.send("GET \(path(id, n)) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let answer = c.readResponses(1).first
+            guard let r = answer, r.status == 200 else {
+                note(failure: "client \(id) request \(n): \(answer.map { "\($0.status) \($0.header("x-tern-error") ?? "")" } ?? "no answer (errno \(errno))")")
+                c.close(); client = nil
+                continue
+            }
+            if r.header("connection")?.lowercased() == "close" {
+                c.close(); client = nil
+                counts.withLock { $0.reconnects += 1 }
+            }
+            counts.withLock { $0.ok += 1 }
+        }
+        client?.close()
+        finished.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    func note(failure: String) { counts.withLock { $0.failed += 1; if $0.failures.count < 5 { $0.failures.append(failure) } } }
+
+    func stop() -> (ok: Int, failed: Int, reconnects: Int, failures: [String]) {
+        stopped.store(true, ordering: .relaxed)
+        _ = waitUntil(timeout: 15) { self.finished.load(ordering: .relaxed) == self.clients }
+        return counts.withLock { $0 }
+    }
+
+    var served: Int { counts.withLock { $0.ok } }
 }

@@ -30,6 +30,10 @@ public struct ClusterConfig: Sendable {
     public var balancerSettings = BalancerSettings()
     /// `circuit_breakers`; nil when it sets no limit.
     public var circuitBreaker: CircuitBreaker? = nil
+    /// The cluster's config text as read (a reload keeps a worker's runtime when it is unchanged).
+    public var fingerprint = ""
+    /// A cluster a reload removed: it keeps its position so indices stay valid; no route names it.
+    public var removed = false
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
                 maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {

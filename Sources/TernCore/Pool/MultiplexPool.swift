@@ -176,8 +176,12 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                 input.consume(P.length(of: frame))
             }
         }
-        if eof { connection.close(reason: .peerClosed) }
+        if eof { connection.close(reason: .peerClosed); return }
+        if retired && pending.isEmpty { connection.close() }
     }
+
+    /// A reload replaced its cluster: no new call comes; it closes once its calls are answered.
+    public internal(set) var retired = false
 
     public func connectionWriteDrained(_ connection: Connection) {
         let callers = waiting
@@ -264,6 +268,7 @@ public final class MultiplexPool<P: MultiplexProtocol> {
     @inlinable
     public func connection(clusterIndex: Int, host: Int) -> Pick {
         let cluster = worker.clusters[clusterIndex]
+        if clusterIndex >= byCluster.count { byCluster += Array(repeating: [], count: worker.clusters.count - byCluster.count) }   // added by a reload
         if byCluster[clusterIndex].isEmpty { byCluster[clusterIndex] = Array(repeating: [], count: cluster.config.hosts.count) }
         let list = byCluster[clusterIndex][host]
         if list.count >= settings.connectionsPerHost {
@@ -297,6 +302,16 @@ public final class MultiplexPool<P: MultiplexProtocol> {
         c.delegate = m
         byCluster[clusterIndex][host].append(m)
         return .connection(m)
+    }
+
+    /// A reload replaced the clusters at `indices` (their hosts may differ now): their connections
+    /// leave the pool, idle ones close, busy ones close after their last answer.
+    public func retire(clusters indices: [Int]) {
+        for i in indices where i < byCluster.count {
+            let hosts = byCluster[i]
+            byCluster[i] = []
+            for list in hosts { for m in list { m.retired = true; if m.inFlight == 0 { m.connection.close() } } }
+        }
     }
 
     /// Closes every connection (drain, shutdown); calls still in flight fail with their ids.

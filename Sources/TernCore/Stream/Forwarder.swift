@@ -27,15 +27,22 @@ public enum ForwardDecision {
 /// not a copy of the listener's settings.
 public final class Forwarder {
     public unowned let worker: Worker
-    public let settings: ProxySettings
+    public private(set) var settings: ProxySettings
     /// This listener's stream filters on this worker; nil when it has none, so a session's check
     /// per request is one nil test.
-    public let filters: StreamFilterChain?
+    public private(set) var filters: StreamFilterChain?
 
     public init(worker: Worker, settings: ProxySettings) {
         self.worker = worker
         self.settings = settings
         filters = settings.streamFilters.map { StreamFilterChain(plan: $0) }
+        worker.forwarders.append(self)
+    }
+
+    /// A reload: the next request uses these (a session reads its settings through here).
+    public func replace(settings new: ProxySettings) {
+        settings = new
+        filters = new.streamFilters.map { StreamFilterChain(plan: $0) }
     }
 
     @inline(__always)

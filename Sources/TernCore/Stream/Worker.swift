@@ -10,7 +10,14 @@ public final class Worker {
     public let id: Int
     public let loop: EventLoop
     public let buffers: BufferPool
-    public let clusters: [ClusterRuntime]
+    /// By index in the plan's clusters; a reload keeps each index's meaning (see `reload`).
+    public private(set) var clusters: [ClusterRuntime]
+    /// Every proxy filter's forwarder on this worker, in the order the plan built them (listener
+    /// by listener, filter by filter), for a reload to give each its new settings.
+    public var forwarders: [Forwarder] = []
+    /// Called after a reload replaced the runtimes at these cluster indices (a protocol's own
+    /// pools drop connections they keep per cluster index).
+    public var onClustersReplaced: [([Int]) -> Void] = []
     public let logger: Logger
     public var random = FastRandom()
     public private(set) var draining = false
@@ -72,6 +79,27 @@ public final class Worker {
     }
 
     public func closeIdleUpstreams() { for c in clusters { c.pool.closeAll() } }
+
+    /// Reload, on this worker's thread: clusters whose config text is unchanged keep their runtime
+    /// (pools, counters, balancer state); changed and new ones get a fresh one at their index;
+    /// every forwarder takes its listener's new settings (routes, limits, stream filters). Requests
+    /// in flight finish with what they started with (they hold their cluster runtime).
+    public func reload(clusters configs: [ClusterConfig], settings: [ProxySettings]) {
+        var next: [ClusterRuntime] = []
+        var replaced: [Int] = []
+        for (i, config) in configs.enumerated() {
+            if i < clusters.count, clusters[i].config.fingerprint == config.fingerprint, !config.removed || clusters[i].config.removed {
+                next.append(clusters[i])
+                continue
+            }
+            if i < clusters.count && config.removed { next.append(clusters[i]); continue }   // gone from the config: unroutable now
+            next.append(ClusterRuntime(config: config, loop: loop, buffers: buffers, logger: logger))
+            if i < clusters.count { replaced.append(i); clusters[i].pool.closeAll() }
+        }
+        clusters = next
+        for (f, s) in zip(forwarders, settings) { f.replace(settings: s) }
+        if !replaced.isEmpty { for hook in onClustersReplaced { hook(replaced) } }
+    }
 
     /// One INFO line per cluster with this worker's counters (written when the worker drains,
     /// until the admin API exports them live).

@@ -5,14 +5,16 @@ import TernCore
 /// The admin API's paths, methods and answers (MOSN's pkg/admin paths), and the Prometheus
 /// endpoint. Runs on the admin thread only.
 final class AdminAPI {
-    let plan: ServerPlan
+    /// The plan running now (a reload replaces it).
+    let currentPlan: @Sendable () -> ServerPlan
+    var plan: ServerPlan { currentPlan() }
     let logger: Logger
     /// Every started worker's task queue, for counters.
     let workers: @Sendable () -> [TaskQueue]
     let isDraining: @Sendable () -> Bool
 
-    init(plan: ServerPlan, logger: Logger, workers: @escaping @Sendable () -> [TaskQueue], isDraining: @escaping @Sendable () -> Bool) {
-        self.plan = plan
+    init(plan: @escaping @Sendable () -> ServerPlan, logger: Logger, workers: @escaping @Sendable () -> [TaskQueue], isDraining: @escaping @Sendable () -> Bool) {
+        self.currentPlan = plan
         self.logger = logger
         self.workers = workers
         self.isDraining = isDraining
@@ -66,6 +68,7 @@ final class AdminAPI {
 
     private func collect(_ loop: EventLoop, _ done: @escaping (MetricsReport) -> Void) {
         let draining = isDraining()
+        let plan = self.plan
         StatsCollection.start(plan: plan, workers: workers(), loop: loop) { [plan] merged in
             done(MetricsReport(plan: plan, merged: merged, process: .read(), draining: draining))
         }
@@ -188,7 +191,7 @@ final class AdminAPI {
     /// What this Tern does of MOSN's optional features; `?key=NAME` answers true or false.
     static let features: [(String, Bool)] = [
         ("admin_api", true), ("prometheus_sink", true), ("tls", true), ("original_dst", true),
-        ("access_logs", false), ("hot_upgrade", true), ("config_reload", false), ("xds", false), ("http2", false),
+        ("access_logs", false), ("hot_upgrade", true), ("config_reload", true), ("xds", false), ("http2", false),
     ]
 
     private func features(_ r: AdminRequest, _ loop: EventLoop, _ reply: Reply) {

@@ -222,7 +222,7 @@ extension Server {
         final class Outcome: Sendable { let value = Mutex<(done: Bool, failure: String?)>((false, nil)) }
         let outcome = Outcome()
         startThread(name: "tern-admin") { [self] in
-            let api = AdminAPI(plan: plan, logger: logger, workers: { [self] in remoteQueues },
+            let api = AdminAPI(plan: { [self] in current.withLock { $0 } }, logger: logger, workers: { [self] in remoteQueues },
                                isDraining: { [self] in draining.load(ordering: .relaxed) })
             let admin = AdminServer(api: api)
             let failure = admin.open(plan.admin, logger: logger, probe: inherited == nil)
