@@ -43,6 +43,7 @@ public final class Server: Sendable {
         self.plan = plan
         current = Mutex(plan)
         self.configPath = configPath
+        _ = ProcessFigures.startTime   // Swift statics start on first use: this is the process's start
         self.logger = logger
         self.inherited = inherited
         workerCount = max(1, workers ?? plan.workers ?? Int(tern_cpu_count_affinity()))

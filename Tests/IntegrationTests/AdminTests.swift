@@ -225,7 +225,10 @@ final class AdminTests {
         let upTimes = ((stats["cluster"] as? [String: Any])?["up"] as? [String: Any])?["upstream_response_time_ms"] as? [String: Int] ?? [:]
         #expect(upTimes["count"] == 7 && upTimes["le_inf"] == 7 && (upTimes["le_1ms"] ?? -1) <= (upTimes["le_10000ms"] ?? -1), "\(upTimes)")
         let hosts = (stats["host"] as? [String: Any])?["up"] as? [String: Any]
-        #expect((hosts?["127.0.0.1:\(upstream.port)"] as? [String: Any])?["requests_total"] as? Int == 7, "\(String(describing: hosts))")
+        let upHost = hosts?["127.0.0.1:\(upstream.port)"] as? [String: Any]
+        #expect(upHost?["requests_total"] as? Int == 7, "\(String(describing: hosts))")
+        // Gauges: nothing in flight now; the keep-alive pool holds at least one connection to it.
+        #expect(upHost?["requests_active"] as? Int == 0 && (upHost?["connections_open"] as? Int ?? 0) >= 1, "\(String(describing: upHost))")
         #expect((stats["workers"] as? [String: Any])?["answered"] as? Int == 2 && stats["note"] == nil)
 
         // stats_glob: the same counters as name:value lines.
@@ -246,6 +249,8 @@ final class AdminTests {
         #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_count{cluster=\"up\"}") == 7)
         #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_bucket{cluster=\"boltup\",le=\"+Inf\"}") == 5)
         #expect((promValue(text, "process_resident_memory_bytes") ?? 0) > 1_000_000)
+        #expect((promValue(text, "tern_host_connections_open{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") ?? 0) >= 1)
+        #expect(abs((promValue(text, "process_start_time_seconds") ?? 0) - Date().timeIntervalSince1970) < 600)
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
             let file = NSTemporaryDirectory() + "tern-scrape-\(UUID().uuidString).txt"
             try text.write(toFile: file, atomically: true, encoding: .utf8)

@@ -31,12 +31,13 @@ struct StatsCollectionTests {
         l.requests = 3; l.recordResponse(httpStatus: 204); l.recordResponse(httpStatus: 503); l.recordResponse(boltStatus: 7)
         var c = ClusterStats(hostCount: 1)
         c.requests = 2; c.hostRequests[0] = 2; c.record(status: 0)
-        merged.add(WorkerStatsSnapshot(worker: 0, listeners: [l], clusters: [c], idleConnections: [1]))
-        merged.add(WorkerStatsSnapshot(worker: 1, listeners: [l], clusters: [c], idleConnections: [2]))
+        merged.add(WorkerStatsSnapshot(worker: 0, listeners: [l], clusters: [c], idleConnections: [1], hostActive: [[1]], hostOpen: [[2]]))
+        merged.add(WorkerStatsSnapshot(worker: 1, listeners: [l], clusters: [c], idleConnections: [2], hostActive: [[0]], hostOpen: [[3]]))
         #expect(merged.note == nil)
         #expect(merged.listeners[0].requests == 6 && merged.listeners[0].responses2xx == 2 && merged.listeners[0].responses5xx == 2)
         #expect(merged.listeners[0].boltResponsesFailed == 2)
         #expect(merged.clusters[0].hostRequests == [4] && merged.clusters[0].byStatus == [0: 2] && merged.idleConnections == [3])
+        #expect(merged.hostActive == [[1]] && merged.hostOpen == [[5]])
     }
 }
 

@@ -80,6 +80,8 @@ enum MetricFields {
 
 /// What the process uses, read from /proc when asked.
 struct ProcessFigures {
+    /// When this process started (seconds since the epoch), read once at load.
+    static let startTime: Int = { Int(time(nil)) }()
     var residentBytes = 0
     var openDescriptors = 0
     var cpuSeconds = 0.0
@@ -148,7 +150,7 @@ struct MetricsReport {
             let c = plan.clusters[i]
             let inner = c.hosts.indices.map { h in
                 i2 + "  " + JSONText.quote(c.hosts[h].address.description) + ": "
-                    + JSONText.counters([("requests_total", h < merged.clusters[i].hostRequests.count ? merged.clusters[i].hostRequests[h] : 0)], indent: i2 + "  ")
+                    + JSONText.counters(hostFields(i, h), indent: i2 + "  ")
             }
             return (c.name, "{\n" + inner.joined(separator: ",\n") + "\n" + i2 + "}")
         }
@@ -156,7 +158,7 @@ struct MetricsReport {
             i1 + "\"listener\": " + section(listeners),
             i1 + "\"cluster\": " + section(clusters),
             i1 + "\"host\": " + section(hosts),
-            i1 + "\"process\": " + "{\n" + i2 + "\"resident_memory_bytes\": \(process.residentBytes),\n" + i2 + "\"open_fds\": \(process.openDescriptors),\n"
+            i1 + "\"process\": " + "{\n" + i2 + "\"start_time_seconds\": \(ProcessFigures.startTime),\n" + i2 + "\"resident_memory_bytes\": \(process.residentBytes),\n" + i2 + "\"open_fds\": \(process.openDescriptors),\n"
                 + i2 + "\"cpu_seconds_total\": \(process.cpuSeconds),\n" + i2 + "\"draining\": \(draining)\n" + i1 + "}",
             i1 + "\"workers\": {\"asked\": \(merged.workersAsked), \"answered\": \(merged.workersAnswered.count)}",
         ]
@@ -177,8 +179,8 @@ struct MetricsReport {
             for s in view.stats.byStatus.keys.sorted() { out += "cluster.\(plan.clusters[i].name).bolt_responses_status_\(s):\(view.stats.byStatus[s]!)\n" }
             out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_count:\(view.stats.responseTime.count)\n"
             out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_sum:\(view.stats.responseTime.sumMS)\n"
-            for (h, host) in plan.clusters[i].hosts.enumerated() where h < view.stats.hostRequests.count {
-                out += "cluster.\(plan.clusters[i].name).host.\(host.address).requests_total:\(view.stats.hostRequests[h])\n"
+            for (h, host) in plan.clusters[i].hosts.enumerated() {
+                for (key, value) in hostFields(i, h) { out += "cluster.\(plan.clusters[i].name).host.\(host.address).\(key):\(value)\n" }
             }
         }
         if let note = merged.note { out += "# \(note)\n" }
@@ -234,6 +236,15 @@ struct MetricsReport {
                 ([("cluster", plan.clusters[i].name), ("host", plan.clusters[i].hosts[h].address.description)], String(merged.clusters[i].hostRequests[h]))
             }
         })
+        for (key, name, help) in [("requests_active", "tern_host_requests_active", "Requests sent to the host and not yet answered"),
+                                  ("connections_open", "tern_host_connections_open", "Upstream connections open to the host (busy and idle in the pools)")] {
+            family(name, "gauge", help, plan.clusters.indices.flatMap { i in
+                plan.clusters[i].hosts.indices.map { h in
+                    ([("cluster", plan.clusters[i].name), ("host", plan.clusters[i].hosts[h].address.description)], String(hostFields(i, h).first { $0.0 == key }!.1))
+                }
+            })
+        }
+        family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch in seconds", [([], String(ProcessFigures.startTime))])
         family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes", [([], String(process.residentBytes))])
         family("process_open_fds", "gauge", "Number of open file descriptors", [([], String(process.openDescriptors))])
         family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds", [([], "\(process.cpuSeconds)")])
@@ -241,6 +252,13 @@ struct MetricsReport {
         family("tern_stats_workers", "gauge", "Worker threads asked for their counters, and those that answered in time",
                [([("state", "asked")], String(merged.workersAsked)), ([("state", "answered")], String(merged.workersAnswered.count))])
         return out
+    }
+
+    /// One host's counters and gauges, in the order every format lists them.
+    func hostFields(_ i: Int, _ h: Int) -> [(String, Int)] {
+        func at(_ rows: [[Int]]) -> Int { i < rows.count && h < rows[i].count ? rows[i][h] : 0 }
+        return [("requests_total", h < merged.clusters[i].hostRequests.count ? merged.clusters[i].hostRequests[h] : 0),
+                ("requests_active", at(merged.hostActive)), ("connections_open", at(merged.hostOpen))]
     }
 
     /// The status codes a listener answered with, and how often.

@@ -10,12 +10,16 @@ struct WorkerStatsSnapshot: Sendable {
     let clusters: [ClusterStats]
     /// Idle pooled HTTP/1 connections per cluster.
     let idleConnections: [Int]
+    /// Per cluster and host: requests in flight and open upstream connections (gauges).
+    let hostActive: [[Int]]
+    let hostOpen: [[Int]]
 }
 
 extension Worker {
     func statsSnapshot() -> WorkerStatsSnapshot {
         WorkerStatsSnapshot(worker: id, listeners: listenerCounters.map(\.stats), clusters: clusters.map(\.stats),
-                            idleConnections: clusters.map { $0.pool.idleCount })
+                            idleConnections: clusters.map { $0.pool.idleCount },
+                            hostActive: clusters.map { $0.load.activeRequests }, hostOpen: clusters.map { $0.load.openConnections })
     }
 }
 
@@ -24,6 +28,8 @@ struct MergedStats: Sendable {
     var listeners: [ListenerStats]
     var clusters: [ClusterStats]
     var idleConnections: [Int]
+    var hostActive: [[Int]]
+    var hostOpen: [[Int]]
     var workersAsked = 0
     var workersAnswered: [Int] = []
 
@@ -31,6 +37,8 @@ struct MergedStats: Sendable {
         listeners = plan.listeners.map { _ in ListenerStats() }
         clusters = plan.clusters.map { ClusterStats(hostCount: $0.hosts.count) }
         idleConnections = plan.clusters.map { _ in 0 }
+        hostActive = plan.clusters.map { Array(repeating: 0, count: $0.hosts.count) }
+        hostOpen = hostActive
     }
 
     mutating func add(_ s: WorkerStatsSnapshot) {
@@ -38,6 +46,9 @@ struct MergedStats: Sendable {
         for i in listeners.indices where i < s.listeners.count { listeners[i].add(s.listeners[i]) }
         for i in clusters.indices where i < s.clusters.count { clusters[i].add(s.clusters[i]) }
         for i in idleConnections.indices where i < s.idleConnections.count { idleConnections[i] += s.idleConnections[i] }
+        for i in hostActive.indices where i < s.hostActive.count {
+            for h in hostActive[i].indices where h < s.hostActive[i].count { hostActive[i][h] += s.hostActive[i][h]; hostOpen[i][h] += s.hostOpen[i][h] }
+        }
     }
 
     /// Set when a worker did not answer in time: what is shown lacks its counters.
