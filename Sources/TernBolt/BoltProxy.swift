@@ -343,13 +343,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func finishIfDrained() {
         guard phase == .finishing && inFlight == 0 else { return }
-        if worker.handOff != nil {
-            // The last answers go out first; what the socket does not take now, the write-drained
-            // event moves on.
-            downstream.flush()
-            if downstream.pendingOutput == 0 { closeOrHandOff() }
-            return
-        }
+        if worker.handOff != nil { closeOrHandOff(); return }
         worker.loop.flushLater(downstream)
         downstream.closeWhenFlushed()
     }
@@ -359,6 +353,10 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// has no way to tell a caller to reconnect). Otherwise, or when it cannot move, it closes.
     func closeOrHandOff() {
         if let handOff = worker.handOff, delayedCalls.isEmpty, phase != .closed {
+            // The last answers go out first (a drain can begin with one still queued for the end
+            // of the batch); what the socket does not take now, the write-drained event moves on.
+            downstream.flush()
+            if downstream.pendingOutput > 0 { return }
             let fd = downstream.fd
             if handOff(downstream, proxy.listenerName) {
                 phase = .closed

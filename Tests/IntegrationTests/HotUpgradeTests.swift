@@ -141,7 +141,7 @@ final class HotUpgradeTests {
         stopSingle.store(true, ordering: .relaxed)
         #expect(waitUntil(timeout: 15) { singleDone.load(ordering: .relaxed) })
         let counted = singleResult.withLock { $0 }
-        #expect(counted.failed == 0 && counted.ok > 100, "one long-lived connection across the upgrade: \(counted)")
+        #expect(counted.failed == 0 && counted.ok > 100, "one long-lived connection across the upgrade: \(counted); old: \(first.child.output.suffix(1200)); new: \(second.child.output.suffix(600))")
         // The callers' connections moved to the new process (none was closed on them).
         #expect(waitUntil(timeout: 5) { second.child.output.contains("client connection(s) from the previous process") }, "\(second.child.output.suffix(800))")
     }

@@ -88,11 +88,11 @@ public final class Worker {
         var next: [ClusterRuntime] = []
         var replaced: [Int] = []
         for (i, config) in configs.enumerated() {
-            if i < clusters.count, clusters[i].config.fingerprint == config.fingerprint, !config.removed || clusters[i].config.removed {
+            // Unchanged, or gone from the config (unroutable now, kept for requests in flight).
+            if i < clusters.count && (config.removed || clusters[i].config.fingerprint == config.fingerprint) {
                 next.append(clusters[i])
                 continue
             }
-            if i < clusters.count && config.removed { next.append(clusters[i]); continue }   // gone from the config: unroutable now
             next.append(ClusterRuntime(config: config, loop: loop, buffers: buffers, logger: logger))
             if i < clusters.count { replaced.append(i); clusters[i].pool.closeAll() }
         }
