@@ -49,8 +49,10 @@ public final class TestCertificates: Sendable {
         try extensions.write(toFile: ext, atomically: true, encoding: .utf8)
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(directory)/\(base).key",
                      "-out", "\(directory)/\(base).csr", "-subj", "/CN=\(name)"])
+        // A serial of its own rather than -CAcreateserial: leaves signed at the same time by one CA
+        // (a reload test signs while traffic runs) would race on the shared ca.srl file.
         try openssl(["x509", "-req", "-in", "\(directory)/\(base).csr", "-CA", "\(directory)/\(ca).crt", "-CAkey", "\(directory)/\(ca).key",
-                     "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", "\(directory)/\(base).crt"])
+                     "-set_serial", String(UInt64.random(in: 1...UInt64(Int64.max))), "-days", "2", "-extfile", ext, "-out", "\(directory)/\(base).crt"])
     }
 
     private func openssl(_ arguments: [String]) throws {
