@@ -117,7 +117,11 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         let bytes: [UInt8]
         let resume: FilterResumePoint
         let dueMS: Int64
+        let record: AccessLogRecord?
     }
+    /// The access-log record of the call being routed (the listener has access logs): opened when
+    /// the frame is read, taken by whatever answers or sends the call.
+    var pendingRecord: AccessLogRecord?
 
     init(connection: Connection, forwarder: Forwarder, settings: BoltSettings) {
         downstream = connection
@@ -215,6 +219,12 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func forward(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>) {
         let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength, bodyLength: frame.contentLength)
+        if let plan = proxy.accessLogs, let output = worker.accessLogOutput {
+            let record = output.takeRecord()
+            record.begin(view, captures: plan.captures, downstream: downstream, protocolName: frame.protocolCode == 2 ? "boltv2" : "bolt")
+            record.bytesReceived = Int64(frame.contentLength)
+            pendingRecord = record
+        }
         if let filters = forwarder.filters {
             filterAndSend(filters, frame, p, view, resuming: nil)
             return
@@ -242,13 +252,16 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
             let status = BoltStatus(localAnswer: answer.status)
             cluster?.stats.record(status: Int(status.rawValue))
             forwarder.filtered(answer, cluster: cluster, protocolName: "bolt request \(frame.requestID):", reply: "\(status)")
+            if let record = pendingRecord { logLocalAnswer(record, frame, status: status, failure: nil) }
             guard frame.kind != .oneway else { return }
             BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
                                     requestID: frame.requestID, codec: frame.codec, status: status)
         case .delay(let ms, let resume):
             // The frame's bytes leave the input with this batch: the delayed call keeps a copy.
             let due = worker.loop.nowMS + ms
-            let call = DelayedCall(frame: frame, bytes: Array(UnsafeBufferPointer(start: p, count: frame.frameLength)), resume: resume, dueMS: due)
+            let call = DelayedCall(frame: frame, bytes: Array(UnsafeBufferPointer(start: p, count: frame.frameLength)), resume: resume, dueMS: due,
+                                   record: pendingRecord)
+            pendingRecord = nil
             let at = delayedCalls.firstIndex { $0.dueMS > due } ?? delayedCalls.count
             delayedCalls.insert(call, at: at)
             inFlight += 1   // answered later: bounds reading and keeps a finishing connection open
@@ -263,6 +276,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         while let call = delayedCalls.first, call.dueMS <= now, phase != .closed {
             delayedCalls.removeFirst()
             inFlight -= 1
+            pendingRecord = call.record
             call.bytes.withUnsafeBufferPointer { buffer in
                 let p = buffer.baseAddress!
                 let view = BoltRequestView(headers: p + call.frame.headerOffset, headerLength: call.frame.headerLength, bodyLength: call.frame.contentLength)
@@ -287,8 +301,14 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
         let oneway = frame.kind == .oneway
         let started = oneway ? 0 : cluster.requestStarted(host: target.hostIndex)
+        var record: AccessLogRecord?
+        if let r = pendingRecord {
+            pendingRecord = nil
+            r.sent(cluster: cluster, host: target.hostIndex, upstream: upstream.connection)
+            if oneway { logCall(r) } else { record = r }   // a oneway call has no answer to wait for
+        }
         let id = upstream.register(caller: oneway ? nil : self, originalID: frame.requestID,
-                                   context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec),
+                                   context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec, record: record),
                                    deadline: deadline, startedUS: started)
         BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
         if !oneway { inFlight += 1 }
@@ -301,16 +321,23 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     /// A response from an upstream, its id already restored; or an error for one of our requests.
-    func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, originalID: UInt32) {
+    func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, originalID: UInt32, record: AccessLogRecord?) {
         inFlight -= 1
+        if let record { logAnswer(record, p, frame) }
         guard phase != .closed else { return }
         BoltCodec.copyFrame(p, frame, newID: originalID, into: downstream.outputBuffer)
         downstream.counters?.stats.recordResponse(boltStatus: frame.status)
         answered()
     }
 
-    func deliverError(originalID: UInt32, protocolCode: UInt8, codec: UInt8, status: BoltStatus) {
+    func deliverError(originalID: UInt32, protocolCode: UInt8, codec: UInt8, status: BoltStatus, error: StreamError, record: AccessLogRecord?) {
         inFlight -= 1
+        if let record {
+            record.responseCode = Int(status.rawValue)
+            record.flagged = true
+            record.failureReason = error.transportFailure
+            logCall(record)
+        }
         guard phase != .closed else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: protocolCode, command: .response,
                                 requestID: originalID, codec: codec, status: status)
@@ -330,6 +357,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         let status = error.boltStatus
         cluster?.stats.record(status: Int(status.rawValue))
         forwarder.failed(error, cluster: cluster, protocolName: "bolt request \(frame.requestID):", answer: "\(status)")
+        if let record = pendingRecord { logLocalAnswer(record, frame, status: status, failure: error.transportFailure) }
         guard frame.kind != .oneway else { return }
         BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
                                 requestID: frame.requestID, codec: frame.codec, status: status)
@@ -389,6 +417,45 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 }
 
+// MARK: access log
+
+extension BoltSession {
+    /// Tern answered the call itself (or, oneway, dropped it): its line, with MOSN's response flag.
+    func logLocalAnswer(_ record: AccessLogRecord, _ frame: BoltFrame, status: BoltStatus, failure: String?) {
+        pendingRecord = nil
+        record.responseCode = frame.kind == .oneway ? -1 : Int(status.rawValue)
+        record.flagged = true
+        record.failureReason = failure
+        logCall(record)
+    }
+
+    /// The upstream's answer (`frame` at `p`): its status, length and the headers the formats name.
+    func logAnswer(_ record: AccessLogRecord, _ p: UnsafePointer<UInt8>, _ frame: BoltFrame) {
+        record.responseUS = monotonicMicroseconds()
+        record.responseCode = Int(frame.status)
+        record.bytesSent = Int64(frame.contentLength)
+        if let plan = proxy.accessLogs, plan.captures.capturesResponse {
+            let headers = p + frame.headerOffset, length = frame.headerLength
+            record.captureResponse(captures: plan.captures) { name, store in
+                var found = false
+                BoltCodec.forEachHeader(headers, length) { k, kl, v, vl in
+                    guard Bytes.equalsIgnoringCase(k, kl, name) else { return false }
+                    store(v, vl)
+                    found = true
+                    return true
+                }
+                return found
+            }
+        }
+        logCall(record)
+    }
+
+    func logCall(_ record: AccessLogRecord) {
+        forwarder.logAccess(record)
+        worker.accessLogOutput?.giveBack(record)
+    }
+}
+
 /// Bolt as a multiplexed protocol: how the shared pool reads upstream frames, probes idle
 /// connections and hands answers and failures back to the bolt session that made the call.
 enum BoltMultiplex: MultiplexProtocol {
@@ -397,6 +464,8 @@ enum BoltMultiplex: MultiplexProtocol {
     struct CallContext {
         let protocolCode: UInt8
         let codec: UInt8
+        /// The call's access-log record (nil without access logs).
+        var record: AccessLogRecord? = nil
     }
 
     static func decode(_ p: UnsafePointer<UInt8>, _ count: Int, maxFrame: Int) -> MultiplexDecode<BoltFrame> {
@@ -420,14 +489,14 @@ enum BoltMultiplex: MultiplexProtocol {
     }
 
     static func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, of call: PendingCall<BoltMultiplex>, to caller: BoltSession) {
-        caller.deliver(p, frame, originalID: call.originalID)
+        caller.deliver(p, frame, originalID: call.originalID, record: call.context.record)
     }
 
     static func status(for error: StreamError) -> Int { Int(error.boltStatus.rawValue) }
 
     static func fail(_ call: PendingCall<BoltMultiplex>, _ error: StreamError, to caller: BoltSession) {
         caller.deliverError(originalID: call.originalID, protocolCode: call.context.protocolCode, codec: call.context.codec,
-                            status: error.boltStatus)
+                            status: error.boltStatus, error: error, record: call.context.record)
     }
 
     static func resume(_ caller: BoltSession) { caller.resume() }

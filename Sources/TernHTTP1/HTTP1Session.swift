@@ -144,6 +144,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var responseChunked = ChunkedDecoder()
     var responseToClientChunked = false
     var responseLastChunkWritten = false
+    /// Body bytes of a chunked or close-delimited response passed on (access logs' bytes_sent).
+    var responseBodyStreamed: Int64 = 0
+    /// The request's access-log record while the listener has access logs (made on first use).
+    var accessRecord: AccessLogRecord?
 
     // timers
     var lastActivityMS: Int64
@@ -271,6 +275,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     return
                 case .error(let e):
                     logger.error("http1", "listener \(settings.listenerName): \(e.status) \(e.reason); closing client connection")
+                    if settings.accessLogs != nil { beginAccessRecord(nil) }
                     sendLocalResponse(status: e.status, body: "tern: \(e.reason)\n", code: "bad_request", close: true)
                     return
                 case .complete:
@@ -339,6 +344,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         clientMinorVersion = request.versionMinor
         closeAfterResponse = !request.keepAlive || draining
         requestBodyTotal = 0
+        if settings.accessLogs != nil { beginAccessRecord(RequestView(base: UnsafePointer(input.readPointer), head: request)) }
         switch request.framing {
         case .none: requestBody = .complete
         case .contentLength(let n):
@@ -463,6 +469,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         upstreamHostName = host.address.description
         upstreamHost = hostIndex
         upstreamStartedUS = runtime.requestStarted(host: hostIndex)
+        accessRecord?.sent(cluster: runtime, host: hostIndex, upstream: nil)
         let connection: Connection
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
             connection = idle
@@ -487,6 +494,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         connection.delegate = self
         upstream = connection
+        accessRecord?.upstream = connection
         responseMutations = clusterRoute.responseHeaders
         responseProgress = .awaitingHead
         responseScanned = 0
@@ -732,6 +740,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         cluster?.stats.recordResponse(httpStatus: response.status)
         cluster?.stats.responseTime.record(ms: worker.loop.nowMS - upstreamStartMS)
         downstream.counters?.stats.recordResponse(httpStatus: response.status)
+        if let record = accessRecord { noteResponse(record, base) }
         if case .none = response.framing { responseProgress = .complete }
         if case .contentLength(0) = response.framing { responseProgress = .complete }
         if responseProgress == .complete {
@@ -760,6 +769,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                     if downstreamGone { out.clear() }
                     let n = input.readableBytes
                     if responseToClientChunked { out.writeHex(n); out.write("\r\n") }
+                    responseBodyStreamed &+= Int64(n)
                     out.write(input.readPointer, count: n)
                     if responseToClientChunked { out.write("\r\n") }
                     input.consume(n)
@@ -773,6 +783,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                         if eof { truncatedResponse() }
                         return
                     case .data(let offset, let length):
+                        responseBodyStreamed &+= Int64(length)
                         if responseToClientChunked { out.writeHex(length); out.write("\r\n") }
                         out.write(input.readPointer + offset, count: length)
                         if responseToClientChunked { out.write("\r\n") }
@@ -832,6 +843,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
+        if accessRecord != nil { logAccess() }
         if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
         if let up = upstream {
             upstream = nil
@@ -871,9 +883,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// `countedIn`: the cluster a failure before dispatch counts against (nothing is in flight
     /// there yet); otherwise the exchange's own cluster.
     func fail(_ error: StreamError, countedIn failedCluster: ClusterRuntime? = nil) {
+        if let record = accessRecord { record.flagged = true; record.failureReason = error.transportFailure }
         if downstreamGone {
             phase = .closed
             abandonUpstream()
+            if accessRecord != nil { logAccess() }
             orphanRetain = nil
             return
         }
@@ -892,6 +906,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     func writeStatusLine(_ out: ByteBuffer, _ status: Int) {
         downstream.counters?.stats.recordResponse(httpStatus: status)
+        accessRecord?.responseCode = status
         out.write("HTTP/1.1 ")
         out.writeDecimal(status)
         out.writeByte(32)
@@ -923,6 +938,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         finishLocalHead(out)
         if requestMethod != .head { out.write(string: body) }
+        if let record = accessRecord { record.flagged = true; record.bytesSent = Int64(requestMethod != .head ? body.utf8.count : 0) }
         afterLocalResponse()
     }
 
@@ -935,10 +951,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         finishLocalHead(out)
         if requestMethod != .head { out.write(body) }
+        accessRecord?.bytesSent = Int64(requestMethod != .head ? body.count : 0)
         afterLocalResponse()
     }
 
     func afterLocalResponse() {
+        if accessRecord != nil { logAccess() }
         downstream.flush()
         if closeAfterResponse {
             closeWhenAnswered()
@@ -948,6 +966,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func closeAll() {
+        if accessRecord != nil { logAccess() }
         phase = .closed
         abandonUpstream()
         downstream.close()
@@ -978,6 +997,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 return   // the idle timer stays: an upstream that never answers is let go with it
             }
             cancel(idleTimer)
+            if accessRecord != nil { logAccess() }
             phase = .closed
             abandonUpstream()
         } else if connection === upstream {
@@ -1025,6 +1045,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
             case .proxying:
                 if downstreamGone {
                     logger.error("http1", "upstream \(upstreamHostName) sent nothing for \(settings.idleTimeoutMS) ms after its client left; closing it")
+                    if accessRecord != nil { logAccess() }
                     phase = .closed
                     abandonUpstream()
                     orphanRetain = nil
@@ -1063,5 +1084,44 @@ final class HTTP1Scratch {
         let s = HTTP1Scratch()
         worker.protocolScratch["http1"] = s
         return s
+    }
+}
+
+// MARK: access log
+
+extension HTTP1Session {
+    /// A request head was read (or could not be: `view` nil for a 400): its record opens.
+    func beginAccessRecord(_ view: RequestView?) {
+        guard let plan = settings.accessLogs else { return }
+        let record = accessRecord ?? AccessLogRecord()
+        accessRecord = record
+        record.begin(view, captures: plan.captures, downstream: downstream, protocolName: "Http1")
+        if view != nil, case .contentLength(let n) = request.framing { record.bytesReceived = n }
+        responseBodyStreamed = 0
+    }
+
+    /// The response head is in the input (at `base`): its time, status, headers and length.
+    func noteResponse(_ record: AccessLogRecord, _ base: UnsafePointer<UInt8>) {
+        record.responseUS = monotonicMicroseconds()
+        record.responseCode = response.status
+        if case .contentLength(let n) = response.framing { record.bytesSent = n }
+        guard let plan = settings.accessLogs, plan.captures.capturesResponse else { return }
+        let head = response
+        record.captureResponse(captures: plan.captures) { name, store in
+            for f in head.fields where Bytes.equalsIgnoringCase(base + Int(f.nameStart), Int(f.nameLength), name) {
+                store(base + Int(f.valueStart), Int(f.valueLength))
+                return true
+            }
+            return false
+        }
+    }
+
+    /// The request ended, however: its line goes to the worker's access-log buffers (once).
+    func logAccess() {
+        guard let record = accessRecord, record.isOpen else { return }
+        record.bytesReceived &+= requestBodyTotal
+        record.bytesSent &+= responseBodyStreamed
+        responseBodyStreamed = 0
+        forwarder.logAccess(record)
     }
 }

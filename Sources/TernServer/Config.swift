@@ -60,6 +60,8 @@ public struct ServerPlan: Sendable {
     public var upgradeDisabled = false
     /// MOSN's `pid`: where the process writes its id (`tern reload` reads it); nil: `<uds_dir>/tern.pid`.
     public var pidFile: String?
+    /// Every listener's access-log files (`AccessLogSpec.file` indexes this).
+    public var accessLogPaths: [String] = []
 }
 
 public struct ConfigResult {
@@ -102,6 +104,8 @@ public enum ConfigLoader {
 struct ConfigCompiler {
     let diagnostics: Diagnostics
     var previousClusters: [ClusterConfig] = []
+    /// Every listener's access-log files, numbered as they are first named.
+    let accessLogFiles = AccessLogFiles()
     static let defaultRouteTimeoutMS: Int64 = 60_000
 
     func compile(_ root: JSONObject) -> ServerPlan {
@@ -191,6 +195,7 @@ struct ConfigCompiler {
             seen[l.address.description] = l.name
         }
         checkHandOffTargets(plan.listeners)
+        plan.accessLogPaths = accessLogFiles.paths
         plan.admin = compileAdmin(root, json: .object(root.dict))
         for (key, address) in [("admin", plan.admin.address), ("metrics", plan.admin.prometheus?.address)] {
             guard let address, address.port != 0 else { continue }
@@ -208,9 +213,9 @@ struct ConfigCompiler {
 
     func compileListener(_ l: JSONObject, tables: [String: RouteTable], clusters: [ClusterConfig] = [], clusterIndex: [String: Int] = [:]) -> ListenerPlan? {
         l.checkKeys(known: ["name", "address", "bind_port", "filter_chains", "type", "network", "connection_idle_timeout",
-                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set", "inspector", "stream_filters"],
-                    ignored: ["access_logs",
-                              "per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
+                            "use_original_dst", "listener_filters", "tls_context", "tls_context_set", "inspector", "stream_filters",
+                            "access_logs"],
+                    ignored: ["per_connection_buffer_limit_bytes", "log_path", "log_level", "handoff_restoreddestination_connections",
                               "option", "transparent", "default_read_buffer_size", "reuseport"])
         // Keys that change who may connect or what a request goes through: refused until honoured.
         let capture = compileCapture(l)
@@ -235,6 +240,10 @@ struct ConfigCompiler {
         let chainsInUse = routesByServerName ? chains : Array(chains.prefix(1))
         let networkFilterTypes = chainsInUse.flatMap { $0.objects("filters") }.compactMap { $0.string("type") }
         context.streamFilters = compileStreamFilters(l, networkFilterTypes: networkFilterTypes, clusterIndex: clusterIndex)
+        context.accessLogs = compileAccessLogs(l)
+        if context.accessLogs != nil && !networkFilterTypes.contains("proxy") {
+            diagnostics.warn(l.sub("access_logs"), "lines are written for requests of the proxy filter (HTTP/1, bolt); this listener has none, so nothing is logged")
+        }
         let routing = routesByServerName ? compileServerNameRouting(l, chains: chains, context: context) : nil
         if !routesByServerName {
             // MOSN itself uses only the first chain; more would mean chain matching, which it does not do.
@@ -554,6 +563,8 @@ struct FilterContext {
     var clusterIndex: [String: Int] = [:]
     /// The listener's `stream_filters`, for its proxy filter.
     var streamFilters: StreamFilterPlan? = nil
+    /// The listener's `access_logs`, for its proxy filter.
+    var accessLogs: AccessLogPlan? = nil
 }
 
 /// Reads a whole file as UTF-8 text (config load only).

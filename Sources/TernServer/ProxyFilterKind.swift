@@ -38,7 +38,9 @@ struct ProxyFilterKind: NetworkFilterKind {
                                      headerTimeoutMS: c.duration("request_header_timeout") ?? 60_000,
                                      fallbackToNextFilter: c.bool("fallback_for_unknown_protocol") ?? false,
                                      streamFilters: context.streamFilters)
-        return ProxyFilterPlan(settings: settings, protocols: protocols)
+        var withLogs = settings
+        withLogs.accessLogs = context.accessLogs
+        return ProxyFilterPlan(settings: withLogs, protocols: protocols)
     }
 
     /// "Auto" is every known protocol in sniffing order; MOSN's `"X"` takes its name from

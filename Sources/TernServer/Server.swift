@@ -38,6 +38,8 @@ public final class Server: Sendable {
     public let configPath: String?
     /// Where this process wrote its id.
     let pidFile = Mutex<String?>(nil)
+    /// The access-log files' writer thread; nil when no listener has access logs.
+    let accessLogWriter = Mutex<AccessLogWriter?>(nil)
 
     public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil, configPath: String? = nil) {
         self.plan = plan
@@ -69,6 +71,10 @@ public final class Server: Sendable {
         tern_block_signals()   // inherited by the worker threads: only the main thread takes signals
         // Signals are blocked first: a socket file bound from here on is removed on every exit.
         if let failure = openUnixSockets() { return [failure] }
+        if let failure = startAccessLogs() {
+            releaseUnixSockets()
+            return [failure]
+        }
         if plan.admin.isEnabled, let failure = startAdmin() {
             releaseUnixSockets()
             return [failure]
@@ -95,6 +101,7 @@ public final class Server: Sendable {
 
     private func runWorker(id: Int) {
         let worker = Worker(id: id, clusters: plan.clusters, logger: logger)
+        if let writer = accessLogWriter.withLock({ $0 }) { worker.accessLogOutput = AccessLogOutput(writer: writer, loop: worker.loop) }
         var failure: String?
         let shared = unixSockets.withLock { $0 }
         // Every listener's chain, opened or not: bind_port: false listeners take hand-offs.
@@ -197,12 +204,15 @@ public final class Server: Sendable {
                     removePIDFile()
                     upgradeService.withLock { $0?.stop() }
                 }
-                return drain()
+                let code = drain()
+                finishAccessLogs()
+                return code
             case SIGINT, SIGQUIT:
                 logger.info("server", "signal \(sig): exiting now")
                 releaseUnixSockets()
                 removePIDFile()
                 upgradeService.withLock { $0?.stop() }
+                finishAccessLogs()
                 return 0
             case SIGHUP:
                 logger.info("server", "SIGHUP: reloading the config and certificates")
@@ -210,7 +220,7 @@ public final class Server: Sendable {
                 certificates.rememberAll()
                 reloadCertificates()
             case SIGUSR1:
-                logger.warn("server", "signal \(sig) (log reopen) is not supported yet; ignored")
+                reopenLogs()
             default:
                 continue
             }
@@ -401,5 +411,51 @@ extension Server {
     static func proxySettingsInBuildOrder(_ plan: ServerPlan) -> [ProxySettings] {
         func settings(_ filters: [NetworkFilterPlan]) -> [ProxySettings] { filters.compactMap { ($0 as? ProxyFilterPlan)?.settings } }
         return plan.listeners.flatMap { settings($0.filters) } + plan.listeners.flatMap { ($0.serverNameRouting?.chains ?? []).flatMap(settings) }
+    }
+}
+
+// MARK: access logs and log rotation
+
+extension Server {
+    /// Opens the access-log files and starts their writer thread; the error names the file.
+    func startAccessLogs() -> String? {
+        guard !plan.accessLogPaths.isEmpty else { return nil }
+        do {
+            let writer = try AccessLogWriter(paths: plan.accessLogPaths)
+            accessLogWriter.withLock { $0 = writer }
+            startThread(name: "tern-accesslog") { writer.run() }
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    /// SIGUSR1, as MOSN: every log file (the default log and the access logs) is opened again by
+    /// its path, so logrotate can move the old ones away.
+    func reopenLogs() {
+        if let problem = logger.reopen() { logger.error("server", "SIGUSR1: \(problem)") }
+        let writer = accessLogWriter.withLock { $0 }
+        writer?.reopen()
+        logger.info("server", "SIGUSR1: log files reopened (\(1 + (writer?.paths.count ?? 0)) file(s))")
+    }
+
+    /// Before exit: every worker hands over the lines it holds, and the writer writes them (at
+    /// most about 2 s in all, so a stuck disk cannot hold the exit).
+    func finishAccessLogs() {
+        guard let writer = accessLogWriter.withLock({ $0 }) else { return }
+        let queues = remoteQueues
+        let flushed = Mutex(0)
+        for q in queues {
+            q.execute {
+                WorkerRegistry.worker(on: q)?.accessLogOutput?.flushAll()
+                flushed.withLock { $0 += 1 }
+            }
+        }
+        let deadline = tern_monotonic_ms() + 1000
+        while flushed.withLock({ $0 }) < queues.count && tern_monotonic_ms() < deadline { usleep(1000) }
+        writer.finish(timeoutMS: 1000)
+        for problem in writer.takeFailures() { logger.error("accesslog", problem) }
+        let dropped = writer.droppedLines.load(ordering: .relaxed)
+        if dropped > 0 { logger.error("accesslog", "\(dropped) access-log line(s) dropped: the disk took them slower than they came") }
     }
 }

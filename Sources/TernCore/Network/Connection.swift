@@ -94,6 +94,14 @@ public final class Connection: EventHandler, TimerTarget {
     }
     /// A reference, so connections that never ask (most) pay one word for it.
     private var peerCache: PeerAddress?
+    /// Its id and addresses as access logs print them, made on first use (only access logs ask).
+    public var logIdentity: ConnectionLogIdentity {
+        if let identityCache { return identityCache }
+        let made = ConnectionLogIdentity(fd: fd)
+        identityCache = made
+        return made
+    }
+    private var identityCache: ConnectionLogIdentity?
     /// An upstream connection's place in its cluster's per-host open-connection counts
     /// (LB_LEAST_CONNECTION), left when it closes.
     var openCount: OpenConnectionSlot?

@@ -74,6 +74,12 @@ public final class Forwarder {
         worker.logger.info("proxy", "listener \(settings.listenerName): \(protocolName) \(reply) \(answer.code) (stream filter)")
     }
 
+    /// Writes a finished request's access-log line(s) (the listener has access logs) and closes the record.
+    public func logAccess(_ record: AccessLogRecord) {
+        guard let plan = settings.accessLogs, let output = worker.accessLogOutput else { record.close(); return }
+        output.write(record, plan: plan, listenerName: settings.listenerName)
+    }
+
     /// Counts and logs a failed request; `answer` is what the client is told (for the log).
     public func failed(_ error: StreamError, cluster: ClusterRuntime?, protocolName: String, answer: String) {
         cluster?.stats.record(error)

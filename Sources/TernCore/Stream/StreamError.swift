@@ -73,6 +73,17 @@ public enum StreamError: Sendable {
     }
 }
 
+extension StreamError {
+    /// Why the upstream connection could not carry the request (access logs'
+    /// upstream_transport_failure_reason); nil for failures that are not the transport's.
+    public var transportFailure: String? {
+        switch self {
+        case .connectFailed, .connectTimeout, .upstreamTLSFailed, .upstreamReset: return detail
+        default: return nil
+        }
+    }
+}
+
 extension ClusterStats {
     /// Counts a failure against the cluster it happened in.
     public mutating func record(_ error: StreamError) {

@@ -40,6 +40,8 @@ public final class Worker {
     /// Plain-text listeners' filter chains by name, where a connection handed over from the
     /// previous process enters.
     public var handOffEntries: [String: AcceptHandler] = [:]
+    /// This worker's access-log buffers; nil when no listener has access logs.
+    public var accessLogOutput: AccessLogOutput?
     /// Per-worker state a protocol module shares between its sessions (parse scratch etc.).
     public var protocolScratch: [String: AnyObject] = [:]
 
@@ -136,6 +138,8 @@ public struct ProxySettings: Sendable {
     public let fallbackToNextFilter: Bool
     /// The listener's `stream_filters`; nil when it has none (requests then skip the chain).
     public let streamFilters: StreamFilterPlan?
+    /// The listener's `access_logs`; nil when it has none.
+    public var accessLogs: AccessLogPlan?
     public init(listenerName: String, routes: RouteTable, limits: ProtocolLimits, idleTimeoutMS: Int64, defaultRouteTimeoutMS: Int64,
                 headerTimeoutMS: Int64 = 60_000, fallbackToNextFilter: Bool = false, streamFilters: StreamFilterPlan? = nil) {
         self.listenerName = listenerName; self.routes = routes; self.limits = limits

@@ -61,6 +61,19 @@ public final class Logger: Sendable {
         }
     }
 
+    /// SIGUSR1 (log rotation): the file is opened again by its path and takes the place of the old
+    /// descriptor (dup2), so a thread writing at that moment writes whole lines to one file or the
+    /// other, never to a closed descriptor. stdout and stderr stay. Returns an error to log, if any.
+    public func reopen() -> String? {
+        guard fd > 2 else { return nil }
+        let fresh = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fresh >= 0 else { return "cannot reopen \(path): \(String(cString: strerror(errno))); writing on to the old file" }
+        defer { Glibc.close(fresh) }
+        guard dup2(fresh, fd) >= 0 else { return "cannot reopen \(path): \(String(cString: strerror(errno)))" }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        return nil
+    }
+
     /// Whether lines go to standard error, where the CLI prints its own messages too.
     public var writesToStandardError: Bool { fd == 2 }
 

@@ -1,0 +1,292 @@
+import Glibc
+import Synchronization
+
+/// Access logs (a listener's `access_logs: [{log_path, log_format}]`, MOSN's `%variable%` format):
+/// one line per request, in MOSN's variable names.
+///
+/// The work is split so no worker ever waits on a disk:
+/// - at config load a format is compiled into `AccessLogField`s (`AccessLogFormat.parse`);
+/// - a session fills one `AccessLogRecord` per request (facts only: clocks, codes, the few header
+///   values the listener's formats name, copied while the head is still in the input);
+/// - when the request ends, the worker formats the line into its own per-file buffer
+///   (`AccessLogOutput`, no lock), which goes to the process's `AccessLogWriter` thread when it
+///   passes 32 KB or 100 ms after its first line; that thread does the write(2) calls and reopens
+///   the files on SIGUSR1. A writer that falls behind by more than `maxPendingBytes` drops whole
+///   buffers and counts their lines, rather than block a worker or grow without bound.
+
+/// One piece of a compiled format: literal text, or a value of the request.
+public enum AccessLogField: Sendable, Equatable {
+    case text([UInt8])
+    case startTime, connectionID, upstreamConnectionID
+    case requestReceivedDuration, responseReceivedDuration, requestFinishedDuration, processTimeDuration, duration
+    case bytesSent, bytesReceived, protocolName, responseCode, responseFlag
+    case upstreamLocalAddress, downstreamLocalAddress, downstreamRemoteAddress, upstreamHost, upstreamCluster
+    case upstreamTransportFailureReason, listenerName
+    /// A value copied from the request or the response while its head was readable, by slot in
+    /// the record's captures (`AccessLogCaptures`).
+    case captured(Int)
+    /// A name MOSN does not define either (MOSN writes "-" for it, as here; the config load warns).
+    case unknown
+}
+
+/// What a request's record copies out of the request and response heads for a listener's formats.
+public struct AccessLogCaptures: Sendable, Equatable {
+    public enum Item: Sendable, Equatable, Hashable {
+        case method, path, uri, query, host
+        /// `SOFA-TraceId` (HTTP) or `rpc_trace_context.sofaTraceId` (bolt): MOSN's trace id without its tracer.
+        case traceID
+        case requestHeader([UInt8])
+        case responseHeader([UInt8])
+    }
+    /// In slot order.
+    public private(set) var items: [Item] = []
+    public var requestItems: Int { items.count { if case .responseHeader = $0 { return false } else { return true } } }
+    public var capturesResponse: Bool { items.contains { if case .responseHeader = $0 { return true } else { return false } } }
+    /// More than this many values per listener is a config error: a record keeps one bit per slot.
+    public static let maxSlots = 64
+
+    public init() {}
+
+    mutating func slot(_ item: Item) -> Int {
+        if let i = items.firstIndex(of: item) { return i }
+        items.append(item)
+        return items.count - 1
+    }
+}
+
+/// A compiled `log_format`.
+public struct AccessLogFormat: Sendable, Equatable {
+    public let fields: [AccessLogField]
+    /// Variable names the format uses that neither Tern nor MOSN defines (written as "-").
+    public let unknownNames: [String]
+
+    /// MOSN's default format (`types.DefaultAccessLogFormat`), used when `log_format` is empty.
+    public static let mosnDefault = "%start_time% %trace_id%  %connection_id% %upstream_connection_id% %request_received_duration% %response_received_duration% %bytes_sent%" + " " +
+        "%bytes_received% %protocol% %response_code% %duration% %response_flag% %response_code% %upstream_local_address%" + " " +
+        "%downstream_local_address% %downstream_remote_address% %upstream_host%"
+
+    public enum ParseError: Error, Equatable, CustomStringConvertible {
+        case emptyVariable(at: Int), unclosedVariable, tooManyValues
+        public var description: String {
+            switch self {
+            case .emptyVariable(let at): return "empty variable name (%%) at offset \(at)"
+            case .unclosedVariable: return "a variable is not closed with %"
+            case .tooManyValues: return "more than \(AccessLogCaptures.maxSlots) header and request values in one listener's formats"
+            }
+        }
+    }
+
+    /// Parses `format` as MOSN does: `%name%` is a variable, text between is literal, a `%` right
+    /// after a backslash is literal (the backslash stays, as in MOSN). Values copied from the
+    /// request get slots in `captures`, shared by the listener's formats.
+    public static func parse(_ format: String, captures: inout AccessLogCaptures) throws(ParseError) -> AccessLogFormat {
+        let bytes = Array((format.isEmpty ? mosnDefault : format).utf8)
+        var fields: [AccessLogField] = []
+        var unknown: [String] = []
+        var inVariable = false
+        var mark = -1   // position of the last % that opened or closed a variable
+        for (pos, b) in bytes.enumerated() where b == UInt8(ascii: "%") {
+            if pos > 0 && bytes[pos - 1] == UInt8(ascii: "\\") { continue }
+            if inVariable {
+                if pos == mark + 1 { throw .emptyVariable(at: pos) }
+                let name = String(decoding: bytes[(mark + 1)..<pos], as: UTF8.self)
+                let field = try variable(name, &captures)
+                if field == .unknown { unknown.append(name) }
+                fields.append(field)
+            } else if pos > mark + 1 {
+                fields.append(.text(Array(bytes[(mark + 1)..<pos])))
+            }
+            mark = pos
+            inVariable.toggle()
+        }
+        if inVariable { throw .unclosedVariable }
+        if mark < bytes.count - 1 { fields.append(.text(Array(bytes[(mark + 1)...]))) }
+        return AccessLogFormat(fields: fields, unknownNames: unknown)
+    }
+
+    static func variable(_ name: String, _ captures: inout AccessLogCaptures) throws(ParseError) -> AccessLogField {
+        func capture(_ item: AccessLogCaptures.Item) throws(ParseError) -> AccessLogField {
+            let slot = captures.slot(item)
+            guard slot < AccessLogCaptures.maxSlots else { throw .tooManyValues }
+            return .captured(slot)
+        }
+        switch name {
+        case "start_time": return .startTime
+        case "trace_id": return try capture(.traceID)
+        case "connection_id": return .connectionID
+        case "upstream_connection_id": return .upstreamConnectionID
+        case "request_received_duration": return .requestReceivedDuration
+        case "response_received_duration": return .responseReceivedDuration
+        case "request_finished_duration": return .requestFinishedDuration
+        case "process_time_duration": return .processTimeDuration
+        case "duration": return .duration
+        case "bytes_sent": return .bytesSent
+        case "bytes_received": return .bytesReceived
+        case "protocol": return .protocolName
+        case "response_code", "x-mosn-status": return .responseCode
+        case "response_flag", "response_flags": return .responseFlag
+        case "upstream_local_address": return .upstreamLocalAddress
+        case "downstream_local_address": return .downstreamLocalAddress
+        case "downstream_remote_address": return .downstreamRemoteAddress
+        case "upstream_host": return .upstreamHost
+        case "upstream_cluster": return .upstreamCluster
+        case "upstream_transport_failure_reason": return .upstreamTransportFailureReason
+        case "listener_name": return .listenerName
+        case "request_method", "Http1_request_method", "x-mosn-method": return try capture(.method)
+        case "request_path", "Http1_request_path", "x-mosn-path": return try capture(.path)
+        case "request_uri", "Http1_request_uri": return try capture(.uri)
+        case "request_arg", "Http1_request_arg", "x-mosn-querystring": return try capture(.query)
+        case "x-mosn-host", "authority", "request_host": return try capture(.host)
+        default:
+            for prefix in ["request_header_", "Http1_request_header_"] where name.hasPrefix(prefix) && name.count > prefix.count {
+                return try capture(.requestHeader(Array(name.dropFirst(prefix.count).lowercased().utf8)))
+            }
+            if name.hasPrefix("response_header_") && name.count > "response_header_".count {
+                return try capture(.responseHeader(Array(name.dropFirst("response_header_".count).lowercased().utf8)))
+            }
+            return .unknown
+        }
+    }
+}
+
+/// One `access_logs` entry of a listener, compiled.
+public struct AccessLogSpec: Sendable {
+    /// Index of its file among the process's access-log files (`AccessLogWriter.paths`).
+    public let file: Int
+    public let format: AccessLogFormat
+    public init(file: Int, format: AccessLogFormat) { self.file = file; self.format = format }
+}
+
+/// A listener's access logs: shared read-only by every worker (through `ProxySettings`).
+public final class AccessLogPlan: Sendable {
+    public let logs: [AccessLogSpec]
+    public let captures: AccessLogCaptures
+    public init(logs: [AccessLogSpec], captures: AccessLogCaptures) {
+        self.logs = logs
+        self.captures = captures
+    }
+}
+
+/// What one request did, filled by its session; formatted into each of the listener's logs when
+/// it ends. Reused: an HTTP/1 session keeps one, bolt takes one per call from its worker's output.
+public final class AccessLogRecord {
+    /// Wall clock (µs since the epoch) and monotonic clock (µs) when the request's head was read.
+    public var startWallUS: Int64 = 0
+    public var startUS: Int64 = 0
+    /// When the request was sent upstream, its response head arrived, and it ended (monotonic µs; 0: never).
+    public var sentUS: Int64 = 0
+    public var responseUS: Int64 = 0
+    public var endUS: Int64 = 0
+    /// Body bytes of the request and of the response (MOSN's bytes_received / bytes_sent).
+    public var bytesReceived: Int64 = 0
+    public var bytesSent: Int64 = 0
+    /// The status the client got (HTTP status or bolt response status); -1: none was written.
+    public var responseCode = -1
+    /// Tern answered or ended the request itself (no route, no host, timeout, a filter...): MOSN's response_flag.
+    public var flagged = false
+    public var protocolName: StaticString = "-"
+    public var downstream: Connection?
+    public var upstream: Connection?
+    public var cluster: ClusterRuntime?
+    public var hostIndex = -1
+    /// Why the upstream connection failed, when that ended the request.
+    public var failureReason: String?
+    /// Captured values by slot (valid where `present` has the slot's bit).
+    var values: [[UInt8]] = []
+    var present: UInt64 = 0
+    /// Between `begin` and the line being written.
+    public private(set) var isOpen = false
+
+    public init() {}
+
+    /// A request's head was read: clocks start, `request`'s values named by the formats are copied.
+    public func begin<R: StreamRequest>(_ request: R?, captures: AccessLogCaptures, downstream: Connection, protocolName: StaticString) {
+        var wall = timespec(), mono = timespec()
+        clock_gettime(CLOCK_REALTIME, &wall)
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        startWallUS = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1000
+        startUS = Int64(mono.tv_sec) * 1_000_000 + Int64(mono.tv_nsec) / 1000
+        sentUS = 0; responseUS = 0; endUS = 0
+        bytesReceived = 0; bytesSent = 0
+        responseCode = -1; flagged = false; failureReason = nil
+        self.protocolName = protocolName
+        self.downstream = downstream
+        upstream = nil; cluster = nil; hostIndex = -1
+        present = 0
+        isOpen = true
+        guard let request, !captures.items.isEmpty else { return }
+        if values.count < captures.items.count { values += Array(repeating: [], count: captures.items.count - values.count) }
+        for (slot, item) in captures.items.enumerated() {
+            switch item {
+            case .method: request.withMethod { store(slot, $0, $1, emptyIsAbsent: true) }
+            case .path: request.withPath { store(slot, $0, $1, emptyIsAbsent: true) }
+            case .host: request.withHost { store(slot, $0, $1, emptyIsAbsent: true) }
+            case .query: request.withQuery { store(slot, $0, $1, emptyIsAbsent: true) }
+            case .uri:
+                request.withPath { store(slot, $0, $1, emptyIsAbsent: true) }
+                request.withQuery { p, n in
+                    guard n > 0, present & (1 << UInt64(slot)) != 0 else { return }
+                    values[slot].append(UInt8(ascii: "?"))
+                    values[slot].append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+                }
+            case .traceID:
+                if request.withHeader(lowercasedName: Self.httpTraceHeader, { store(slot, $0, $1, emptyIsAbsent: false) }) == nil {
+                    _ = request.withHeader(lowercasedName: Self.boltTraceHeader) { store(slot, $0, $1, emptyIsAbsent: false) }
+                }
+            case .requestHeader(let name):
+                _ = request.withHeader(lowercasedName: name) { store(slot, $0, $1, emptyIsAbsent: false) }
+            case .responseHeader:
+                break
+            }
+        }
+    }
+
+    static let httpTraceHeader = Array("sofa-traceid".utf8)
+    static let boltTraceHeader = Array("rpc_trace_context.sofatraceid".utf8)
+
+    /// The response head arrived: its headers named by the formats are copied (`header(name)` gives
+    /// a value in place, nil when absent).
+    public func captureResponse(captures: AccessLogCaptures, _ header: ([UInt8], (UnsafePointer<UInt8>, Int) -> Void) -> Bool) {
+        guard captures.capturesResponse else { return }
+        if values.count < captures.items.count { values += Array(repeating: [], count: captures.items.count - values.count) }
+        for (slot, item) in captures.items.enumerated() {
+            guard case .responseHeader(let name) = item else { continue }
+            _ = header(name) { store(slot, $0, $1, emptyIsAbsent: false) }
+        }
+    }
+
+    private func store(_ slot: Int, _ p: UnsafePointer<UInt8>, _ n: Int, emptyIsAbsent: Bool) {
+        if n == 0 && emptyIsAbsent { return }
+        values[slot].removeAll(keepingCapacity: true)
+        values[slot].append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+        present |= 1 << UInt64(slot)
+    }
+
+    /// The upstream exchange began: where it went.
+    public func sent(cluster: ClusterRuntime, host: Int, upstream: Connection?) {
+        self.cluster = cluster
+        hostIndex = host
+        self.upstream = upstream
+        sentUS = monotonicMicroseconds()
+    }
+
+    /// Drops the references the line no longer needs (the record outlives its request).
+    func close() {
+        isOpen = false
+        downstream = nil; upstream = nil; cluster = nil
+    }
+}
+
+/// A connection's facts for access logs, made on first use (only access logs ask): a process-wide
+/// id (MOSN's connection_id) and both addresses as text.
+public final class ConnectionLogIdentity {
+    public let id: UInt64
+    public let localAddress: [UInt8]
+    public let remoteAddress: [UInt8]
+    init(fd: Int32) {
+        id = ConnectionLogIdentity.nextID.add(1, ordering: .relaxed).newValue
+        localAddress = Array((SocketAddress.local(of: fd)?.description ?? "-").utf8)
+        remoteAddress = Array((SocketAddress.peer(of: fd)?.description ?? "-").utf8)
+    }
+    static let nextID = Atomic<UInt64>(0)
+}

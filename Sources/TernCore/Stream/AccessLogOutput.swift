@@ -1,0 +1,338 @@
+import Dispatch
+import Glibc
+import Synchronization
+
+/// The process's access-log files and the thread that writes them (see AccessLog.swift). Workers
+/// hand it whole buffers (`submit`); it appends them to the files in the order they came, and
+/// reopens every file on `reopen` (SIGUSR1, after logrotate moved them).
+public final class AccessLogWriter: Sendable {
+    /// Files by index ("stdout" and "stderr" are the process's own streams, never reopened).
+    public let paths: [String]
+    /// Buffers waiting beyond this are dropped (their lines counted in `droppedLines`).
+    public static let maxPendingBytes = 32 << 20
+
+    private struct Chunk { let file: Int; let bytes: [UInt8]; let lines: Int }
+    private struct State {
+        var queue: [Chunk] = []
+        var pendingBytes = 0
+        var descriptors: [Int32] = []
+        var reopenAsked = false
+        var stopping = false
+    }
+    private let state: Mutex<State>
+    private let wake = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    public let droppedLines = Atomic<Int>(0)
+    public let writtenLines = Atomic<Int>(0)
+    /// The last error writing or reopening a file, for the log (read by the main thread).
+    private let failures = Mutex<[String]>([])
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case cannotOpen(path: String, errno: Int32)
+        public var description: String {
+            switch self {
+            case .cannotOpen(let path, let e): return "cannot open access log \(path): \(String(cString: strerror(e)))"
+            }
+        }
+    }
+
+    /// Opens (creates, appends to) every file; throws naming the first that cannot be opened.
+    public init(paths: [String]) throws(OpenError) {
+        self.paths = paths
+        var descriptors: [Int32] = []
+        for path in paths {
+            let fd = AccessLogWriter.open(path)
+            if fd < 0 {
+                let e = errno
+                for d in descriptors where d > 2 { Glibc.close(d) }
+                throw .cannotOpen(path: path, errno: e)
+            }
+            descriptors.append(fd)
+        }
+        var initial = State()
+        initial.descriptors = descriptors
+        state = Mutex(initial)
+    }
+
+    static func open(_ path: String) -> Int32 {
+        switch path {
+        case "stdout": return 1
+        case "stderr": return 2
+        default: return Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        }
+    }
+
+    /// From a worker: queues a buffer of whole lines for `file`. Never blocks on the disk; the lock
+    /// is taken once per buffer (32 KB or 100 ms of lines), not per request.
+    public func submit(file: Int, bytes: [UInt8], lines: Int) {
+        let accepted = state.withLock { s -> Bool in
+            guard s.pendingBytes + bytes.count <= AccessLogWriter.maxPendingBytes else { return false }
+            s.queue.append(Chunk(file: file, bytes: bytes, lines: lines))
+            s.pendingBytes += bytes.count
+            return true
+        }
+        if accepted { wake.signal() } else { droppedLines.add(lines, ordering: .relaxed) }
+    }
+
+    /// SIGUSR1: every file is opened again by path (after rotation), before the next buffer is written.
+    public func reopen() {
+        state.withLock { $0.reopenAsked = true }
+        wake.signal()
+    }
+
+    /// Errors since the last call (the main thread logs them).
+    public func takeFailures() -> [String] { failures.withLock { f in defer { f.removeAll() }; return f } }
+
+    /// The writer thread's body: returns after `finish`.
+    public func run() {
+        while true {
+            wake.wait()
+            let (batch, descriptors, reopen, stop) = state.withLock { s in
+                defer { s.queue.removeAll(); s.reopenAsked = false }
+                return (s.queue, s.descriptors, s.reopenAsked, s.stopping)
+            }
+            var fds = descriptors
+            if reopen { fds = reopenFiles(fds) }
+            var written = 0
+            for chunk in batch {
+                write(chunk.bytes, to: fds[chunk.file], path: paths[chunk.file])
+                written += chunk.bytes.count
+                writtenLines.add(chunk.lines, ordering: .relaxed)
+            }
+            let done = state.withLock { s -> Bool in
+                s.pendingBytes -= written
+                return s.stopping && s.queue.isEmpty
+            }
+            if stop && done {
+                finished.signal()
+                return
+            }
+        }
+    }
+
+    /// Stops the thread once what was submitted before is written; waits at most `timeoutMS`.
+    public func finish(timeoutMS: Int) {
+        state.withLock { $0.stopping = true }
+        wake.signal()
+        _ = finished.wait(timeout: .now() + .milliseconds(timeoutMS))
+    }
+
+    private func reopenFiles(_ current: [Int32]) -> [Int32] {
+        var next = current
+        for (i, path) in paths.enumerated() where current[i] > 2 {
+            let fd = AccessLogWriter.open(path)
+            if fd < 0 {
+                let e = errno
+                failures.withLock { $0.append("cannot reopen access log \(path): \(String(cString: strerror(e))); writing on to the old file") }
+                continue
+            }
+            Glibc.close(current[i])
+            next[i] = fd
+        }
+        state.withLock { $0.descriptors = next }
+        return next
+    }
+
+    private func write(_ bytes: [UInt8], to fd: Int32, path: String) {
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n > 0 { offset += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                let e = errno
+                failures.withLock { $0.append("writing access log \(path) failed: \(String(cString: strerror(e))); \(raw.count - offset) byte(s) lost") }
+                return
+            }
+        }
+    }
+}
+
+/// One worker's side of the access logs: a buffer per file, filled by its sessions' finished
+/// requests and handed to the writer thread when full or 100 ms after its first line.
+public final class AccessLogOutput: TimerTarget {
+    public let writer: AccessLogWriter
+    unowned let loop: EventLoop
+    private var buffers: [[UInt8]]
+    private var lines: [Int]
+    private var timer: LoopTimer?
+    static let flushBytes = 32 * 1024
+    static let flushDelayMS: Int64 = 100
+    /// `start_time` to the second ("2026/11/24 03:45:12"), made once per second.
+    private var cachedSecond: Int64 = -1
+    private var cachedTime: [UInt8] = []
+    /// Records of finished bolt calls, reused.
+    private var spare: [AccessLogRecord] = []
+
+    public init(writer: AccessLogWriter, loop: EventLoop) {
+        self.writer = writer
+        self.loop = loop
+        buffers = writer.paths.map { _ in [] }
+        lines = writer.paths.map { _ in 0 }
+    }
+
+    public func takeRecord() -> AccessLogRecord { spare.popLast() ?? AccessLogRecord() }
+    public func giveBack(_ record: AccessLogRecord) { if spare.count < 256 { spare.append(record) } }
+
+    /// Formats `record` into each of `plan`'s logs and closes it.
+    public func write(_ record: AccessLogRecord, plan: AccessLogPlan, listenerName: String) {
+        if record.endUS == 0 { record.endUS = monotonicMicroseconds() }
+        for spec in plan.logs {
+            let file = spec.file
+            if buffers[file].capacity == 0 { buffers[file].reserveCapacity(AccessLogOutput.flushBytes + 1024) }
+            format(record, spec.format, listenerName: listenerName, into: &buffers[file])
+            lines[file] += 1
+            if buffers[file].count >= AccessLogOutput.flushBytes { flush(file) }
+        }
+        record.close()
+        if timer?.isArmed != true && lines.contains(where: { $0 > 0 }) {
+            if timer == nil { timer = LoopTimer(target: self) }
+            loop.timers.arm(timer!, at: loop.nowMS + AccessLogOutput.flushDelayMS)
+        }
+    }
+
+    public func timerFired(_ timer: LoopTimer) { flushAll() }
+
+    /// Hands every non-empty buffer to the writer (the timer, and the worker at exit).
+    public func flushAll() {
+        for file in buffers.indices where lines[file] > 0 { flush(file) }
+    }
+
+    private func flush(_ file: Int) {
+        var full: [UInt8] = []
+        swap(&full, &buffers[file])
+        writer.submit(file: file, bytes: full, lines: lines[file])
+        lines[file] = 0
+    }
+
+    // MARK: formatting
+
+    func format(_ r: AccessLogRecord, _ format: AccessLogFormat, listenerName: String, into out: inout [UInt8]) {
+        for field in format.fields {
+            switch field {
+            case .text(let t): out.append(contentsOf: t)
+            case .startTime: appendStartTime(r.startWallUS, &out)
+            case .connectionID:
+                if let d = r.downstream { AccessLogOutput.decimal(Int64(d.logIdentity.id), &out) } else { out.append(dash) }
+            case .upstreamConnectionID:
+                if let u = r.upstream { AccessLogOutput.decimal(Int64(u.logIdentity.id), &out) } else { out.append(dash) }
+            case .requestReceivedDuration: AccessLogOutput.goDuration(r.sentUS > 0 ? r.sentUS - r.startUS : 0, &out)
+            case .responseReceivedDuration: AccessLogOutput.goDuration(r.responseUS > 0 ? r.responseUS - r.startUS : 0, &out)
+            case .requestFinishedDuration, .duration: AccessLogOutput.goDuration(r.endUS - r.startUS, &out)
+            case .processTimeDuration:
+                let toUpstream = r.sentUS > 0 ? r.sentUS - r.startUS : r.endUS - r.startUS
+                let back = r.responseUS > 0 ? r.endUS - r.responseUS : 0
+                AccessLogOutput.goDuration(toUpstream + back, &out)
+            case .bytesSent: AccessLogOutput.decimal(r.bytesSent, &out)
+            case .bytesReceived: AccessLogOutput.decimal(r.bytesReceived, &out)
+            case .protocolName: r.protocolName.withUTF8Buffer { out.append(contentsOf: $0) }
+            case .responseCode:
+                if r.responseCode >= 0 { AccessLogOutput.decimal(Int64(r.responseCode), &out) } else { out.append(dash) }
+            case .responseFlag: out.append(contentsOf: r.flagged ? AccessLogOutput.trueText : AccessLogOutput.falseText)
+            case .upstreamLocalAddress:
+                if let u = r.upstream { out.append(contentsOf: u.logIdentity.localAddress) } else { out.append(dash) }
+            case .downstreamLocalAddress:
+                if let d = r.downstream { out.append(contentsOf: d.logIdentity.localAddress) } else { out.append(dash) }
+            case .downstreamRemoteAddress:
+                if let d = r.downstream { out.append(contentsOf: d.logIdentity.remoteAddress) } else { out.append(dash) }
+            case .upstreamHost:
+                if let c = r.cluster, r.hostIndex >= 0, r.hostIndex < c.config.hosts.count {
+                    out.append(contentsOf: c.logHostNames[r.hostIndex])
+                } else { out.append(dash) }
+            case .upstreamCluster:
+                if let c = r.cluster { out.append(contentsOf: c.config.name.utf8) } else { out.append(dash) }
+            case .upstreamTransportFailureReason:
+                if let why = r.failureReason { out.append(contentsOf: why.utf8) } else { out.append(dash) }
+            case .listenerName: out.append(contentsOf: listenerName.utf8)
+            case .captured(let slot):
+                if r.present & (1 << UInt64(slot)) != 0 { AccessLogOutput.appendEscaped(r.values[slot], &out) } else { out.append(dash) }
+            case .unknown: out.append(dash)
+            }
+        }
+        out.append(10)
+    }
+
+    private let dash = UInt8(ascii: "-")
+    static let trueText = Array("true".utf8), falseText = Array("false".utf8)
+    static let hexDigits = Array("0123456789ABCDEF".utf8)
+
+    /// A value from the wire, with bytes that could forge or break a line (control characters,
+    /// DEL, non-ASCII) written as \xHH, and the backslash as \\, as nginx escapes its variables.
+    static func appendEscaped(_ value: [UInt8], _ out: inout [UInt8]) {
+        for b in value {
+            if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") { out.append(b); continue }
+            if b == UInt8(ascii: "\\") { out.append(b); out.append(b); continue }
+            out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "x"))
+            out.append(hexDigits[Int(b >> 4)]); out.append(hexDigits[Int(b & 15)])
+        }
+    }
+
+    /// "2026/11/24 03:45:12.345" (MOSN's layout; UTC, as every Tern log).
+    func appendStartTime(_ wallUS: Int64, _ out: inout [UInt8]) {
+        let second = wallUS / 1_000_000
+        if second != cachedSecond {
+            cachedSecond = second
+            var t = time_t(second)
+            var parts = tm()
+            gmtime_r(&t, &parts)
+            cachedTime.removeAll(keepingCapacity: true)
+            AccessLogOutput.padded(Int(parts.tm_year) + 1900, 4, &cachedTime); cachedTime.append(UInt8(ascii: "/"))
+            AccessLogOutput.padded(Int(parts.tm_mon) + 1, 2, &cachedTime); cachedTime.append(UInt8(ascii: "/"))
+            AccessLogOutput.padded(Int(parts.tm_mday), 2, &cachedTime); cachedTime.append(32)
+            AccessLogOutput.padded(Int(parts.tm_hour), 2, &cachedTime); cachedTime.append(UInt8(ascii: ":"))
+            AccessLogOutput.padded(Int(parts.tm_min), 2, &cachedTime); cachedTime.append(UInt8(ascii: ":"))
+            AccessLogOutput.padded(Int(parts.tm_sec), 2, &cachedTime)
+        }
+        out.append(contentsOf: cachedTime)
+        out.append(UInt8(ascii: "."))
+        AccessLogOutput.padded(Int(wallUS / 1000 % 1000), 3, &out)
+    }
+
+    static func padded(_ v: Int, _ width: Int, _ out: inout [UInt8]) {
+        var digits = 1, rest = v / 10
+        while rest > 0 { digits += 1; rest /= 10 }
+        for _ in digits..<max(digits, width) { out.append(UInt8(ascii: "0")) }
+        decimal(Int64(v), &out)
+    }
+
+    static func decimal(_ v: Int64, _ out: inout [UInt8]) {
+        if v < 0 { out.append(UInt8(ascii: "-")); decimal(-v, &out); return }
+        if v < 10 { out.append(UInt8(48 + v)); return }
+        decimal(v / 10, &out)
+        out.append(UInt8(48 + v % 10))
+    }
+
+    /// A duration in µs as Go's time.Duration.String() prints it (MOSN's duration variables):
+    /// "0s", "850µs", "1.234ms", "2.5s", "1m3.000001s", "1h0m0s".
+    static func goDuration(_ us: Int64, _ out: inout [UInt8]) {
+        let us = max(0, us)
+        if us == 0 { out.append(contentsOf: [UInt8(ascii: "0"), UInt8(ascii: "s")]); return }
+        if us < 1000 {
+            decimal(us, &out)
+            out.append(0xC2); out.append(0xB5); out.append(UInt8(ascii: "s"))   // µs
+            return
+        }
+        if us < 1_000_000 {
+            decimal(us / 1000, &out)
+            fraction(us % 1000, digits: 3, &out)
+            out.append(UInt8(ascii: "m")); out.append(UInt8(ascii: "s"))
+            return
+        }
+        let seconds = us / 1_000_000
+        let hours = seconds / 3600, minutes = seconds / 60 % 60
+        if hours > 0 { decimal(hours, &out); out.append(UInt8(ascii: "h")) }
+        if seconds >= 60 { decimal(minutes, &out); out.append(UInt8(ascii: "m")) }
+        decimal(seconds % 60, &out)
+        fraction(us % 1_000_000, digits: 6, &out)
+        out.append(UInt8(ascii: "s"))
+    }
+
+    /// ".5", ".25", ".000001": a fraction of `digits` decimal places without trailing zeros.
+    private static func fraction(_ value: Int64, digits: Int, _ out: inout [UInt8]) {
+        guard value > 0 else { return }
+        var v = value, width = digits
+        while v % 10 == 0 { v /= 10; width -= 1 }
+        out.append(UInt8(ascii: "."))
+        padded(Int(v), width, &out)
+    }
+}
