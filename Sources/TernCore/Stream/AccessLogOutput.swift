@@ -257,10 +257,11 @@ public final class AccessLogOutput: TimerTarget {
     static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     /// A value from the wire, with bytes that could forge or break a line (control characters,
-    /// DEL, non-ASCII) written as \xHH, and the backslash as \\, as nginx escapes its variables.
+    /// DEL, non-ASCII, the double quote formats put around values) written as \xHH, and the
+    /// backslash as \\, as nginx escapes its variables.
     static func appendEscaped(_ value: [UInt8], _ out: inout [UInt8]) {
         for b in value {
-            if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") { out.append(b); continue }
+            if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") && b != UInt8(ascii: "\"") { out.append(b); continue }
             if b == UInt8(ascii: "\\") { out.append(b); out.append(b); continue }
             out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "x"))
             out.append(hexDigits[Int(b >> 4)]); out.append(hexDigits[Int(b & 15)])
