@@ -7,13 +7,15 @@ prints (total(MANY) - total(FEW)) / (MANY - FEW): start-up, warm-up and shutdown
 
   scripts/instructions_per_request.py [--bin .build/release/tern] [--protocol http|bolt]
                                       [--conns 1] [--few 200] [--many 2200] [--keep]
-                                      [--stream-filters JSON | --stream-filters policy]
+                                      [--stream-filters JSON | --stream-filters policy] [--access-log]
 
 --conns C: C keep-alive connections in lock step (one request on each, then every answer), so
 epoll hands Tern several ready connections per wake-up; 1 is a strictly sequential client.
 The HTTP upstream answers like nginx serving a 12-byte file; the bolt upstream echoes 128 bytes.
 --stream-filters: the listener's stream_filters (a JSON list); "policy" is ip_access with 20 CIDRs
 that do not hold the client plus a fault filter that matches no request (docs/filters.md).
+--access-log: the listener writes an access log in MOSN's default format (the writer thread's
+instructions count too).
 """
 import argparse, os, re, shutil, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
@@ -112,7 +114,7 @@ POLICY_FILTERS = ('[{"type": "ip_access", "config": {"default_action": "allow", 
                   % ", ".join('"10.%d.0.0/16"' % i for i in range(20)))
 
 
-def config(protocol, listen, upstream, log, stream_filters=None):
+def config(protocol, listen, upstream, log, stream_filters=None, access_log=None):
     proto = '"downstream_protocol": "Http1", "upstream_protocol": "Http1"' if protocol == "http" else \
             '"downstream_protocol": "bolt", "upstream_protocol": "bolt"'
     match = '{"prefix": "/"}' if protocol == "http" else \
@@ -124,7 +126,8 @@ def config(protocol, listen, upstream, log, stream_filters=None):
      "filter_chains": [{ "filters": [{ "type": "proxy", "config": { %s, "router_config_name": "r" } }] }] }] }],
   "cluster_manager": { "clusters": [{ "name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",
      "max_request_per_conn": 1000000, "hosts": [{ "address": "%s" }] }] } }""" % (
-        log, match, listen, ' "stream_filters": %s,' % stream_filters if stream_filters else "", proto, upstream)
+        log, match, listen, (' "stream_filters": %s,' % stream_filters if stream_filters else "") +
+        (' "access_logs": [{"log_path": "%s"}],' % access_log if access_log else ""), proto, upstream)
 
 
 def free_port():
@@ -174,7 +177,8 @@ def count(args, upstream_port, requests, warmup):
     cfg = os.path.join(work, "tern.json")
     with open(cfg, "w") as f:
         filters = POLICY_FILTERS if args.stream_filters == "policy" else args.stream_filters
-        f.write(config(args.protocol, "127.0.0.1:%d" % port, "127.0.0.1:%d" % upstream_port, os.path.join(work, "tern.log"), filters))
+        f.write(config(args.protocol, "127.0.0.1:%d" % port, "127.0.0.1:%d" % upstream_port, os.path.join(work, "tern.log"), filters,
+                       os.path.join(work, "access.log") if args.access_log else None))
     out = os.path.join(work, "callgrind.out")
     tern = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                              args.bin, "start", "-c", cfg, "--workers", "1"],
@@ -209,6 +213,7 @@ def main():
     p.add_argument("--few", type=int, default=200)
     p.add_argument("--many", type=int, default=2200)
     p.add_argument("--stream-filters", default=None, help='the listener\'s stream_filters as JSON, or "policy"')
+    p.add_argument("--access-log", action="store_true", help="the listener writes an access log in MOSN's default format")
     p.add_argument("--keep", action="store_true", help="keep the callgrind profiles (for callgrind_annotate)")
     args = p.parse_args()
     listener = socket.socket()

@@ -60,7 +60,7 @@ struct AccessLogConfigTests {
     }
 
     @Test func durationsPrintAsGoPrintsThem() {
-        func go(_ us: Int64) -> String { var out: [UInt8] = []; AccessLogOutput.goDuration(us, &out); return String(decoding: out, as: UTF8.self) }
+        func go(_ us: Int64) -> String { let out = ByteBuffer(); AccessLogOutput.goDuration(us, out); return String(decoding: out.readableArray(), as: UTF8.self) }
         #expect(go(0) == "0s")
         #expect(go(-5) == "0s")
         #expect(go(1) == "1µs")
@@ -76,8 +76,11 @@ struct AccessLogConfigTests {
     }
 
     @Test func wireBytesThatCouldForgeALineAreEscaped() {
-        var out: [UInt8] = []
-        AccessLogOutput.appendEscaped(Array("a\"b\\c\nd\u{7f}é".utf8), &out)
-        #expect(String(decoding: out, as: UTF8.self) == #"a\x22b\\c\x0Ad\x7F\xC3\xA9"#)
+        let out = ByteBuffer()
+        AccessLogOutput.appendEscaped(Array("a\"b\\c\nd\u{7f}é".utf8), out)
+        #expect(String(decoding: out.readableArray(), as: UTF8.self) == #"a\x22b\\c\x0Ad\x7F\xC3\xA9"#)
+        let plain = ByteBuffer()
+        AccessLogOutput.appendEscaped(Array("curl/8.0".utf8), plain)
+        #expect(plain.readableArray() == Array("curl/8.0".utf8))
     }
 }

@@ -80,17 +80,24 @@ public final class ByteBuffer {
         writerIndex += 1
     }
 
+    /// `value` in decimal, digits written in place from the last (no scratch, no closure: it runs
+    /// for every Content-Length Tern writes and every number of an access-log line).
     public func writeDecimal(_ value: Int) {
-        if value == 0 { writeByte(UInt8(ascii: "0")); return }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var v = value, n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            while v > 0 { d[n] = UInt8(truncatingIfNeeded: v % 10) + 48; v /= 10; n += 1 }
-            reserve(n)
-            for i in stride(from: n - 1, through: 0, by: -1) { base[writerIndex] = d[i]; writerIndex += 1 }
+        guard value >= 0 else {
+            writeByte(UInt8(ascii: "-"))
+            writeDecimal(value == Int.min ? Int.max : -value)   // Int.min: never a length or a count
+            return
         }
+        var digits = 1, rest = value / 10
+        while rest > 0 { digits &+= 1; rest /= 10 }
+        if capacity &- writerIndex < digits { reserve(digits) }
+        var v = value, at = writerIndex &+ digits
+        repeat {
+            at &-= 1
+            base[at] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+            v /= 10
+        } while v > 0
+        writerIndex &+= digits
     }
 
     public func writeHex(_ value: Int) {

@@ -29,6 +29,48 @@ public enum AccessLogField: Sendable, Equatable {
     case unknown
 }
 
+/// One field of a compiled format, as the formatter reads it.
+struct AccessLogOp: Sendable {
+    enum Kind: UInt8, Sendable {
+        case text, startTime, connectionID, upstreamConnectionID
+        case requestReceivedDuration, responseReceivedDuration, requestFinishedDuration, processTimeDuration
+        case bytesSent, bytesReceived, protocolName, responseCode, responseFlag
+        case upstreamLocalAddress, downstreamLocalAddress, downstreamRemoteAddress, upstreamHost, upstreamCluster
+        case upstreamTransportFailureReason, listenerName, captured, unknown
+
+        init(_ field: AccessLogField) {
+            switch field {
+            case .text: self = .text
+            case .startTime: self = .startTime
+            case .connectionID: self = .connectionID
+            case .upstreamConnectionID: self = .upstreamConnectionID
+            case .requestReceivedDuration: self = .requestReceivedDuration
+            case .responseReceivedDuration: self = .responseReceivedDuration
+            case .requestFinishedDuration, .duration: self = .requestFinishedDuration
+            case .processTimeDuration: self = .processTimeDuration
+            case .bytesSent: self = .bytesSent
+            case .bytesReceived: self = .bytesReceived
+            case .protocolName: self = .protocolName
+            case .responseCode: self = .responseCode
+            case .responseFlag: self = .responseFlag
+            case .upstreamLocalAddress: self = .upstreamLocalAddress
+            case .downstreamLocalAddress: self = .downstreamLocalAddress
+            case .downstreamRemoteAddress: self = .downstreamRemoteAddress
+            case .upstreamHost: self = .upstreamHost
+            case .upstreamCluster: self = .upstreamCluster
+            case .upstreamTransportFailureReason: self = .upstreamTransportFailureReason
+            case .listenerName: self = .listenerName
+            case .captured: self = .captured
+            case .unknown: self = .unknown
+            }
+        }
+    }
+    let kind: Kind
+    /// Text: offset and length in the format's text; captured: the slot.
+    let start: Int32
+    let count: Int32
+}
+
 /// What a request's record copies out of the request and response heads for a listener's formats.
 public struct AccessLogCaptures: Sendable, Equatable {
     public enum Item: Sendable, Equatable, Hashable {
@@ -59,6 +101,29 @@ public struct AccessLogFormat: Sendable, Equatable {
     public let fields: [AccessLogField]
     /// Variable names the format uses that neither Tern nor MOSN defines (written as "-").
     public let unknownNames: [String]
+    /// `fields` as the formatter walks them: plain values (no reference to retain per field) over
+    /// one buffer of every literal text.
+    let ops: [AccessLogOp]
+    let text: [UInt8]
+
+    init(fields: [AccessLogField], unknownNames: [String]) {
+        self.fields = fields
+        self.unknownNames = unknownNames
+        var ops: [AccessLogOp] = [], text: [UInt8] = []
+        for f in fields {
+            switch f {
+            case .text(let t):
+                ops.append(AccessLogOp(kind: .text, start: Int32(text.count), count: Int32(t.count)))
+                text += t
+            case .captured(let slot): ops.append(AccessLogOp(kind: .captured, start: Int32(slot), count: 0))
+            default: ops.append(AccessLogOp(kind: AccessLogOp.Kind(f), start: 0, count: 0))
+            }
+        }
+        self.ops = ops
+        self.text = text
+    }
+
+    public static func == (a: AccessLogFormat, b: AccessLogFormat) -> Bool { a.fields == b.fields }
 
     /// MOSN's default format (`types.DefaultAccessLogFormat`), used when `log_format` is empty.
     public static let mosnDefault = "%start_time% %trace_id%  %connection_id% %upstream_connection_id% %request_received_duration% %response_received_duration% %bytes_sent%" + " " +

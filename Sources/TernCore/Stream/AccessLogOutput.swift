@@ -153,21 +153,21 @@ public final class AccessLogWriter: Sendable {
 public final class AccessLogOutput: TimerTarget {
     public let writer: AccessLogWriter
     unowned let loop: EventLoop
-    private var buffers: [[UInt8]]
+    private let buffers: [ByteBuffer]
     private var lines: [Int]
     private var timer: LoopTimer?
     static let flushBytes = 32 * 1024
     static let flushDelayMS: Int64 = 100
     /// `start_time` to the second ("2026/11/24 03:45:12"), made once per second.
     private var cachedSecond: Int64 = -1
-    private var cachedTime: [UInt8] = []
+    private let cachedTime = ByteBuffer(capacity: 32)
     /// Records of finished bolt calls, reused.
     private var spare: [AccessLogRecord] = []
 
     public init(writer: AccessLogWriter, loop: EventLoop) {
         self.writer = writer
         self.loop = loop
-        buffers = writer.paths.map { _ in [] }
+        buffers = writer.paths.map { _ in ByteBuffer(capacity: AccessLogOutput.flushBytes + 4096) }
         lines = writer.paths.map { _ in 0 }
     }
 
@@ -179,16 +179,14 @@ public final class AccessLogOutput: TimerTarget {
         if record.endUS == 0 { record.endUS = monotonicMicroseconds() }
         for spec in plan.logs {
             let file = spec.file
-            if buffers[file].capacity == 0 { buffers[file].reserveCapacity(AccessLogOutput.flushBytes + 1024) }
-            format(record, spec.format, listenerName: listenerName, into: &buffers[file])
-            lines[file] += 1
-            if buffers[file].count >= AccessLogOutput.flushBytes { flush(file) }
+            let out = buffers[file]
+            format(record, spec.format, listenerName: listenerName, into: out)
+            lines[file] &+= 1
+            if out.readableBytes >= AccessLogOutput.flushBytes { flush(file) }
         }
         record.close()
-        if timer?.isArmed != true && lines.contains(where: { $0 > 0 }) {
-            if timer == nil { timer = LoopTimer(target: self) }
-            loop.timers.arm(timer!, at: loop.nowMS + AccessLogOutput.flushDelayMS)
-        }
+        if timer == nil { timer = LoopTimer(target: self) }
+        if !timer!.isArmed { loop.timers.arm(timer!, at: loop.nowMS + AccessLogOutput.flushDelayMS) }
     }
 
     public func timerFired(_ timer: LoopTimer) { flushAll() }
@@ -199,141 +197,150 @@ public final class AccessLogOutput: TimerTarget {
     }
 
     private func flush(_ file: Int) {
-        var full: [UInt8] = []
-        swap(&full, &buffers[file])
-        writer.submit(file: file, bytes: full, lines: lines[file])
+        let buffer = buffers[file]
+        writer.submit(file: file, bytes: buffer.readableArray(), lines: lines[file])
+        buffer.clear()
+        buffer.shrinkIfEmpty(to: AccessLogOutput.flushBytes + 4096)
         lines[file] = 0
     }
 
     // MARK: formatting
 
-    func format(_ r: AccessLogRecord, _ format: AccessLogFormat, listenerName: String, into out: inout [UInt8]) {
-        for field in format.fields {
-            switch field {
-            case .text(let t): out.append(contentsOf: t)
-            case .startTime: appendStartTime(r.startWallUS, &out)
-            case .connectionID:
-                if let d = r.downstream { AccessLogOutput.decimal(Int64(d.logIdentity.id), &out) } else { out.append(dash) }
-            case .upstreamConnectionID:
-                if let u = r.upstream { AccessLogOutput.decimal(Int64(u.logIdentity.id), &out) } else { out.append(dash) }
-            case .requestReceivedDuration: AccessLogOutput.goDuration(r.sentUS > 0 ? r.sentUS - r.startUS : 0, &out)
-            case .responseReceivedDuration: AccessLogOutput.goDuration(r.responseUS > 0 ? r.responseUS - r.startUS : 0, &out)
-            case .requestFinishedDuration, .duration: AccessLogOutput.goDuration(r.endUS - r.startUS, &out)
-            case .processTimeDuration:
-                let toUpstream = r.sentUS > 0 ? r.sentUS - r.startUS : r.endUS - r.startUS
-                let back = r.responseUS > 0 ? r.endUS - r.responseUS : 0
-                AccessLogOutput.goDuration(toUpstream + back, &out)
-            case .bytesSent: AccessLogOutput.decimal(r.bytesSent, &out)
-            case .bytesReceived: AccessLogOutput.decimal(r.bytesReceived, &out)
-            case .protocolName: r.protocolName.withUTF8Buffer { out.append(contentsOf: $0) }
-            case .responseCode:
-                if r.responseCode >= 0 { AccessLogOutput.decimal(Int64(r.responseCode), &out) } else { out.append(dash) }
-            case .responseFlag: out.append(contentsOf: r.flagged ? AccessLogOutput.trueText : AccessLogOutput.falseText)
-            case .upstreamLocalAddress:
-                if let u = r.upstream { out.append(contentsOf: u.logIdentity.localAddress) } else { out.append(dash) }
-            case .downstreamLocalAddress:
-                if let d = r.downstream { out.append(contentsOf: d.logIdentity.localAddress) } else { out.append(dash) }
-            case .downstreamRemoteAddress:
-                if let d = r.downstream { out.append(contentsOf: d.logIdentity.remoteAddress) } else { out.append(dash) }
-            case .upstreamHost:
-                if let c = r.cluster, r.hostIndex >= 0, r.hostIndex < c.config.hosts.count {
-                    out.append(contentsOf: c.logHostNames[r.hostIndex])
-                } else { out.append(dash) }
-            case .upstreamCluster:
-                if let c = r.cluster { out.append(contentsOf: c.config.name.utf8) } else { out.append(dash) }
-            case .upstreamTransportFailureReason:
-                if let why = r.failureReason { out.append(contentsOf: why.utf8) } else { out.append(dash) }
-            case .listenerName: out.append(contentsOf: listenerName.utf8)
-            case .captured(let slot):
-                if r.present & (1 << UInt64(slot)) != 0 { AccessLogOutput.appendEscaped(r.values[slot], &out) } else { out.append(dash) }
-            case .unknown: out.append(dash)
+    func format(_ r: AccessLogRecord, _ format: AccessLogFormat, listenerName: String, into out: ByteBuffer) {
+        format.text.withUnsafeBufferPointer { text in
+            format.ops.withUnsafeBufferPointer { ops in
+                for op in ops { field(op, text.baseAddress, r, listenerName, out) }
             }
         }
-        out.append(10)
+        out.writeByte(10)
     }
 
-    private let dash = UInt8(ascii: "-")
-    static let trueText = Array("true".utf8), falseText = Array("false".utf8)
-    static let hexDigits = Array("0123456789ABCDEF".utf8)
+    @inline(__always)
+    private func field(_ op: AccessLogOp, _ text: UnsafePointer<UInt8>?, _ r: AccessLogRecord, _ listenerName: String, _ out: ByteBuffer) {
+        switch op.kind {
+        case .text:
+            // Most literals of a format are one space: no copy call for those.
+            if op.count == 1 { out.writeByte(text![Int(op.start)]) } else { out.write(text! + Int(op.start), count: Int(op.count)) }
+        case .startTime: appendStartTime(r.startWallUS, out)
+        case .connectionID:
+            if let d = r.downstream { out.writeDecimal(Int(d.logIdentity.id)) } else { out.writeByte(AccessLogOutput.dash) }
+        case .upstreamConnectionID:
+            if let u = r.upstream { out.writeDecimal(Int(u.logIdentity.id)) } else { out.writeByte(AccessLogOutput.dash) }
+        case .requestReceivedDuration: AccessLogOutput.goDuration(r.sentUS > 0 ? r.sentUS - r.startUS : 0, out)
+        case .responseReceivedDuration: AccessLogOutput.goDuration(r.responseUS > 0 ? r.responseUS - r.startUS : 0, out)
+        case .requestFinishedDuration: AccessLogOutput.goDuration(r.endUS - r.startUS, out)
+        case .processTimeDuration:
+            let toUpstream = r.sentUS > 0 ? r.sentUS - r.startUS : r.endUS - r.startUS
+            let back = r.responseUS > 0 ? r.endUS - r.responseUS : 0
+            AccessLogOutput.goDuration(toUpstream + back, out)
+        case .bytesSent: out.writeDecimal(Int(r.bytesSent))
+        case .bytesReceived: out.writeDecimal(Int(r.bytesReceived))
+        case .protocolName: out.write(r.protocolName)
+        case .responseCode:
+            if r.responseCode >= 0 { out.writeDecimal(r.responseCode) } else { out.writeByte(AccessLogOutput.dash) }
+        case .responseFlag: out.write(r.flagged ? "true" : "false")
+        case .upstreamLocalAddress:
+            if let u = r.upstream { out.write(u.logIdentity.localAddress) } else { out.writeByte(AccessLogOutput.dash) }
+        case .downstreamLocalAddress:
+            if let d = r.downstream { out.write(d.logIdentity.localAddress) } else { out.writeByte(AccessLogOutput.dash) }
+        case .downstreamRemoteAddress:
+            if let d = r.downstream { out.write(d.logIdentity.remoteAddress) } else { out.writeByte(AccessLogOutput.dash) }
+        case .upstreamHost:
+            if let c = r.cluster, r.hostIndex >= 0, r.hostIndex < c.config.hosts.count { out.write(c.logHostNames[r.hostIndex]) }
+            else { out.writeByte(AccessLogOutput.dash) }
+        case .upstreamCluster:
+            if let c = r.cluster { out.write(string: c.config.name) } else { out.writeByte(AccessLogOutput.dash) }
+        case .upstreamTransportFailureReason:
+            if let why = r.failureReason { out.write(string: why) } else { out.writeByte(AccessLogOutput.dash) }
+        case .listenerName: out.write(string: listenerName)
+        case .captured:
+            let slot = Int(op.start)
+            if r.present & (1 << UInt64(slot)) != 0 { AccessLogOutput.appendEscaped(r.values[slot], out) } else { out.writeByte(AccessLogOutput.dash) }
+        case .unknown: out.writeByte(AccessLogOutput.dash)
+        }
+    }
+
+    static let dash = UInt8(ascii: "-")
+    static let hexDigits: StaticString = "0123456789ABCDEF"
 
     /// A value from the wire, with bytes that could forge or break a line (control characters,
     /// DEL, non-ASCII, the double quote formats put around values) written as \xHH, and the
     /// backslash as \\, as nginx escapes its variables.
-    static func appendEscaped(_ value: [UInt8], _ out: inout [UInt8]) {
-        for b in value {
-            if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") && b != UInt8(ascii: "\"") { out.append(b); continue }
-            if b == UInt8(ascii: "\\") { out.append(b); out.append(b); continue }
-            out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "x"))
-            out.append(hexDigits[Int(b >> 4)]); out.append(hexDigits[Int(b & 15)])
+    static func appendEscaped(_ value: [UInt8], _ out: ByteBuffer) {
+        value.withUnsafeBufferPointer { bytes in
+            guard let base = bytes.baseAddress else { return }
+            var plainFrom = 0
+            for (i, b) in bytes.enumerated() where b < 0x20 || b >= 0x7f || b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") {
+                out.write(base + plainFrom, count: i - plainFrom)
+                plainFrom = i + 1
+                if b == UInt8(ascii: "\\") { out.write("\\\\"); continue }
+                out.write("\\x")
+                out.writeByte(hexDigits.utf8Start[Int(b >> 4)])
+                out.writeByte(hexDigits.utf8Start[Int(b & 15)])
+            }
+            out.write(base + plainFrom, count: bytes.count - plainFrom)
         }
     }
 
     /// "2026/11/24 03:45:12.345" (MOSN's layout; UTC, as every Tern log).
-    func appendStartTime(_ wallUS: Int64, _ out: inout [UInt8]) {
+    func appendStartTime(_ wallUS: Int64, _ out: ByteBuffer) {
         let second = wallUS / 1_000_000
         if second != cachedSecond {
             cachedSecond = second
             var t = time_t(second)
             var parts = tm()
             gmtime_r(&t, &parts)
-            cachedTime.removeAll(keepingCapacity: true)
-            AccessLogOutput.padded(Int(parts.tm_year) + 1900, 4, &cachedTime); cachedTime.append(UInt8(ascii: "/"))
-            AccessLogOutput.padded(Int(parts.tm_mon) + 1, 2, &cachedTime); cachedTime.append(UInt8(ascii: "/"))
-            AccessLogOutput.padded(Int(parts.tm_mday), 2, &cachedTime); cachedTime.append(32)
-            AccessLogOutput.padded(Int(parts.tm_hour), 2, &cachedTime); cachedTime.append(UInt8(ascii: ":"))
-            AccessLogOutput.padded(Int(parts.tm_min), 2, &cachedTime); cachedTime.append(UInt8(ascii: ":"))
-            AccessLogOutput.padded(Int(parts.tm_sec), 2, &cachedTime)
+            cachedTime.clear()
+            AccessLogOutput.padded(Int(parts.tm_year) + 1900, 4, cachedTime); cachedTime.writeByte(UInt8(ascii: "/"))
+            AccessLogOutput.padded(Int(parts.tm_mon) + 1, 2, cachedTime); cachedTime.writeByte(UInt8(ascii: "/"))
+            AccessLogOutput.padded(Int(parts.tm_mday), 2, cachedTime); cachedTime.writeByte(32)
+            AccessLogOutput.padded(Int(parts.tm_hour), 2, cachedTime); cachedTime.writeByte(UInt8(ascii: ":"))
+            AccessLogOutput.padded(Int(parts.tm_min), 2, cachedTime); cachedTime.writeByte(UInt8(ascii: ":"))
+            AccessLogOutput.padded(Int(parts.tm_sec), 2, cachedTime)
         }
-        out.append(contentsOf: cachedTime)
-        out.append(UInt8(ascii: "."))
-        AccessLogOutput.padded(Int(wallUS / 1000 % 1000), 3, &out)
+        out.write(cachedTime.readPointer, count: cachedTime.readableBytes)
+        out.writeByte(UInt8(ascii: "."))
+        AccessLogOutput.padded(Int(wallUS / 1000 % 1000), 3, out)
     }
 
-    static func padded(_ v: Int, _ width: Int, _ out: inout [UInt8]) {
-        var digits = 1, rest = v / 10
-        while rest > 0 { digits += 1; rest /= 10 }
-        for _ in digits..<max(digits, width) { out.append(UInt8(ascii: "0")) }
-        decimal(Int64(v), &out)
-    }
-
-    static func decimal(_ v: Int64, _ out: inout [UInt8]) {
-        if v < 0 { out.append(UInt8(ascii: "-")); decimal(-v, &out); return }
-        if v < 10 { out.append(UInt8(48 + v)); return }
-        decimal(v / 10, &out)
-        out.append(UInt8(48 + v % 10))
+    static func padded(_ v: Int, _ width: Int, _ out: ByteBuffer) {
+        var limit = 10, digits = 1
+        while v >= limit && digits < 19 { limit *= 10; digits += 1 }
+        for _ in digits..<max(digits, width) { out.writeByte(UInt8(ascii: "0")) }
+        out.writeDecimal(v)
     }
 
     /// A duration in µs as Go's time.Duration.String() prints it (MOSN's duration variables):
     /// "0s", "850µs", "1.234ms", "2.5s", "1m3.000001s", "1h0m0s".
-    static func goDuration(_ us: Int64, _ out: inout [UInt8]) {
-        let us = max(0, us)
-        if us == 0 { out.append(contentsOf: [UInt8(ascii: "0"), UInt8(ascii: "s")]); return }
+    static func goDuration(_ us: Int64, _ out: ByteBuffer) {
+        let us = Int(max(0, us))
+        if us == 0 { out.write("0s"); return }
         if us < 1000 {
-            decimal(us, &out)
-            out.append(0xC2); out.append(0xB5); out.append(UInt8(ascii: "s"))   // µs
+            out.writeDecimal(us)
+            out.write("µs")
             return
         }
         if us < 1_000_000 {
-            decimal(us / 1000, &out)
-            fraction(us % 1000, digits: 3, &out)
-            out.append(UInt8(ascii: "m")); out.append(UInt8(ascii: "s"))
+            out.writeDecimal(us / 1000)
+            fraction(us % 1000, digits: 3, out)
+            out.write("ms")
             return
         }
         let seconds = us / 1_000_000
         let hours = seconds / 3600, minutes = seconds / 60 % 60
-        if hours > 0 { decimal(hours, &out); out.append(UInt8(ascii: "h")) }
-        if seconds >= 60 { decimal(minutes, &out); out.append(UInt8(ascii: "m")) }
-        decimal(seconds % 60, &out)
-        fraction(us % 1_000_000, digits: 6, &out)
-        out.append(UInt8(ascii: "s"))
+        if hours > 0 { out.writeDecimal(hours); out.writeByte(UInt8(ascii: "h")) }
+        if seconds >= 60 { out.writeDecimal(minutes); out.writeByte(UInt8(ascii: "m")) }
+        out.writeDecimal(seconds % 60)
+        fraction(us % 1_000_000, digits: 6, out)
+        out.writeByte(UInt8(ascii: "s"))
     }
 
     /// ".5", ".25", ".000001": a fraction of `digits` decimal places without trailing zeros.
-    private static func fraction(_ value: Int64, digits: Int, _ out: inout [UInt8]) {
+    private static func fraction(_ value: Int, digits: Int, _ out: ByteBuffer) {
         guard value > 0 else { return }
         var v = value, width = digits
         while v % 10 == 0 { v /= 10; width -= 1 }
-        out.append(UInt8(ascii: "."))
-        padded(Int(v), width, &out)
+        out.writeByte(UInt8(ascii: "."))
+        padded(v, width, out)
     }
 }
