@@ -221,7 +221,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength, bodyLength: frame.contentLength)
         if let plan = proxy.accessLogs, let output = worker.accessLogOutput {
             let record = output.takeRecord()
-            record.begin(view, captures: plan.captures, downstream: downstream, protocolName: frame.protocolCode == 2 ? "boltv2" : "bolt")
+            record.begin(view, plan: plan, downstream: downstream, protocolName: frame.protocolCode == 2 ? "boltv2" : "bolt")
             record.bytesReceived = Int64(frame.contentLength)
             pendingRecord = record
         }

@@ -494,7 +494,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         connection.delegate = self
         upstream = connection
-        accessRecord?.upstream = connection
+        accessRecord?.sent(on: connection)
         responseMutations = clusterRoute.responseHeaders
         responseProgress = .awaitingHead
         responseScanned = 0
@@ -1095,7 +1095,7 @@ extension HTTP1Session {
         guard let plan = settings.accessLogs else { return }
         let record = accessRecord ?? AccessLogRecord()
         accessRecord = record
-        record.begin(view, captures: plan.captures, downstream: downstream, protocolName: "Http1")
+        record.begin(view, plan: plan, downstream: downstream, protocolName: "Http1")
         if view != nil, case .contentLength(let n) = request.framing { record.bytesReceived = n }
         responseBodyStreamed = 0
     }

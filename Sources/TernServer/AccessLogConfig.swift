@@ -16,7 +16,7 @@ extension ConfigCompiler {
     /// A listener's `access_logs: [{log_path, log_format}]`; nil when it has none. An empty
     /// `log_format` is MOSN's default format; an unknown `%variable%` is written "-" (as MOSN) with
     /// a warning; a malformed format or a path whose directory does not exist is an error.
-    func compileAccessLogs(_ l: JSONObject) -> AccessLogPlan? {
+    func compileAccessLogs(_ l: JSONObject, listenerName: String) -> AccessLogPlan? {
         let entries = l.objects("access_logs")
         guard !entries.isEmpty else { return nil }
         var captures = AccessLogCaptures()
@@ -39,7 +39,7 @@ extension ConfigCompiler {
                 diagnostics.error(e.sub("log_format"), error.description)
             }
         }
-        return specs.isEmpty ? nil : AccessLogPlan(logs: specs, captures: captures)
+        return specs.isEmpty ? nil : AccessLogPlan(logs: specs, captures: captures, listenerName: listenerName)
     }
 
     /// Why a log file at `path` could not be created, judged by its directory; nil when it can.

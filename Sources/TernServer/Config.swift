@@ -240,7 +240,7 @@ struct ConfigCompiler {
         let chainsInUse = routesByServerName ? chains : Array(chains.prefix(1))
         let networkFilterTypes = chainsInUse.flatMap { $0.objects("filters") }.compactMap { $0.string("type") }
         context.streamFilters = compileStreamFilters(l, networkFilterTypes: networkFilterTypes, clusterIndex: clusterIndex)
-        context.accessLogs = compileAccessLogs(l)
+        context.accessLogs = compileAccessLogs(l, listenerName: name)
         if context.accessLogs != nil && !networkFilterTypes.contains("proxy") {
             diagnostics.warn(l.sub("access_logs"), "lines are written for requests of the proxy filter (HTTP/1, bolt); this listener has none, so nothing is logged")
         }

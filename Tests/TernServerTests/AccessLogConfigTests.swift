@@ -77,10 +77,10 @@ struct AccessLogConfigTests {
 
     @Test func wireBytesThatCouldForgeALineAreEscaped() {
         let out = ByteBuffer()
-        AccessLogOutput.appendEscaped(Array("a\"b\\c\nd\u{7f}é".utf8), out)
+        Array("a\"b\\c\nd\u{7f}é".utf8).withUnsafeBufferPointer { AccessLogOutput.appendEscaped($0.baseAddress!, $0.count, out) }
         #expect(String(decoding: out.readableArray(), as: UTF8.self) == #"a\x22b\\c\x0Ad\x7F\xC3\xA9"#)
         let plain = ByteBuffer()
-        AccessLogOutput.appendEscaped(Array("curl/8.0".utf8), plain)
+        Array("curl/8.0".utf8).withUnsafeBufferPointer { AccessLogOutput.appendEscaped($0.baseAddress!, $0.count, plain) }
         #expect(plain.readableArray() == Array("curl/8.0".utf8))
     }
 }

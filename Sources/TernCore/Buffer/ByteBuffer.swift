@@ -52,7 +52,7 @@ public final class ByteBuffer {
 
     public func write(_ pointer: UnsafeRawPointer, count: Int) {
         if count == 0 { return }
-        reserve(count)
+        if capacity &- writerIndex < count { reserve(count) }
         (base + writerIndex).update(from: pointer.assumingMemoryBound(to: UInt8.self), count: count)
         writerIndex += count
     }

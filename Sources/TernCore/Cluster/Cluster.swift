@@ -90,8 +90,8 @@ public final class ClusterRuntime {
     @usableFromInline let timesExchanges: Bool
     /// `config.circuitBreaker`, kept here for the per-request counts.
     @usableFromInline let breaker: CircuitBreaker?
-    /// Each host as access logs name it (`upstream_host`): its `hostname`, else its address.
-    public private(set) lazy var logHostNames: [[UInt8]] = config.hosts.map { Array(($0.hostname.isEmpty ? $0.address.description : $0.hostname).utf8) }
+    /// The cluster's and its hosts' names as access logs print them (made on first use).
+    public private(set) lazy var logTexts = ClusterLogTexts(config)
 
     public init(config: ClusterConfig, loop: EventLoop, buffers: BufferPool, logger: Logger) {
         self.config = config

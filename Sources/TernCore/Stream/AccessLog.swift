@@ -223,13 +223,71 @@ public struct AccessLogSpec: Sendable {
 }
 
 /// A listener's access logs: shared read-only by every worker (through `ProxySettings`).
-public final class AccessLogPlan: Sendable {
+/// Immutable after init; the formats are also laid out flat in memory it owns, so writing a line
+/// touches no reference-counted value (hence @unchecked Sendable: nothing is written after init).
+public final class AccessLogPlan: @unchecked Sendable {
     public let logs: [AccessLogSpec]
     public let captures: AccessLogCaptures
-    public init(logs: [AccessLogSpec], captures: AccessLogCaptures) {
+    /// Some format prints a connection id or address (each connection then looks them up once).
+    public let printsConnections: Bool
+    let compiled: UnsafeMutablePointer<CompiledAccessLog>
+    let listenerName: LogText
+    private let storage: UnsafeMutablePointer<UInt8>
+    private let opStorage: UnsafeMutablePointer<AccessLogOp>
+
+    public init(logs: [AccessLogSpec], captures: AccessLogCaptures, listenerName: String = "") {
         self.logs = logs
         self.captures = captures
+        let connectionFields: [AccessLogField] = [.connectionID, .upstreamConnectionID, .upstreamLocalAddress, .downstreamLocalAddress, .downstreamRemoteAddress]
+        printsConnections = logs.contains { $0.format.fields.contains { connectionFields.contains($0) } }
+        let (storage, texts) = packLogTexts([Array(listenerName.utf8)] + logs.map(\.format.text))
+        self.storage = storage
+        self.listenerName = texts[0]
+        let opCount = logs.reduce(0) { $0 + $1.format.ops.count }
+        opStorage = .allocate(capacity: max(1, opCount))
+        compiled = .allocate(capacity: max(1, logs.count))
+        var at = 0
+        for (i, spec) in logs.enumerated() {
+            spec.format.ops.withUnsafeBufferPointer { if let b = $0.baseAddress { (opStorage + at).initialize(from: b, count: $0.count) } }
+            (compiled + i).initialize(to: CompiledAccessLog(file: spec.file, ops: UnsafePointer(opStorage + at), opCount: spec.format.ops.count,
+                                                            text: texts[i + 1].base))
+            at += spec.format.ops.count
+        }
     }
+
+    deinit {
+        storage.deallocate()
+        opStorage.deallocate()
+        compiled.deallocate()
+    }
+}
+
+/// One log of a plan, flat: its file and its format's fields and text.
+struct CompiledAccessLog {
+    let file: Int
+    let ops: UnsafePointer<AccessLogOp>
+    let opCount: Int
+    let text: UnsafePointer<UInt8>?
+}
+
+/// Bytes a line copies, held by an object the record keeps alive: the formatter reads them
+/// without a reference count per field.
+public struct LogText {
+    let base: UnsafePointer<UInt8>?
+    let count: Int
+    static var none: LogText { LogText(base: nil, count: 0) }
+}
+
+/// Copies `parts` into one allocation (freed by the owner's deinit) and returns each part's text.
+func packLogTexts(_ parts: [[UInt8]]) -> (UnsafeMutablePointer<UInt8>, [LogText]) {
+    let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, parts.reduce(0) { $0 + $1.count }))
+    var at = 0, texts: [LogText] = []
+    for p in parts {
+        p.withUnsafeBufferPointer { if let b = $0.baseAddress { (storage + at).update(from: b, count: p.count) } }
+        texts.append(LogText(base: UnsafePointer(storage + at), count: p.count))
+        at += p.count
+    }
+    return (storage, texts)
 }
 
 /// What one request did, filled by its session; formatted into each of the listener's logs when
@@ -250,22 +308,39 @@ public final class AccessLogRecord {
     /// Tern answered or ended the request itself (no route, no host, timeout, a filter...): MOSN's response_flag.
     public var flagged = false
     public var protocolName: StaticString = "-"
-    public var downstream: Connection?
-    public var upstream: Connection?
-    public var cluster: ClusterRuntime?
-    public var hostIndex = -1
     /// Why the upstream connection failed, when that ended the request.
     public var failureReason: String?
-    /// Captured values by slot (valid where `present` has the slot's bit).
-    var values: [[UInt8]] = []
-    var present: UInt64 = 0
+    /// The connections' and the cluster's texts, kept alive by the owners held here.
+    private var downstreamOwner: ConnectionLogIdentity?
+    private var upstreamOwner: ConnectionLogIdentity?
+    private var clusterOwner: ClusterLogTexts?
+    private(set) var downstreamTexts = ConnectionLogTexts.none
+    private(set) var upstreamTexts = ConnectionLogTexts.none
+    private(set) var clusterText = LogText.none
+    private(set) var hostText = LogText.none
+    /// Whether the formats print connection facts (ids, addresses): only then are they looked up.
+    private var wantsConnections = false
+    /// Captured values, one after another, and each slot's (offset, length); length -1: absent.
+    private var captured: UnsafeMutablePointer<UInt8>
+    private var capturedCapacity = 256
+    private var capturedUsed = 0
+    private let slots: UnsafeMutablePointer<Int>
     /// Between `begin` and the line being written.
     public private(set) var isOpen = false
 
-    public init() {}
+    public init() {
+        captured = .allocate(capacity: 256)
+        slots = .allocate(capacity: 2 * AccessLogCaptures.maxSlots)
+        slots.initialize(repeating: -1, count: 2 * AccessLogCaptures.maxSlots)
+    }
+
+    deinit {
+        captured.deallocate()
+        slots.deallocate()
+    }
 
     /// A request's head was read: clocks start, `request`'s values named by the formats are copied.
-    public func begin<R: StreamRequest>(_ request: R?, captures: AccessLogCaptures, downstream: Connection, protocolName: StaticString) {
+    public func begin<R: StreamRequest>(_ request: R?, plan: AccessLogPlan, downstream: Connection, protocolName: StaticString) {
         var wall = timespec(), mono = timespec()
         clock_gettime(CLOCK_REALTIME, &wall)
         clock_gettime(CLOCK_MONOTONIC, &mono)
@@ -275,13 +350,19 @@ public final class AccessLogRecord {
         bytesReceived = 0; bytesSent = 0
         responseCode = -1; flagged = false; failureReason = nil
         self.protocolName = protocolName
-        self.downstream = downstream
-        upstream = nil; cluster = nil; hostIndex = -1
-        present = 0
+        wantsConnections = plan.printsConnections
+        if wantsConnections {
+            let identity = downstream.logIdentity
+            downstreamOwner = identity
+            downstreamTexts = identity.texts
+        }
         isOpen = true
-        guard let request, !captures.items.isEmpty else { return }
-        if values.count < captures.items.count { values += Array(repeating: [], count: captures.items.count - values.count) }
-        for (slot, item) in captures.items.enumerated() {
+        let items = plan.captures.items
+        guard !items.isEmpty else { return }
+        capturedUsed = 0
+        for slot in items.indices { slots[2 * slot + 1] = -1 }
+        guard let request else { return }
+        for (slot, item) in items.enumerated() {
             switch item {
             case .method: request.withMethod { store(slot, $0, $1, emptyIsAbsent: true) }
             case .path: request.withPath { store(slot, $0, $1, emptyIsAbsent: true) }
@@ -290,9 +371,12 @@ public final class AccessLogRecord {
             case .uri:
                 request.withPath { store(slot, $0, $1, emptyIsAbsent: true) }
                 request.withQuery { p, n in
-                    guard n > 0, present & (1 << UInt64(slot)) != 0 else { return }
-                    values[slot].append(UInt8(ascii: "?"))
-                    values[slot].append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+                    guard n > 0, slots[2 * slot + 1] >= 0 else { return }
+                    // The path was the last value stored: the query goes right after it.
+                    var question = UInt8(ascii: "?")
+                    append(&question, 1)
+                    append(p, n)
+                    slots[2 * slot + 1] += 1 + n
                 }
             case .traceID:
                 if request.withHeader(lowercasedName: Self.httpTraceHeader, { store(slot, $0, $1, emptyIsAbsent: false) }) == nil {
@@ -313,7 +397,6 @@ public final class AccessLogRecord {
     /// a value in place, nil when absent).
     public func captureResponse(captures: AccessLogCaptures, _ header: ([UInt8], (UnsafePointer<UInt8>, Int) -> Void) -> Bool) {
         guard captures.capturesResponse else { return }
-        if values.count < captures.items.count { values += Array(repeating: [], count: captures.items.count - values.count) }
         for (slot, item) in captures.items.enumerated() {
             guard case .responseHeader(let name) = item else { continue }
             _ = header(name) { store(slot, $0, $1, emptyIsAbsent: false) }
@@ -322,36 +405,95 @@ public final class AccessLogRecord {
 
     private func store(_ slot: Int, _ p: UnsafePointer<UInt8>, _ n: Int, emptyIsAbsent: Bool) {
         if n == 0 && emptyIsAbsent { return }
-        values[slot].removeAll(keepingCapacity: true)
-        values[slot].append(contentsOf: UnsafeBufferPointer(start: p, count: n))
-        present |= 1 << UInt64(slot)
+        slots[2 * slot] = capturedUsed
+        slots[2 * slot + 1] = n
+        append(p, n)
     }
 
-    /// The upstream exchange began: where it went.
+    private func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        if capturedUsed + n > capturedCapacity {
+            var grown = capturedCapacity * 2
+            while grown < capturedUsed + n { grown *= 2 }
+            let next = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+            next.update(from: captured, count: capturedUsed)
+            captured.deallocate()
+            captured = next
+            capturedCapacity = grown
+        }
+        (captured + capturedUsed).update(from: p, count: n)
+        capturedUsed += n
+    }
+
+    /// A captured value (nil: absent).
+    func value(_ slot: Int) -> LogText? {
+        let n = slots[2 * slot + 1]
+        return n < 0 ? nil : LogText(base: UnsafePointer(captured + slots[2 * slot]), count: n)
+    }
+
+    /// The upstream exchange began: where it went (`upstream` may follow with `sent(on:)`).
     public func sent(cluster: ClusterRuntime, host: Int, upstream: Connection?) {
-        self.cluster = cluster
-        hostIndex = host
-        self.upstream = upstream
+        let texts = cluster.logTexts
+        clusterOwner = texts
+        clusterText = texts.cluster
+        hostText = host >= 0 && host < texts.hosts.count ? texts.hosts[host] : .none
+        if let upstream { sent(on: upstream) }
         sentUS = monotonicMicroseconds()
+    }
+
+    /// The upstream connection the request went out on.
+    public func sent(on upstream: Connection) {
+        guard wantsConnections else { return }
+        let identity = upstream.logIdentity
+        upstreamOwner = identity
+        upstreamTexts = identity.texts
     }
 
     /// Drops the references the line no longer needs (the record outlives its request).
     func close() {
         isOpen = false
-        downstream = nil; upstream = nil; cluster = nil
+        if downstreamOwner != nil { downstreamOwner = nil; downstreamTexts = .none }
+        if upstreamOwner != nil { upstreamOwner = nil; upstreamTexts = .none }
+        if clusterOwner != nil { clusterOwner = nil; clusterText = .none; hostText = .none }
     }
+}
+
+/// A connection's access-log texts: its id, local and remote address.
+public struct ConnectionLogTexts {
+    let id: LogText
+    let local: LogText
+    let remote: LogText
+    static var none: ConnectionLogTexts { ConnectionLogTexts(id: .none, local: .none, remote: .none) }
 }
 
 /// A connection's facts for access logs, made on first use (only access logs ask): a process-wide
 /// id (MOSN's connection_id) and both addresses as text.
 public final class ConnectionLogIdentity {
     public let id: UInt64
-    public let localAddress: [UInt8]
-    public let remoteAddress: [UInt8]
+    let texts: ConnectionLogTexts
+    private let storage: UnsafeMutablePointer<UInt8>
     init(fd: Int32) {
         id = ConnectionLogIdentity.nextID.add(1, ordering: .relaxed).newValue
-        localAddress = Array((SocketAddress.local(of: fd)?.description ?? "-").utf8)
-        remoteAddress = Array((SocketAddress.peer(of: fd)?.description ?? "-").utf8)
+        let local = Array((SocketAddress.local(of: fd)?.description ?? "-").utf8)
+        let remote = Array((SocketAddress.peer(of: fd)?.description ?? "-").utf8)
+        let (storage, t) = packLogTexts([Array(String(id).utf8), local, remote])
+        self.storage = storage
+        texts = ConnectionLogTexts(id: t[0], local: t[1], remote: t[2])
     }
+    deinit { storage.deallocate() }
     static let nextID = Atomic<UInt64>(0)
+}
+
+/// A cluster's name and its hosts' names (`hostname`, else the address) as access logs print them.
+public final class ClusterLogTexts {
+    let cluster: LogText
+    let hosts: [LogText]
+    private let storage: UnsafeMutablePointer<UInt8>
+    init(_ config: ClusterConfig) {
+        let names = config.hosts.map { Array(($0.hostname.isEmpty ? $0.address.description : $0.hostname).utf8) }
+        let (storage, t) = packLogTexts([Array(config.name.utf8)] + names)
+        self.storage = storage
+        cluster = t[0]
+        hosts = Array(t.dropFirst())
+    }
+    deinit { storage.deallocate() }
 }

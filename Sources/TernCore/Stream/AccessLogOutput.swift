@@ -175,14 +175,15 @@ public final class AccessLogOutput: TimerTarget {
     public func giveBack(_ record: AccessLogRecord) { if spare.count < 256 { spare.append(record) } }
 
     /// Formats `record` into each of `plan`'s logs and closes it.
-    public func write(_ record: AccessLogRecord, plan: AccessLogPlan, listenerName: String) {
+    public func write(_ record: AccessLogRecord, plan: AccessLogPlan) {
         if record.endUS == 0 { record.endUS = monotonicMicroseconds() }
-        for spec in plan.logs {
-            let file = spec.file
-            let out = buffers[file]
-            format(record, spec.format, listenerName: listenerName, into: out)
-            lines[file] &+= 1
-            if out.readableBytes >= AccessLogOutput.flushBytes { flush(file) }
+        for i in 0..<plan.logs.count {
+            let log = plan.compiled[i]
+            let out = buffers[log.file]
+            for j in 0..<log.opCount { field(log.ops[j], log.text, record, plan, out) }
+            out.writeByte(10)
+            lines[log.file] &+= 1
+            if out.readableBytes >= AccessLogOutput.flushBytes { flush(log.file) }
         }
         record.close()
         if timer == nil { timer = LoopTimer(target: self) }
@@ -206,26 +207,15 @@ public final class AccessLogOutput: TimerTarget {
 
     // MARK: formatting
 
-    func format(_ r: AccessLogRecord, _ format: AccessLogFormat, listenerName: String, into out: ByteBuffer) {
-        format.text.withUnsafeBufferPointer { text in
-            format.ops.withUnsafeBufferPointer { ops in
-                for op in ops { field(op, text.baseAddress, r, listenerName, out) }
-            }
-        }
-        out.writeByte(10)
-    }
-
     @inline(__always)
-    private func field(_ op: AccessLogOp, _ text: UnsafePointer<UInt8>?, _ r: AccessLogRecord, _ listenerName: String, _ out: ByteBuffer) {
+    private func field(_ op: AccessLogOp, _ text: UnsafePointer<UInt8>?, _ r: AccessLogRecord, _ plan: AccessLogPlan, _ out: ByteBuffer) {
         switch op.kind {
         case .text:
             // Most literals of a format are one space: no copy call for those.
             if op.count == 1 { out.writeByte(text![Int(op.start)]) } else { out.write(text! + Int(op.start), count: Int(op.count)) }
         case .startTime: appendStartTime(r.startWallUS, out)
-        case .connectionID:
-            if let d = r.downstream { out.writeDecimal(Int(d.logIdentity.id)) } else { out.writeByte(AccessLogOutput.dash) }
-        case .upstreamConnectionID:
-            if let u = r.upstream { out.writeDecimal(Int(u.logIdentity.id)) } else { out.writeByte(AccessLogOutput.dash) }
+        case .connectionID: AccessLogOutput.write(r.downstreamTexts.id, out)
+        case .upstreamConnectionID: AccessLogOutput.write(r.upstreamTexts.id, out)
         case .requestReceivedDuration: AccessLogOutput.goDuration(r.sentUS > 0 ? r.sentUS - r.startUS : 0, out)
         case .responseReceivedDuration: AccessLogOutput.goDuration(r.responseUS > 0 ? r.responseUS - r.startUS : 0, out)
         case .requestFinishedDuration: AccessLogOutput.goDuration(r.endUS - r.startUS, out)
@@ -239,25 +229,24 @@ public final class AccessLogOutput: TimerTarget {
         case .responseCode:
             if r.responseCode >= 0 { out.writeDecimal(r.responseCode) } else { out.writeByte(AccessLogOutput.dash) }
         case .responseFlag: out.write(r.flagged ? "true" : "false")
-        case .upstreamLocalAddress:
-            if let u = r.upstream { out.write(u.logIdentity.localAddress) } else { out.writeByte(AccessLogOutput.dash) }
-        case .downstreamLocalAddress:
-            if let d = r.downstream { out.write(d.logIdentity.localAddress) } else { out.writeByte(AccessLogOutput.dash) }
-        case .downstreamRemoteAddress:
-            if let d = r.downstream { out.write(d.logIdentity.remoteAddress) } else { out.writeByte(AccessLogOutput.dash) }
-        case .upstreamHost:
-            if let c = r.cluster, r.hostIndex >= 0, r.hostIndex < c.config.hosts.count { out.write(c.logHostNames[r.hostIndex]) }
-            else { out.writeByte(AccessLogOutput.dash) }
-        case .upstreamCluster:
-            if let c = r.cluster { out.write(string: c.config.name) } else { out.writeByte(AccessLogOutput.dash) }
+        case .upstreamLocalAddress: AccessLogOutput.write(r.upstreamTexts.local, out)
+        case .downstreamLocalAddress: AccessLogOutput.write(r.downstreamTexts.local, out)
+        case .downstreamRemoteAddress: AccessLogOutput.write(r.downstreamTexts.remote, out)
+        case .upstreamHost: AccessLogOutput.write(r.hostText, out)
+        case .upstreamCluster: AccessLogOutput.write(r.clusterText, out)
         case .upstreamTransportFailureReason:
             if let why = r.failureReason { out.write(string: why) } else { out.writeByte(AccessLogOutput.dash) }
-        case .listenerName: out.write(string: listenerName)
+        case .listenerName: AccessLogOutput.write(plan.listenerName, out)
         case .captured:
-            let slot = Int(op.start)
-            if r.present & (1 << UInt64(slot)) != 0 { AccessLogOutput.appendEscaped(r.values[slot], out) } else { out.writeByte(AccessLogOutput.dash) }
+            if let v = r.value(Int(op.start)) { AccessLogOutput.appendEscaped(v.base!, v.count, out) } else { out.writeByte(AccessLogOutput.dash) }
         case .unknown: out.writeByte(AccessLogOutput.dash)
         }
+    }
+
+    /// A text, or "-" when there is none.
+    @inline(__always)
+    static func write(_ t: LogText, _ out: ByteBuffer) {
+        if let base = t.base { out.write(base, count: t.count) } else { out.writeByte(dash) }
     }
 
     static let dash = UInt8(ascii: "-")
@@ -266,20 +255,19 @@ public final class AccessLogOutput: TimerTarget {
     /// A value from the wire, with bytes that could forge or break a line (control characters,
     /// DEL, non-ASCII, the double quote formats put around values) written as \xHH, and the
     /// backslash as \\, as nginx escapes its variables.
-    static func appendEscaped(_ value: [UInt8], _ out: ByteBuffer) {
-        value.withUnsafeBufferPointer { bytes in
-            guard let base = bytes.baseAddress else { return }
-            var plainFrom = 0
-            for (i, b) in bytes.enumerated() where b < 0x20 || b >= 0x7f || b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") {
-                out.write(base + plainFrom, count: i - plainFrom)
-                plainFrom = i + 1
-                if b == UInt8(ascii: "\\") { out.write("\\\\"); continue }
-                out.write("\\x")
-                out.writeByte(hexDigits.utf8Start[Int(b >> 4)])
-                out.writeByte(hexDigits.utf8Start[Int(b & 15)])
-            }
-            out.write(base + plainFrom, count: bytes.count - plainFrom)
+    static func appendEscaped(_ base: UnsafePointer<UInt8>, _ count: Int, _ out: ByteBuffer) {
+        var plainFrom = 0
+        for i in 0..<count {
+            let b = base[i]
+            guard b < 0x20 || b >= 0x7f || b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") else { continue }
+            out.write(base + plainFrom, count: i - plainFrom)
+            plainFrom = i + 1
+            if b == UInt8(ascii: "\\") { out.write("\\\\"); continue }
+            out.write("\\x")
+            out.writeByte(hexDigits.utf8Start[Int(b >> 4)])
+            out.writeByte(hexDigits.utf8Start[Int(b & 15)])
         }
+        out.write(base + plainFrom, count: count - plainFrom)
     }
 
     /// "2026/11/24 03:45:12.345" (MOSN's layout; UTC, as every Tern log).

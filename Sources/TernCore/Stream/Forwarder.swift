@@ -32,8 +32,13 @@ public final class Forwarder {
     /// per request is one nil test.
     public private(set) var filters: StreamFilterChain?
 
+    /// The worker's access-log buffers (kept here: reaching them through the unowned worker costs
+    /// a strong retain per line).
+    let accessLogOutput: AccessLogOutput?
+
     public init(worker: Worker, settings: ProxySettings) {
         self.worker = worker
+        accessLogOutput = worker.accessLogOutput
         self.settings = settings
         filters = settings.streamFilters.map { StreamFilterChain(plan: $0) }
         worker.forwarders.append(self)
@@ -76,8 +81,8 @@ public final class Forwarder {
 
     /// Writes a finished request's access-log line(s) (the listener has access logs) and closes the record.
     public func logAccess(_ record: AccessLogRecord) {
-        guard let plan = settings.accessLogs, let output = worker.accessLogOutput else { record.close(); return }
-        output.write(record, plan: plan, listenerName: settings.listenerName)
+        guard let plan = settings.accessLogs, let output = accessLogOutput else { record.close(); return }
+        output.write(record, plan: plan)
     }
 
     /// Counts and logs a failed request; `answer` is what the client is told (for the log).
