@@ -88,7 +88,15 @@ public final class ByteBuffer {
             writeDecimal(value == Int.min ? Int.max : -value)   // Int.min: never a length or a count
             return
         }
-        var digits = 1, rest = value / 10
+        if value < 100 {
+            // Status codes, small lengths, counts: one or two digits without a loop.
+            if capacity &- writerIndex < 2 { reserve(2) }
+            if value >= 10 { base[writerIndex] = UInt8(truncatingIfNeeded: value / 10) &+ 48; writerIndex &+= 1 }
+            base[writerIndex] = UInt8(truncatingIfNeeded: value % 10) &+ 48
+            writerIndex &+= 1
+            return
+        }
+        var digits = 3, rest = value / 1000
         while rest > 0 { digits &+= 1; rest /= 10 }
         if capacity &- writerIndex < digits { reserve(digits) }
         var v = value, at = writerIndex &+ digits

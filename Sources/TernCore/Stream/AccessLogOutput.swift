@@ -288,7 +288,15 @@ public final class AccessLogOutput: TimerTarget {
         }
         out.write(cachedTime.readPointer, count: cachedTime.readableBytes)
         out.writeByte(UInt8(ascii: "."))
-        AccessLogOutput.padded(Int(wallUS / 1000 % 1000), 3, out)
+        AccessLogOutput.threeDigits(Int(wallUS / 1000 % 1000), out)
+    }
+
+    /// 0...999 as exactly three digits.
+    @inline(__always)
+    static func threeDigits(_ v: Int, _ out: ByteBuffer) {
+        out.writeByte(UInt8(truncatingIfNeeded: v / 100) &+ 48)
+        out.writeByte(UInt8(truncatingIfNeeded: v / 10 % 10) &+ 48)
+        out.writeByte(UInt8(truncatingIfNeeded: v % 10) &+ 48)
     }
 
     static func padded(_ v: Int, _ width: Int, _ out: ByteBuffer) {
@@ -310,7 +318,16 @@ public final class AccessLogOutput: TimerTarget {
         }
         if us < 1_000_000 {
             out.writeDecimal(us / 1000)
-            fraction(us % 1000, digits: 3, out)
+            let micros = us % 1000
+            if micros > 0 {
+                // ".5", ".25", ".125": three places without their trailing zeros.
+                out.writeByte(UInt8(ascii: "."))
+                out.writeByte(UInt8(truncatingIfNeeded: micros / 100) &+ 48)
+                if micros % 100 != 0 {
+                    out.writeByte(UInt8(truncatingIfNeeded: micros / 10 % 10) &+ 48)
+                    if micros % 10 != 0 { out.writeByte(UInt8(truncatingIfNeeded: micros % 10) &+ 48) }
+                }
+            }
             out.write("ms")
             return
         }
