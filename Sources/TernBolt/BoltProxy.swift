@@ -221,7 +221,8 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         let view = BoltRequestView(headers: p + frame.headerOffset, headerLength: frame.headerLength, bodyLength: frame.contentLength)
         if let plan = proxy.accessLogs, let output = worker.accessLogOutput {
             let record = output.takeRecord()
-            record.begin(view, plan: plan, downstream: downstream, protocolName: frame.protocolCode == 2 ? "boltv2" : "bolt")
+            record.begin(view, plan: plan, downstream: downstream, protocolName: frame.protocolCode == 2 ? "boltv2" : "bolt",
+                         traceHeader: AccessLogRecord.boltTraceHeader, nowUS: worker.loop.nowUS)
             record.bytesReceived = Int64(frame.contentLength)
             pendingRecord = record
         }
@@ -304,7 +305,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         var record: AccessLogRecord?
         if let r = pendingRecord {
             pendingRecord = nil
-            r.sent(cluster: cluster, host: target.hostIndex, upstream: upstream.connection)
+            r.sent(cluster: cluster, host: target.hostIndex, upstream: upstream.connection, nowUS: worker.loop.nowUS)
             if oneway { logCall(r) } else { record = r }   // a oneway call has no answer to wait for
         }
         let id = upstream.register(caller: oneway ? nil : self, originalID: frame.requestID,
@@ -431,7 +432,7 @@ extension BoltSession {
 
     /// The upstream's answer (`frame` at `p`): its status, length and the headers the formats name.
     func logAnswer(_ record: AccessLogRecord, _ p: UnsafePointer<UInt8>, _ frame: BoltFrame) {
-        record.responseUS = monotonicMicroseconds()
+        record.responseUS = worker.loop.nowUS
         record.responseCode = Int(frame.status)
         record.bytesSent = Int64(frame.contentLength)
         if let plan = proxy.accessLogs, plan.captures.capturesResponse {

@@ -469,7 +469,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         upstreamHostName = host.address.description
         upstreamHost = hostIndex
         upstreamStartedUS = runtime.requestStarted(host: hostIndex)
-        accessRecord?.sent(cluster: runtime, host: hostIndex, upstream: nil)
+        accessRecord?.sent(cluster: runtime, host: hostIndex, upstream: nil, nowUS: worker.loop.nowUS)
         let connection: Connection
         if let (idle, served) = runtime.pool.takeIdle(host: hostIndex) {
             connection = idle
@@ -1095,14 +1095,15 @@ extension HTTP1Session {
         guard let plan = settings.accessLogs else { return }
         let record = accessRecord ?? AccessLogRecord()
         accessRecord = record
-        record.begin(view, plan: plan, downstream: downstream, protocolName: "Http1")
+        record.begin(view, plan: plan, downstream: downstream, protocolName: "Http1",
+                     traceHeader: AccessLogRecord.httpTraceHeader, nowUS: worker.loop.nowUS)
         if view != nil, case .contentLength(let n) = request.framing { record.bytesReceived = n }
         responseBodyStreamed = 0
     }
 
     /// The response head is in the input (at `base`): its time, status, headers and length.
     func noteResponse(_ record: AccessLogRecord, _ base: UnsafePointer<UInt8>) {
-        record.responseUS = monotonicMicroseconds()
+        record.responseUS = worker.loop.nowUS
         record.responseCode = response.status
         if case .contentLength(let n) = response.framing { record.bytesSent = n }
         guard let plan = settings.accessLogs, plan.captures.capturesResponse else { return }

@@ -21,7 +21,7 @@ final class AccessLogTests {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    static let fields = "%protocol% %request_method% %request_path% %request_uri% %response_code% %response_flag% %bytes_received% %bytes_sent% %upstream_cluster% %upstream_host% %request_header_x-id% %response_header_x-upstream-seen-headers%"
+    static let fields = "%protocol% %request_method% %request_path% %request_uri% %response_code% %response_flag% %bytes_received% %bytes_sent% %upstream_cluster% %upstream_host% %request_header_x-id% %response_header_x-upstream-seen-headers% %trace_id%"
 
     func httpConfig(logPath: String = "/tmp/x", defaultLog: String = "stderr", format: String = fields) -> String {
         """
@@ -56,7 +56,7 @@ final class AccessLogTests {
         let tern = try TernProcess(config: httpConfig(logPath: path), waitFor: [port], extraArguments: ["--workers", "2"])
         defer { tern.stop() }
         let answers = [
-            exchange("GET /up/a?q=1 HTTP/1.1\r\nHost: x\r\nX-Id: first\r\n\r\n"),
+            exchange("GET /up/a?q=1 HTTP/1.1\r\nHost: x\r\nX-Id: first\r\nSOFA-TraceId: 0a1b2c\r\n\r\n"),
             exchange("POST /up/sha HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"),
             exchange("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n"),
             exchange("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -73,9 +73,9 @@ final class AccessLogTests {
         let byPath = Dictionary(logged.map { ($0.split(separator: " ")[2], $0) }, uniquingKeysWith: { a, _ in a })
         let upBody = answers[0]?.body.count ?? -1
         let seen = answers[0]?.header("x-upstream-seen-headers") ?? "?"
-        #expect(byPath["/up/a"] == "Http1 GET /up/a /up/a?q=1 200 false 0 \(upBody) up 127.0.0.1:\(upstream.port) first \(seen)", "\(logged)")
+        #expect(byPath["/up/a"] == "Http1 GET /up/a /up/a?q=1 200 false 0 \(upBody) up 127.0.0.1:\(upstream.port) first \(seen) 0a1b2c", "\(logged)")
         #expect(byPath["/up/sha"]?.hasPrefix("Http1 POST /up/sha /up/sha 200 false 5 \(answers[1]?.body.count ?? -1) up ") == true, "\(logged)")
-        #expect(byPath["/direct"] == "Http1 GET /direct /direct 201 false 0 9 - - - -", "\(logged)")
+        #expect(byPath["/direct"] == "Http1 GET /direct /direct 201 false 0 9 - - - - -", "\(logged)")
         #expect(byPath["/nowhere"]?.hasPrefix("Http1 GET /nowhere /nowhere 404 true 0 ") == true, "\(logged)")
         #expect(byPath["/dead"]?.contains(" 502 true 0 ") == true && byPath["/dead"]?.contains(" dead 127.0.0.1:") == true, "\(logged)")
         // The malformed head: a line with the 400 and nothing read from the request.
@@ -87,7 +87,9 @@ final class AccessLogTests {
         let parts = proxied.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
         // "2026/11/24 03:39:30.312 -  1 2 101µs 1.274ms 369 0 Http1 200 2.392ms false 200 up-local down-local down-remote host"
         #expect(parts.count == 19, "\(parts)")
-        #expect(parts[0].count == 10 && parts[1].count == 12 && parts[2] == "-" && parts[3] == "")
+        #expect(parts[0].count == 10 && parts[1].count == 12 && ["-", "0a1b2c"].contains(parts[2]) && parts[3] == "")
+        // %trace_id%: the request's SOFA-TraceId (MOSN's tracer's id), "-" without one.
+        #expect(mosn.filter { $0.contains(" 0a1b2c  ") }.count == 1 && mosn.filter { $0.contains(" -  ") }.count == 5, "\(mosn)")
         #expect(UInt64(parts[4]) != nil && UInt64(parts[5]) != nil)
         #expect(["µs", "ms", "s"].contains { parts[6].hasSuffix($0) } && ["µs", "ms", "s"].contains { parts[7].hasSuffix($0) })
         #expect(parts[10] == "Http1" && parts[11] == "200" && parts[13] == "false" && parts[14] == "200")

@@ -293,8 +293,7 @@ func packLogTexts(_ parts: [[UInt8]]) -> (UnsafeMutablePointer<UInt8>, [LogText]
 /// What one request did, filled by its session; formatted into each of the listener's logs when
 /// it ends. Reused: an HTTP/1 session keeps one, bolt takes one per call from its worker's output.
 public final class AccessLogRecord {
-    /// Wall clock (µs since the epoch) and monotonic clock (µs) when the request's head was read.
-    public var startWallUS: Int64 = 0
+    /// When the request's head was read (the loop's monotonic µs; the formatter turns it into wall time).
     public var startUS: Int64 = 0
     /// When the request was sent upstream, its response head arrived, and it ended (monotonic µs; 0: never).
     public var sentUS: Int64 = 0
@@ -340,12 +339,10 @@ public final class AccessLogRecord {
     }
 
     /// A request's head was read: clocks start, `request`'s values named by the formats are copied.
-    public func begin<R: StreamRequest>(_ request: R?, plan: AccessLogPlan, downstream: Connection, protocolName: StaticString) {
-        var wall = timespec(), mono = timespec()
-        clock_gettime(CLOCK_REALTIME, &wall)
-        clock_gettime(CLOCK_MONOTONIC, &mono)
-        startWallUS = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1000
-        startUS = Int64(mono.tv_sec) * 1_000_000 + Int64(mono.tv_nsec) / 1000
+    /// `traceHeader`: where the protocol carries SOFA's trace id (`httpTraceHeader`, `boltTraceHeader`).
+    public func begin<R: StreamRequest>(_ request: R?, plan: AccessLogPlan, downstream: Connection, protocolName: StaticString,
+                                        traceHeader: [UInt8], nowUS: Int64) {
+        startUS = nowUS
         sentUS = 0; responseUS = 0; endUS = 0
         bytesReceived = 0; bytesSent = 0
         responseCode = -1; flagged = false; failureReason = nil
@@ -379,9 +376,7 @@ public final class AccessLogRecord {
                     slots[2 * slot + 1] += 1 + n
                 }
             case .traceID:
-                if request.withHeader(lowercasedName: Self.httpTraceHeader, { store(slot, $0, $1, emptyIsAbsent: false) }) == nil {
-                    _ = request.withHeader(lowercasedName: Self.boltTraceHeader) { store(slot, $0, $1, emptyIsAbsent: false) }
-                }
+                _ = request.withHeader(lowercasedName: traceHeader) { store(slot, $0, $1, emptyIsAbsent: false) }
             case .requestHeader(let name):
                 _ = request.withHeader(lowercasedName: name) { store(slot, $0, $1, emptyIsAbsent: false) }
             case .responseHeader:
@@ -390,8 +385,8 @@ public final class AccessLogRecord {
         }
     }
 
-    static let httpTraceHeader = Array("sofa-traceid".utf8)
-    static let boltTraceHeader = Array("rpc_trace_context.sofatraceid".utf8)
+    public static let httpTraceHeader = Array("sofa-traceid".utf8)
+    public static let boltTraceHeader = Array("rpc_trace_context.sofatraceid".utf8)
 
     /// The response head arrived: its headers named by the formats are copied (`header(name)` gives
     /// a value in place, nil when absent).
@@ -431,13 +426,13 @@ public final class AccessLogRecord {
     }
 
     /// The upstream exchange began: where it went (`upstream` may follow with `sent(on:)`).
-    public func sent(cluster: ClusterRuntime, host: Int, upstream: Connection?) {
+    public func sent(cluster: ClusterRuntime, host: Int, upstream: Connection?, nowUS: Int64) {
         let texts = cluster.logTexts
         clusterOwner = texts
         clusterText = texts.cluster
         hostText = host >= 0 && host < texts.hosts.count ? texts.hosts[host] : .none
         if let upstream { sent(on: upstream) }
-        sentUS = monotonicMicroseconds()
+        sentUS = nowUS
     }
 
     /// The upstream connection the request went out on.

@@ -152,7 +152,8 @@ public final class AccessLogWriter: Sendable {
 /// requests and handed to the writer thread when full or 100 ms after its first line.
 public final class AccessLogOutput: TimerTarget {
     public let writer: AccessLogWriter
-    unowned let loop: EventLoop
+    /// The worker's loop (the worker owns both).
+    unowned(unsafe) let loop: EventLoop
     private let buffers: [ByteBuffer]
     private var lines: [Int]
     private var timer: LoopTimer?
@@ -160,6 +161,8 @@ public final class AccessLogOutput: TimerTarget {
     static let flushDelayMS: Int64 = 100
     /// `start_time` to the second ("2026/11/24 03:45:12"), made once per second.
     private var cachedSecond: Int64 = -1
+    private var wallOffsetUS: Int64 = 0
+    private var offsetReadUS: Int64 = Int64.min / 2
     private let cachedTime = ByteBuffer(capacity: 32)
     /// Records of finished bolt calls, reused.
     private var spare: [AccessLogRecord] = []
@@ -176,7 +179,7 @@ public final class AccessLogOutput: TimerTarget {
 
     /// Formats `record` into each of `plan`'s logs and closes it.
     public func write(_ record: AccessLogRecord, plan: AccessLogPlan) {
-        if record.endUS == 0 { record.endUS = monotonicMicroseconds() }
+        if record.endUS == 0 { record.endUS = loop.nowUS }
         for i in 0..<plan.logs.count {
             let log = plan.compiled[i]
             let out = buffers[log.file]
@@ -213,7 +216,7 @@ public final class AccessLogOutput: TimerTarget {
         case .text:
             // Most literals of a format are one space: no copy call for those.
             if op.count == 1 { out.writeByte(text![Int(op.start)]) } else { out.write(text! + Int(op.start), count: Int(op.count)) }
-        case .startTime: appendStartTime(r.startWallUS, out)
+        case .startTime: appendStartTime(r.startUS, out)
         case .connectionID: AccessLogOutput.write(r.downstreamTexts.id, out)
         case .upstreamConnectionID: AccessLogOutput.write(r.upstreamTexts.id, out)
         case .requestReceivedDuration: AccessLogOutput.goDuration(r.sentUS > 0 ? r.sentUS - r.startUS : 0, out)
@@ -271,7 +274,17 @@ public final class AccessLogOutput: TimerTarget {
     }
 
     /// "2026/11/24 03:45:12.345" (MOSN's layout; UTC, as every Tern log).
-    func appendStartTime(_ wallUS: Int64, _ out: ByteBuffer) {
+    func appendStartTime(_ monotonicUS: Int64, _ out: ByteBuffer) {
+        // Wall time is the loop's monotonic time plus an offset read again once a second (so a
+        // clock step shows within a second, and no line pays for a wall-clock read).
+        if monotonicUS - offsetReadUS >= 1_000_000 || monotonicUS < offsetReadUS {
+            var wall = timespec()
+            clock_gettime(CLOCK_REALTIME, &wall)
+            let mono = monotonicMicroseconds()
+            wallOffsetUS = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1000 - mono
+            offsetReadUS = monotonicUS
+        }
+        let wallUS = monotonicUS + wallOffsetUS
         let second = wallUS / 1_000_000
         if second != cachedSecond {
             cachedSecond = second
