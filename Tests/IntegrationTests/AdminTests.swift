@@ -279,7 +279,7 @@ final class AdminTests {
         let states = try adminRequest(admin, "GET", "/api/v1/states")
         #expect(states.bodyText == "pid=\(tern.child.pid)&state=6\n")
         let features = try jsonObject(try adminRequest(admin, "GET", "/api/v1/features"))
-        #expect(features["admin_api"] as? Bool == true && features["hot_upgrade"] as? Bool == true && features["config_reload"] as? Bool == true && features["access_logs"] as? Bool == false)
+        #expect(features["admin_api"] as? Bool == true && features["hot_upgrade"] as? Bool == true && features["config_reload"] as? Bool == true && features["access_logs"] as? Bool == true)
         #expect(try adminRequest(admin, "GET", "/api/v1/features?key=prometheus_sink").bodyText == "true")
         #expect(try adminRequest(admin, "GET", "/api/v1/get_loglevel").bodyText == "{\"stderr\": \"INFO\"}\n")
         #expect(try adminRequest(admin, "GET", "/ready").status == 200)

@@ -191,7 +191,7 @@ final class AdminAPI {
     /// What this Tern does of MOSN's optional features; `?key=NAME` answers true or false.
     static let features: [(String, Bool)] = [
         ("admin_api", true), ("prometheus_sink", true), ("tls", true), ("original_dst", true),
-        ("access_logs", false), ("hot_upgrade", true), ("config_reload", true), ("xds", false), ("http2", false),
+        ("access_logs", true), ("hot_upgrade", true), ("config_reload", true), ("xds", false), ("http2", false),
     ]
 
     private func features(_ r: AdminRequest, _ loop: EventLoop, _ reply: Reply) {
