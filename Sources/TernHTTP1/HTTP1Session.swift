@@ -738,7 +738,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
-        cluster?.stats.responseTime.record(ms: worker.loop.nowMS - upstreamStartMS)
+        cluster?.stats.recordResponseTime(ms: worker.loop.nowMS - upstreamStartMS, host: upstreamHost)
         downstream.counters?.stats.recordResponse(httpStatus: response.status)
         if let record = accessRecord { noteResponse(record, base) }
         if case .none = response.framing { responseProgress = .complete }

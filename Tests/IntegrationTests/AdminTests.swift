@@ -247,6 +247,17 @@ final class AdminTests {
         #expect(promValue(text, "tern_cluster_bolt_responses_total{cluster=\"boltup\",status=\"0\"}") == 5)
         #expect(promValue(text, "tern_host_requests_total{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") == 7)
         #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_count{cluster=\"up\"}") == 7)
+        // Per host: the one host of `up` answered all 7; the bolt host all 5.
+        #expect(promValue(text, "tern_host_upstream_response_time_seconds_count{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") == 7)
+        #expect(promValue(text, "tern_host_upstream_response_time_seconds_bucket{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\",le=\"+Inf\"}") == 7)
+        #expect(promValue(text, "tern_host_upstream_response_time_seconds_count{cluster=\"boltup\",host=\"127.0.0.1:\(boltPort)\"}") == 5, "\(text)")
+        // By code per cluster: the sum over codes is the cluster's HTTP answers.
+        let upCodes = text.split(separator: "\n").filter { $0.hasPrefix("tern_cluster_http_responses_by_code_total{cluster=\"up\"") }
+        let byCode: Int = upCodes.compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        var byClass = 0
+        for c in ["2xx", "4xx", "5xx"] { byClass += Int(promValue(text, "tern_cluster_http_responses_total{cluster=\"up\",class=\"\(c)\"}") ?? -100) }
+        #expect(byCode == byClass && byCode > 0, "\(upCodes)")
+        #expect(!upCodes.isEmpty)
         #expect(promValue(text, "tern_cluster_upstream_response_time_seconds_bucket{cluster=\"boltup\",le=\"+Inf\"}") == 5)
         #expect((promValue(text, "process_resident_memory_bytes") ?? 0) > 1_000_000)
         #expect((promValue(text, "tern_host_connections_open{cluster=\"up\",host=\"127.0.0.1:\(upstream.port)\"}") ?? 0) >= 1)

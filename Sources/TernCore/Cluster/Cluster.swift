@@ -55,13 +55,27 @@ public struct ClusterStats: Sendable {
     public var overflows = 0
     public var connectionsOpened = 0, connectionsReused = 0
     public var inFlight = 0
+    /// HTTP answers by status code (index `code - 100`; empty until the first).
+    public var responsesByCode: [Int] = []
     /// Answers by protocol status (bolt response status; HTTP uses the class counters above).
     public var byStatus: [Int: Int] = [:]
     /// Requests sent to each host (by index in the cluster's `hosts`), as the balancer chose them.
     public var hostRequests: [Int] = []
     public var responseTime = LatencyHistogram()
+    /// The same per host (by index in the cluster's `hosts`).
+    public var hostResponseTimes: [LatencyHistogram] = []
 
-    public init(hostCount: Int = 0) { hostRequests = Array(repeating: 0, count: hostCount) }
+    public init(hostCount: Int = 0) {
+        hostRequests = Array(repeating: 0, count: hostCount)
+        hostResponseTimes = Array(repeating: LatencyHistogram(), count: hostCount)
+    }
+
+    /// A response read from `host`, `ms` after its request was queued: the cluster's and the host's histograms.
+    @inline(__always)
+    public mutating func recordResponseTime(ms: Int64, host: Int) {
+        responseTime.record(ms: ms)
+        if host >= 0 && host < hostResponseTimes.count { hostResponseTimes[host].record(ms: ms) }
+    }
 
     @inline(__always)
     public mutating func record(status: Int) { byStatus[status, default: 0] += 1 }

@@ -165,7 +165,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                     if let call = pending.removeValue(forKey: id) {
                         call.cluster.requestEnded(host: hostIndex, startedUS: call.startedUS)
                         call.cluster.stats.record(status: status)
-                        call.cluster.stats.responseTime.record(ms: worker.loop.nowMS - call.startMS)
+                        call.cluster.stats.recordResponseTime(ms: worker.loop.nowMS - call.startMS, host: hostIndex)
                         if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
                     }
                 case .heartbeatAnswer:

@@ -97,6 +97,12 @@ extension ClusterStats {
 
     /// Counts a response by its HTTP-style status class.
     public mutating func recordResponse(httpStatus: Int) {
+        // By code too: index `code - 100`, allocated on the cluster's first HTTP answer.
+        let slot = httpStatus &- 100
+        if slot >= 0 && slot < 500 {
+            if responsesByCode.isEmpty { responsesByCode = Array(repeating: 0, count: 500) }
+            responsesByCode[slot] &+= 1
+        }
         switch httpStatus {
         case 200..<300: responses2xx += 1
         case 400..<500: responses4xx += 1

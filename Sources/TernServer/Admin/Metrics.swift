@@ -65,6 +65,7 @@ enum MetricFields {
     static let clusterResponsesHelp = "HTTP/1 answers for requests routed to the cluster, by status class (Tern's own error answers included)"
     static let boltStatusHelp = "Bolt answers for requests routed to the cluster, by bolt response status"
     static let hostRequestsHelp = "Requests sent to each host of a cluster, as the load balancer chose them"
+    static let hostResponseTimeHelp = "The same response times per host of the cluster"
     static let responseTimeHelp = "Time from a request queued for the cluster to its response read (HTTP/1: the head; bolt: the frame), on the worker's loop clock (millisecond resolution)"
 
     /// Cumulative counts by upper bound: ("1", n), ("2", n) … ("+Inf", count), bounds in milliseconds.
@@ -140,6 +141,7 @@ struct MetricsReport {
         let clusters = plan.clusters.indices.map { i -> (String, String) in
             let view = clusterView(i)
             let bolt = view.stats.byStatus.keys.sorted().map { ("bolt_responses_status_\($0)", view.stats.byStatus[$0]!) }
+                + view.stats.responsesByCode.indices.filter { view.stats.responsesByCode[$0] != 0 }.map { ("http_responses_code_\($0 + 100)", view.stats.responsesByCode[$0]) }
             let h = view.stats.responseTime
             let buckets = MetricFields.cumulative(h).map { ("le_\($0.bound == "+Inf" ? "inf" : $0.bound + "ms")", $0.count) }
             let histogram = { (indent: String) in JSONText.counters(buckets + [("count", h.count), ("sum_ms", h.sumMS)], indent: indent) }
@@ -177,6 +179,8 @@ struct MetricsReport {
             let view = clusterView(i)
             for f in MetricFields.cluster { out += "cluster.\(plan.clusters[i].name).\(f.key):\(f.read(view))\n" }
             for s in view.stats.byStatus.keys.sorted() { out += "cluster.\(plan.clusters[i].name).bolt_responses_status_\(s):\(view.stats.byStatus[s]!)\n" }
+            let codes = view.stats.responsesByCode
+            for c in codes.indices where codes[c] != 0 { out += "cluster.\(plan.clusters[i].name).http_responses_code_\(c + 100):\(codes[c])\n" }
             out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_count:\(view.stats.responseTime.count)\n"
             out += "cluster.\(plan.clusters[i].name).upstream_response_time_ms_sum:\(view.stats.responseTime.sumMS)\n"
             for (h, host) in plan.clusters[i].hosts.enumerated() {
@@ -215,22 +219,34 @@ struct MetricsReport {
                    MetricsReport.codes(merged.listeners[i]).map { ([("listener", plan.listeners[i].name), ("code", String($0.code))], String($0.count)) }
                })
         families(MetricFields.cluster, plan.clusters.indices.map { (("cluster", plan.clusters[$0].name), clusterView($0)) })
+        family("tern_cluster_http_responses_by_code_total", "counter", "HTTP/1 answers for requests routed to the cluster, by status code (codes seen so far)",
+               plan.clusters.indices.flatMap { i in
+                   let codes = merged.clusters[i].responsesByCode
+                   return codes.indices.filter { codes[$0] != 0 }.map { ([("cluster", plan.clusters[i].name), ("code", String($0 + 100))], String(codes[$0])) }
+               })
         family("tern_cluster_bolt_responses_total", "counter", MetricFields.boltStatusHelp, plan.clusters.indices.flatMap { i in
             merged.clusters[i].byStatus.keys.sorted().map { ([("cluster", plan.clusters[i].name), ("status", String($0))], String(merged.clusters[i].byStatus[$0]!)) }
         })
-        if !plan.clusters.isEmpty {
-            let name = "tern_cluster_upstream_response_time_seconds"
-            out += "# HELP \(name) \(MetricFields.responseTimeHelp)\n# TYPE \(name) histogram\n"
-            for i in plan.clusters.indices {
-                let h = merged.clusters[i].responseTime
-                let cluster = "cluster=\"\(escapeLabel(plan.clusters[i].name))\""
+        func histograms(_ name: String, _ help: String, _ rows: [(labels: String, histogram: LatencyHistogram)]) {
+            guard !rows.isEmpty else { return }
+            out += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+            for (labels, h) in rows {
                 for b in MetricFields.cumulative(h) {
                     let le = b.bound == "+Inf" ? "+Inf" : seconds(Int(b.bound)!)
-                    out += "\(name)_bucket{\(cluster),le=\"\(le)\"} \(b.count)\n"
+                    out += "\(name)_bucket{\(labels),le=\"\(le)\"} \(b.count)\n"
                 }
-                out += "\(name)_sum{\(cluster)} \(seconds(h.sumMS))\n\(name)_count{\(cluster)} \(h.count)\n"
+                out += "\(name)_sum{\(labels)} \(seconds(h.sumMS))\n\(name)_count{\(labels)} \(h.count)\n"
             }
         }
+        histograms("tern_cluster_upstream_response_time_seconds", MetricFields.responseTimeHelp, plan.clusters.indices.map { i in
+            ("cluster=\"\(escapeLabel(plan.clusters[i].name))\"", merged.clusters[i].responseTime)
+        })
+        histograms("tern_host_upstream_response_time_seconds", MetricFields.hostResponseTimeHelp, plan.clusters.indices.flatMap { i in
+            plan.clusters[i].hosts.indices.filter { $0 < merged.clusters[i].hostResponseTimes.count }.map { h in
+                ("cluster=\"\(escapeLabel(plan.clusters[i].name))\",host=\"\(escapeLabel(plan.clusters[i].hosts[h].address.description))\"",
+                 merged.clusters[i].hostResponseTimes[h])
+            }
+        })
         family("tern_host_requests_total", "counter", MetricFields.hostRequestsHelp, plan.clusters.indices.flatMap { i in
             plan.clusters[i].hosts.indices.filter { $0 < merged.clusters[i].hostRequests.count }.map { h in
                 ([("cluster", plan.clusters[i].name), ("host", plan.clusters[i].hosts[h].address.description)], String(merged.clusters[i].hostRequests[h]))
@@ -257,8 +273,10 @@ struct MetricsReport {
     /// One host's counters and gauges, in the order every format lists them.
     func hostFields(_ i: Int, _ h: Int) -> [(String, Int)] {
         func at(_ rows: [[Int]]) -> Int { i < rows.count && h < rows[i].count ? rows[i][h] : 0 }
+        let times = h < merged.clusters[i].hostResponseTimes.count ? merged.clusters[i].hostResponseTimes[h] : LatencyHistogram()
         return [("requests_total", h < merged.clusters[i].hostRequests.count ? merged.clusters[i].hostRequests[h] : 0),
-                ("requests_active", at(merged.hostActive)), ("connections_open", at(merged.hostOpen))]
+                ("requests_active", at(merged.hostActive)), ("connections_open", at(merged.hostOpen)),
+                ("upstream_response_time_ms_count", times.count), ("upstream_response_time_ms_sum", times.sumMS)]
     }
 
     /// The status codes a listener answered with, and how often.

@@ -70,6 +70,12 @@ extension ClusterStats {
         if hostRequests.count < o.hostRequests.count { hostRequests += Array(repeating: 0, count: o.hostRequests.count - hostRequests.count) }
         for i in o.hostRequests.indices { hostRequests[i] += o.hostRequests[i] }
         responseTime.add(o.responseTime)
+        if responsesByCode.isEmpty && !o.responsesByCode.isEmpty { responsesByCode = Array(repeating: 0, count: o.responsesByCode.count) }
+        for i in o.responsesByCode.indices where o.responsesByCode[i] != 0 && i < responsesByCode.count { responsesByCode[i] += o.responsesByCode[i] }
+        if hostResponseTimes.count < o.hostResponseTimes.count {
+            hostResponseTimes += Array(repeating: LatencyHistogram(), count: o.hostResponseTimes.count - hostResponseTimes.count)
+        }
+        for i in o.hostResponseTimes.indices { hostResponseTimes[i].add(o.hostResponseTimes[i]) }
     }
 }
 
