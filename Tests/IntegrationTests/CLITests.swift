@@ -44,7 +44,7 @@ struct CLITests {
             "routers": [{ "router_config_name": "r", "virtual_hosts": [{ "name": "h", "domains": ["*"],
                "routers": [{ "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "ok"} }] }] }],
             "listeners": [
-              { "name": "a", "address": "127.0.0.1:\(port)", "access_logs": [{"log_path": "x"}],
+              { "name": "a", "address": "127.0.0.1:\(port)", "per_connection_buffer_limit_bytes": 1024,
                 "filter_chains": [{ "filters": [{ "type": "proxy", "config": { "downstream_protocol": "Auto", "upstream_protocol": "bolt", "router_config_name": "r" } }] }] }] }],
           "tracing": {"enable": true} }
         """)
@@ -55,7 +55,7 @@ struct CLITests {
         tern.signal(SIGTERM)
         #expect(tern.waitForExit(timeout: 10) == 0)
         let output = tern.output
-        for key in ["$.tracing", "$.servers[0].listeners[0].access_logs"] {
+        for key in ["$.tracing", "$.servers[0].listeners[0].per_connection_buffer_limit_bytes"] {
             #expect(output.components(separatedBy: key).count - 1 == 1, "\(key) printed more than once:\n\(output)")
         }
     }
