@@ -435,7 +435,14 @@ extension Server {
     func reopenLogs() {
         if let problem = logger.reopen() { logger.error("server", "SIGUSR1: \(problem)") }
         let writer = accessLogWriter.withLock { $0 }
-        writer?.reopen()
+        if let writer {
+            // The writer thread reopens between two buffers: wait for it (briefly) to say how it went.
+            let before = writer.reopensDone.load(ordering: .acquiring)
+            writer.reopen()
+            let deadline = tern_monotonic_ms() + 500
+            while writer.reopensDone.load(ordering: .acquiring) == before && tern_monotonic_ms() < deadline { usleep(1000) }
+            for problem in writer.takeFailures() { logger.error("accesslog", "SIGUSR1: \(problem)") }
+        }
         logger.info("server", "SIGUSR1: log files reopened (\(1 + (writer?.paths.count ?? 0)) file(s))")
     }
 

@@ -23,6 +23,8 @@ public final class AccessLogWriter: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     public let droppedLines = Atomic<Int>(0)
+    /// Reopens done so far (the main thread waits for the one it asked for, to report failures).
+    public let reopensDone = Atomic<Int>(0)
     public let writtenLines = Atomic<Int>(0)
     /// The last error writing or reopening a file, for the log (read by the main thread).
     private let failures = Mutex<[String]>([])
@@ -92,7 +94,10 @@ public final class AccessLogWriter: Sendable {
                 return (s.queue, s.descriptors, s.reopenAsked, s.stopping)
             }
             var fds = descriptors
-            if reopen { fds = reopenFiles(fds) }
+            if reopen {
+                fds = reopenFiles(fds)
+                reopensDone.add(1, ordering: .releasing)
+            }
             var written = 0
             for chunk in batch {
                 write(chunk.bytes, to: fds[chunk.file], path: paths[chunk.file])
