@@ -320,22 +320,21 @@ public final class AccessLogRecord {
     /// Whether the formats print connection facts (ids, addresses): only then are they looked up.
     private var wantsConnections = false
     /// Captured values, one after another, and each slot's (offset, length); length -1: absent.
-    private var captured: UnsafeMutablePointer<UInt8>
-    private var capturedCapacity = 256
+    /// Sized by what the formats capture (MOSN's default: the trace id only), made on first use:
+    /// an HTTP/1 connection keeps its record while it lives.
+    private var captured: UnsafeMutablePointer<UInt8>?
+    private var capturedCapacity = 0
     private var capturedUsed = 0
-    private let slots: UnsafeMutablePointer<Int>
+    private var slots: UnsafeMutablePointer<Int>?
+    private var slotCapacity = 0
     /// Between `begin` and the line being written.
     public private(set) var isOpen = false
 
-    public init() {
-        captured = .allocate(capacity: 256)
-        slots = .allocate(capacity: 2 * AccessLogCaptures.maxSlots)
-        slots.initialize(repeating: -1, count: 2 * AccessLogCaptures.maxSlots)
-    }
+    public init() {}
 
     deinit {
-        captured.deallocate()
-        slots.deallocate()
+        captured?.deallocate()
+        slots?.deallocate()
     }
 
     /// A request's head was read: clocks start, `request`'s values named by the formats are copied.
@@ -356,6 +355,12 @@ public final class AccessLogRecord {
         isOpen = true
         let items = plan.captures.items
         guard !items.isEmpty else { return }
+        if slotCapacity < items.count {
+            slots?.deallocate()
+            slots = .allocate(capacity: 2 * items.count)
+            slotCapacity = items.count
+        }
+        let slots = slots!
         capturedUsed = 0
         for slot in items.indices { slots[2 * slot + 1] = -1 }
         guard let request else { return }
@@ -399,30 +404,34 @@ public final class AccessLogRecord {
     }
 
     private func store(_ slot: Int, _ p: UnsafePointer<UInt8>, _ n: Int, emptyIsAbsent: Bool) {
-        if n == 0 && emptyIsAbsent { return }
+        guard let slots, slot < slotCapacity, !(n == 0 && emptyIsAbsent) else { return }
         slots[2 * slot] = capturedUsed
         slots[2 * slot + 1] = n
         append(p, n)
     }
 
     private func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
-        if capturedUsed + n > capturedCapacity {
-            var grown = capturedCapacity * 2
+        if capturedUsed + n > capturedCapacity || captured == nil {   // an empty value needs a base too
+            var grown = max(64, capturedCapacity * 2)
             while grown < capturedUsed + n { grown *= 2 }
             let next = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
-            next.update(from: captured, count: capturedUsed)
-            captured.deallocate()
+            if let old = captured {
+                next.update(from: old, count: capturedUsed)
+                old.deallocate()
+            }
             captured = next
             capturedCapacity = grown
         }
-        (captured + capturedUsed).update(from: p, count: n)
+        (captured! + capturedUsed).update(from: p, count: n)
         capturedUsed += n
     }
 
     /// A captured value (nil: absent).
     func value(_ slot: Int) -> LogText? {
+        guard let slots, slot < slotCapacity else { return nil }
         let n = slots[2 * slot + 1]
-        return n < 0 ? nil : LogText(base: UnsafePointer(captured + slots[2 * slot]), count: n)
+        guard n >= 0, let captured else { return nil }
+        return LogText(base: UnsafePointer(captured + slots[2 * slot]), count: n)
     }
 
     /// The upstream exchange began: where it went (`upstream` may follow with `sent(on:)`).
