@@ -248,6 +248,11 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
                        resuming: FilterResumePoint?) {
         switch forwarder.decide(view, from: downstream, through: filters, resuming: resuming) {
         case .forward(let decision):
+            if filters.plan.mirror != nil, case .upstream(let target) = decision,
+               let copies = forwarder.mirrorCopies(for: target, through: filters) {
+                mirror(frame, p, copies, timeoutMS: target.timeoutMS)
+                if copies.broadcast { answerBroadcast(frame); return }
+            }
             act(on: decision, frame, p)
         case .answer(let answer, let cluster):
             let status = BoltStatus(localAnswer: answer.status)
@@ -319,6 +324,42 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
             downstream.pauseReading()
             upstream.waiting.append(self)
         }
+    }
+
+    /// Copies of the call for the `mirror` filter, fire and forget: each is registered without a
+    /// caller (its answer is read and dropped, as a oneway call's), on the shadow host's
+    /// multiplexed connection; a shadow whose connection is behind by its watermark gets no copy,
+    /// so it never pushes back on this client.
+    func mirror(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>, _ copies: MirrorCopies, timeoutMS: Int64) {
+        let deadline = timeoutMS > 0 ? worker.loop.nowMS + timeoutMS : Int64.max
+        for host in copies.hosts {
+            switch pool.connection(clusterIndex: copies.clusterIndex, host: host) {
+            case .failed(let error):
+                copies.cluster.stats.record(error)
+                logger.debug("mirror", "cluster \(copies.cluster.config.name): \(error.detail); copy of bolt request \(frame.requestID) dropped")
+            case .connection(let upstream):
+                guard !upstream.connection.exceedsHighWatermark() else { copies.cluster.stats.overflows += 1; continue }
+                let id = upstream.register(caller: nil, originalID: frame.requestID,
+                                           context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec, record: nil),
+                                           deadline: deadline)
+                BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
+                if !upstream.queued { upstream.queued = true; touched.append(upstream) }
+            }
+        }
+    }
+
+    /// MOSN's broadcast: the copies were the call's only destinations; the caller gets SUCCESS
+    /// from Tern (no answer for oneway calls).
+    func answerBroadcast(_ frame: BoltFrame) {
+        if let record = pendingRecord {
+            pendingRecord = nil
+            record.responseCode = Int(BoltStatus.success.rawValue)
+            logCall(record)
+        }
+        guard frame.kind != .oneway else { return }
+        BoltCodec.writeResponse(downstream.outputBuffer, protocolCode: frame.protocolCode, command: .response,
+                                requestID: frame.requestID, codec: frame.codec, status: .success)
+        downstream.counters?.stats.recordResponse(boltStatus: BoltStatus.success.rawValue)
     }
 
     /// A response from an upstream, its id already restored; or an error for one of our requests.

@@ -148,6 +148,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var responseBodyStreamed: Int64 = 0
     /// The request's access-log record while the listener has access logs (made on first use).
     var accessRecord: AccessLogRecord?
+    /// Copies of the request in flight (`mirror` filter) still owed body bytes; empty otherwise.
+    var mirrors: [HTTP1Mirror] = []
+    /// A broadcast request (`mirror` with `broadcast`) is streaming its body to its copies only.
+    var broadcasting = false
 
     // timers
     var lastActivityMS: Int64
@@ -393,6 +397,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .forward(let decision):
             let stripped = filters.plan.strippedRequestHeaders
             if !stripped.isEmpty { dropRequestHeaders(stripped, view.base) }
+            if filters.plan.mirror != nil, case .upstream(let target) = decision,
+               let copies = forwarder.mirrorCopies(for: target, through: filters) {
+                startMirrors(copies, target, input)
+                if copies.broadcast { return }
+            }
             act(on: decision, view, input)
         case .answer(let answer, let cluster):
             forwarder.filtered(answer, cluster: cluster, protocolName: "http1", reply: String(answer.status))
@@ -518,7 +527,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if !requestBodyDone { forwardRequestBody() } else { connection.flush() }
     }
 
-    func writeUpstreamHead(_ out: ByteBuffer, _ input: ByteBuffer, _ route: Route, _ cr: ClusterRoute, _ host: HostConfig) {
+    /// `closing`: the head says `Connection: close` (a mirror's copy, which is not pooled).
+    func writeUpstreamHead(_ out: ByteBuffer, _ input: ByteBuffer, _ route: Route, _ cr: ClusterRoute, _ host: HostConfig, closing: Bool = false) {
         let base = UnsafePointer(input.readPointer)
         out.write(base + request.methodStart, count: request.methodLength)
         out.writeByte(32)
@@ -563,14 +573,19 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .chunked: out.write("Transfer-Encoding: chunked\r\n")
         default: break
         }
+        if closing { out.write("Connection: close\r\n") }
         out.write("\r\n")
     }
 
     /// Moves request body bytes from the client's input to the upstream's output.
+    /// Copies (`mirrors`) get the same bytes; a broadcast request has no upstream, only copies.
     func forwardRequestBody() {
-        guard let up = upstream else { return }
         guard let input = downstream.input else { return }
-        let out = up.outputBuffer
+        let up = upstream
+        guard up != nil || broadcasting else { return }
+        let out: ByteBuffer
+        if let up { out = up.outputBuffer } else { scratch.discard.clear(); out = scratch.discard }
+        let mark = out.readableBytes
         while !requestBodyDone && input.readableBytes > 0 {
             if case .length(let remaining) = requestBody {
                 let take = Int(min(remaining, Int64(input.readableBytes)))
@@ -582,7 +597,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 switch event {
                 case .needMore:
                     input.consume(consumed)
-                    up.flush()
+                    if !mirrors.isEmpty { copyToMirrors(out, from: mark) }
+                    up?.flush()
                     return
                 case .data(let offset, let length):
                     requestBodyTotal += Int64(length)
@@ -614,6 +630,11 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 }
                 input.consume(consumed)
             }
+        }
+        if !mirrors.isEmpty { copyToMirrors(out, from: mark) }
+        guard let up else {
+            if requestBodyDone && broadcasting { finishBroadcast() }
+            return
         }
         up.flush()
         if phase == .proxying && up.state != .closed && up.exceedsHighWatermark() { downstream.pauseReading() }
@@ -843,6 +864,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
+        if !mirrors.isEmpty { abortMirrors() }   // answered before its body ended: copies stay short
         if accessRecord != nil { logAccess() }
         if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
         if let up = upstream {
@@ -869,6 +891,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// Drops the upstream exchange without a response (the client gets a local answer instead).
     func abandonUpstream() {
         routeDeadline = 0
+        if !mirrors.isEmpty || broadcasting { abortMirrors() }
         if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
         cluster = nil
         if let up = upstream {
@@ -1078,6 +1101,8 @@ final class HTTP1Scratch {
     let request = HTTPHead()
     let response = HTTPHead()
     let discard = ByteBuffer(capacity: 16384)
+    /// Every live `mirror` copy of this worker's HTTP/1 sessions (they outlive the requests they copy).
+    var mirrors: [ObjectIdentifier: HTTP1Mirror] = [:]
 
     static func of(_ worker: Worker) -> HTTP1Scratch {
         if let s = worker.protocolScratch["http1"] as? HTTP1Scratch { return s }

@@ -67,8 +67,8 @@ struct RouteCompiler {
     }
 
     func compileRoute(_ router: JSONObject, request: HeaderMutations, response: HeaderMutations) -> Route? {
-        router.checkKeys(known: ["match", "route", "direct_response", "redirect"],
-                         ignored: ["metadata", "request_mirror_policies", "per_filter_config"])
+        router.checkKeys(known: ["match", "route", "direct_response", "redirect", "request_mirror_policies"],
+                         ignored: ["metadata", "per_filter_config"])
         // MOSN builds a router entry without `match` (or with an empty one) as a header rule with
         // no headers, which matches every request, HTTP or bolt: its RPC samples rely on it.
         let match = router.object("match") ?? JSONObject(.object([:]), path: router.sub("match"), diagnostics: diagnostics)!
@@ -88,6 +88,9 @@ struct RouteCompiler {
             diagnostics.error(router.path, actions.isEmpty ? "one of route, direct_response or redirect is required"
                                                            : "only one of route, direct_response and redirect may be set")
             return nil
+        }
+        if !router.has("route") && router.has("request_mirror_policies") {
+            diagnostics.warn(router.sub("request_mirror_policies"), "only requests routed to a cluster are mirrored; this entry answers itself")
         }
         if let d = router.object("direct_response") {
             d.checkKeys(known: ["status", "body"])
@@ -146,8 +149,24 @@ struct RouteCompiler {
         let action = ClusterRoute(clusters: clusters, timeoutMS: route.duration("timeout") ?? 0,
                                   prefixRewrite: route.string("prefix_rewrite").map { Array($0.utf8) },
                                   hostRewrite: route.string("host_rewrite").map { Array($0.utf8) },
-                                  requestHeaders: req, responseHeaders: resp, hashPolicy: hashPolicy(route, clusters: clusters))
+                                  requestHeaders: req, responseHeaders: resp, hashPolicy: hashPolicy(route, clusters: clusters),
+                                  mirror: mirrorPolicy(router))
         return Route(path: path, headers: headers, action: .cluster(action))
+    }
+
+    /// The router entry's `request_mirror_policies` (`cluster`, `percent`): used by a listener's
+    /// `mirror` stream filter, as in MOSN. A percent above 100 mirrors every request (MOSN
+    /// compares it with a draw below 100).
+    func mirrorPolicy(_ router: JSONObject) -> MirrorPolicy? {
+        guard let m = router.object("request_mirror_policies") else { return nil }
+        m.checkKeys(known: ["cluster", "percent", "trace_sampled"])
+        if m.bool("trace_sampled") == true {
+            diagnostics.warn(m.sub("trace_sampled"), "not implemented (MOSN does not implement it either): every drawn request is mirrored")
+        }
+        guard let name = m.requiredString("cluster"), let index = resolve(name, at: m.sub("cluster")) else { return nil }
+        let percent = m.int("percent", min: 0, max: Int(UInt32.max)) ?? 0
+        if percent == 0 { diagnostics.warn(m.sub("percent"), "0 (or absent): no request is mirrored, as in MOSN") }
+        return MirrorPolicy(clusterIndex: index, percent: min(percent, 100))
     }
 }
 

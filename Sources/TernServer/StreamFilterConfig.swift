@@ -21,6 +21,7 @@ enum StreamFilterRegistry {
         "fault": FaultKind(),
         "flowControlFilter": FlowControlKind(),
         "jwt_authn": JWTAuthnKind(),
+        "mirror": MirrorKind(),
     ]
 }
 
@@ -157,6 +158,22 @@ struct PayloadLimitKind: StreamFilterKind {
             return nil
         }
         return .payloadLimit(PayloadLimitFilter(maxBytes: Int64(max), status: status))
+    }
+}
+
+/// `mirror`: `amplification` (copies per mirrored request, MOSN's default 1) and `broadcast`
+/// (one copy to every host of the shadow cluster, and Tern answers 200). Where copies go and how
+/// often is the route's `request_mirror_policies`.
+struct MirrorKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        c.checkPolicyKeys(["amplification", "broadcast"])
+        let errorsBefore = context.diagnostics.errors.count
+        // MOSN reads any number above 0 (truncated) and falls back to 1 otherwise; a copy count
+        // that is not a whole number from 1 to 64 is an error here.
+        let amplification = c.int("amplification", min: 1, max: 64) ?? 1
+        let broadcast = c.bool("broadcast") ?? false
+        guard context.diagnostics.errors.count == errorsBefore else { return nil }
+        return .mirror(MirrorFilter(amplification: amplification, broadcast: broadcast))
     }
 }
 

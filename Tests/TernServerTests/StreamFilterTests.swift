@@ -26,7 +26,7 @@ struct StreamFilterTests {
     // MARK: config errors
 
     @Test func unknownTypesAreErrorsAtTheirPathNeverWarnings() {
-        for type in ["mirror", "gzip", "dsl", "ipaccess"] {
+        for type in ["gzip", "dsl", "ipaccess", "transcoder"] {
             let r = load(withFilters("{\"type\": \"ip_access\", \"config\": {}}, {\"type\": \"\(type)\", \"config\": {}}"))
             #expect(r.plan == nil)
             #expect(hasError(r, at: "\(at)[1].type", saying: "\"\(type)\"", "not supported by Tern yet"), "\(r.diagnostics.errors)")

@@ -86,6 +86,16 @@ public struct WeightedCluster: Sendable {
     }
 }
 
+/// A route's mirror target (MOSN's `request_mirror_policies`): the shadow cluster and in how many
+/// of 100 requests a copy goes there.
+public struct MirrorPolicy: Sendable {
+    public let clusterIndex: Int
+    public let percent: Int
+    public init(clusterIndex: Int, percent: Int) {
+        self.clusterIndex = clusterIndex; self.percent = percent
+    }
+}
+
 /// MOSN's route `hash_policy` (its first entry): what the hash balancers hash. MOSN's default,
 /// with no policy, is the client's address.
 public enum HashPolicy: Sendable {
@@ -147,10 +157,14 @@ public final class ClusterRoute: Sendable {
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations
     public let hashPolicy: HashPolicy
+    /// MOSN's `request_mirror_policies` of the router entry: where a listener's `mirror` stream
+    /// filter copies this route's requests; nil: none.
+    public let mirror: MirrorPolicy?
     public init(clusters: [WeightedCluster], timeoutMS: Int64, prefixRewrite: [UInt8]? = nil, hostRewrite: [UInt8]? = nil,
                 requestHeaders: HeaderMutations = HeaderMutations(), responseHeaders: HeaderMutations = HeaderMutations(),
-                hashPolicy: HashPolicy = .sourceAddress) {
+                hashPolicy: HashPolicy = .sourceAddress, mirror: MirrorPolicy? = nil) {
         self.hashPolicy = hashPolicy
+        self.mirror = mirror
         self.clusters = clusters
         totalWeight = clusters.reduce(0) { $0 + $1.weight }
         self.timeoutMS = timeoutMS

@@ -70,6 +70,8 @@ public enum StreamFilter: Sendable {
     case fault(FaultFilter)
     case flowControl(FlowControlFilter)
     case jwtAuthn(JWTAuthnFilter)
+    /// Not run in a phase: the sessions ask `Forwarder.mirrorCopies` once the route is chosen.
+    case mirror(MirrorFilter)
 
     public var phase: FilterPhase {
         switch self {
@@ -78,6 +80,7 @@ public enum StreamFilter: Sendable {
         case .fault(let f): return f.phase
         case .flowControl(let f): return f.phase
         case .jwtAuthn(let f): return f.phase
+        case .mirror: return .afterRoute
         }
     }
 
@@ -89,6 +92,7 @@ public enum StreamFilter: Sendable {
         case .fault(let f): return f.decide(request, input, &random, delayDone: delayDone)
         case .flowControl(let f): return f.decide(request)
         case .jwtAuthn(let f): return f.decide(request)
+        case .mirror: return .proceed
         }
     }
 }
@@ -102,10 +106,17 @@ public struct StreamFilterPlan: Sendable {
     /// Lowercased request header names removed before a request that passed the filters goes
     /// upstream (`jwt_authn` providers with `forward: false`); empty: none.
     public let strippedRequestHeaders: [[UInt8]]
+    /// The listener's `mirror` filter (the first; it decides nothing per request, so it is in
+    /// neither phase's list); nil: requests are not copied.
+    public let mirror: MirrorFilter?
 
     public init(_ filters: [StreamFilter]) {
-        beforeRoute = filters.filter { $0.phase == .beforeRoute }
-        afterRoute = filters.filter { $0.phase == .afterRoute }
+        var mirror: MirrorFilter?
+        for case .mirror(let f) in filters where mirror == nil { mirror = f }
+        self.mirror = mirror
+        let deciding = filters.filter { if case .mirror = $0 { return false } else { return true } }
+        beforeRoute = deciding.filter { $0.phase == .beforeRoute }
+        afterRoute = deciding.filter { $0.phase == .afterRoute }
         var smallest: PayloadLimitFilter?
         for case .payloadLimit(let f) in filters where smallest == nil || f.maxBytes < smallest!.maxBytes { smallest = f }
         streamedBodyLimit = smallest
@@ -116,7 +127,7 @@ public struct StreamFilterPlan: Sendable {
         strippedRequestHeaders = stripped
     }
 
-    public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty }
+    public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty && mirror == nil }
 }
 
 /// One listener's filters on one worker (built by its `Forwarder`): runs a phase for a request.

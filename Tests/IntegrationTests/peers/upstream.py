@@ -4,7 +4,8 @@
 Binds 127.0.0.1 on the given port (0: the OS picks), prints the port on its first line, and logs
 every request it receives (one line: method target) to --log, so tests can prove a request was
 never forwarded. Endpoints:
-  /sha            -> sha256 and length of the request body (Content-Length or chunked)
+  /sha            -> sha256 and length of the request body (Content-Length or chunked); also
+                     logged as "sha TARGET SHA256 LENGTH"
   /big?n=N[&chunked=1]  -> N bytes of a repeating pattern, Content-Length or chunked
   /slow?ms=N      -> waits N ms, then answers
   /close[?n=N]    -> a close-delimited body (no Content-Length): a short text, or N pattern bytes
@@ -68,7 +69,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         q = dict(urllib.parse.parse_qsl(url.query))
         body = self.read_body()
         if url.path == "/sha":
-            self.send(200, f"{hashlib.sha256(body).hexdigest()} {len(body)}".encode())
+            digest = f"{hashlib.sha256(body).hexdigest()} {len(body)}"
+            if log_file:
+                with lock, open(log_file, "a") as f:
+                    f.write(f"sha {self.path} {digest}\n")
+            self.send(200, digest.encode())
         elif url.path == "/big":
             n = int(q.get("n", "0"))
             if q.get("chunked") == "1":
