@@ -536,6 +536,15 @@ enum BoltMultiplex: MultiplexProtocol {
 
     static func status(for error: StreamError) -> Int { Int(error.boltStatus.rawValue) }
 
+    /// The server's own failures (as HTTP's 5xx): error, exceptions, busy, timeouts, codec and
+    /// connection trouble. Not NO_PROCESSOR or (de)serialisation errors, which are the caller's.
+    static func blamesHost(status: Int) -> Bool {
+        switch status {
+        case 0x01, 0x02, 0x03, 0x04, 0x05, 0x07, 0x09, 0x10: return true
+        default: return false
+        }
+    }
+
     static func fail(_ call: PendingCall<BoltMultiplex>, _ error: StreamError, to caller: BoltSession) {
         caller.deliverError(originalID: call.originalID, protocolCode: call.context.protocolCode, codec: call.context.codec,
                             status: error.boltStatus, error: error, record: call.context.record)

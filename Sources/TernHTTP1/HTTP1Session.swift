@@ -759,6 +759,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         out.write("\r\n")
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
+        cluster?.noteOutcome(host: upstreamHost, failed: response.status >= 500)
         cluster?.stats.recordResponseTime(ms: worker.loop.nowMS - upstreamStartMS, host: upstreamHost)
         downstream.counters?.stats.recordResponse(httpStatus: response.status)
         if let record = accessRecord { noteResponse(record, base) }
@@ -916,6 +917,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         let status = error.httpStatus
         let counted = failedCluster ?? cluster
+        if error.blamesHost, let c = cluster { c.noteOutcome(host: upstreamHost, failed: true) }
         forwarder.failed(error, cluster: counted, protocolName: "http1", answer: String(status))
         counted?.stats.recordResponse(httpStatus: status)
         if responseProgress != .awaitingHead {

@@ -399,8 +399,8 @@ struct ConfigCompiler {
     func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
-                            "lb_subset_config", "lbconfig", "circuit_breakers"],
-                    ignored: ["health_check", "spec", "original_dst_lb_config",
+                            "lb_subset_config", "lbconfig", "circuit_breakers", "health_check", "outlier_detection"],
+                    ignored: ["spec", "original_dst_lb_config",
                               "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "cluster_pool_enable",
                               "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
@@ -451,6 +451,11 @@ struct ConfigCompiler {
         config.subsets = subsetTable(c, hosts: hosts, originalDestination: originalDestination)
         config.balancerSettings = balancerSettings(c)
         config.circuitBreaker = circuitBreaker(c, hostCount: hosts.count)
+        config.healthCheck = healthCheck(c, hosts: hosts)
+        let outlier = outlierDetection(c)
+        if (config.healthCheck != nil || outlier != nil) && !hosts.isEmpty {
+            config.health = HostHealth(hostCount: hosts.count, outlier: outlier, activelyChecked: config.healthCheck != nil)
+        }
         config.fingerprint = JSONText.render(.object(c.dict))
         return config
     }

@@ -40,6 +40,8 @@ public final class Server: Sendable {
     let pidFile = Mutex<String?>(nil)
     /// The access-log files' writer thread; nil when no listener has access logs.
     let accessLogWriter = Mutex<AccessLogWriter?>(nil)
+    /// The health checker's loop queue (its thread starts with the first checked cluster).
+    let healthCheckQueue = Mutex<TaskQueue?>(nil)
 
     public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil, configPath: String? = nil) {
         self.plan = plan
@@ -80,8 +82,36 @@ public final class Server: Sendable {
             return [failure]
         }
         let failures = startWorkers()
-        if !failures.isEmpty { releaseUnixSockets() }
+        if !failures.isEmpty { releaseUnixSockets(); return failures }
+        startHealthChecks(plan.clusters)
         return failures
+    }
+
+    /// Active health checks run on a thread of their own (`tern-healthcheck`), never a worker's:
+    /// a probe's connect or answer cannot delay a request. Started when a cluster asks for checks;
+    /// a reload hands it the new clusters.
+    func startHealthChecks(_ clusters: [ClusterConfig]) {
+        if let queue = healthCheckQueue.withLock({ $0 }) {
+            queue.execute { HealthCheckerRegistry.checker(on: queue)?.replace(clusters: clusters) }
+            return
+        }
+        guard clusters.contains(where: { $0.healthCheck != nil && !$0.removed }) else { return }
+        let ready = Mutex<TaskQueue?>(nil)
+        let logger = self.logger
+        startThread(name: "tern-healthcheck") {
+            let loop = EventLoop()
+            let checker = HealthChecker(loop: loop, logger: logger)
+            HealthCheckerRegistry.register(checker, on: loop.remote)
+            checker.replace(clusters: clusters)
+            ready.withLock { $0 = loop.remote }
+            loop.run()
+        }
+        let deadline = tern_monotonic_ms() + 5_000
+        while tern_monotonic_ms() < deadline {
+            if let queue = ready.withLock({ $0 }) { healthCheckQueue.withLock { $0 = queue }; return }
+            usleep(1000)
+        }
+        logger.error("healthcheck", "the health checker did not start within 5 s; hosts stay in rotation")
     }
 
     private func startWorkers() -> [String] {
@@ -383,7 +413,7 @@ extension Server {
         guard let path = configPath else { return }
         let previous = current.withLock { $0 }
         let result = ConfigLoader.load(path: path, previous: previous)
-        guard let next = result.plan else {
+        guard var next = result.plan else {
             for e in result.diagnostics.errors { logger.error("reload", e) }
             logger.error("reload", "config \(path) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
             return
@@ -395,14 +425,24 @@ extension Server {
             return
         }
         for w in result.diagnostics.warnings { logger.warn("reload", w) }
+        // Unchanged clusters keep their runtimes on the workers, and so the host health those read.
+        for i in next.clusters.indices {
+            if let old = previous.clusters.first(where: { $0.name == next.clusters[i].name && $0.fingerprint == next.clusters[i].fingerprint }) {
+                next.clusters[i].health = old.health
+                next.clusters[i].healthCheck = old.healthCheck
+            }
+        }
         let settings = Self.proxySettingsInBuildOrder(next)
         current.withLock { $0 = next }
+        let nextClusters = next.clusters
         for q in remoteQueues {
-            q.execute { WorkerRegistry.worker(on: q)?.reload(clusters: next.clusters, settings: settings) }
+            q.execute { WorkerRegistry.worker(on: q)?.reload(clusters: nextClusters, settings: settings) }
         }
         let added = next.clusters.filter { c in !c.removed && !previous.clusters.contains { $0.name == c.name } }.map(\.name)
         let removed = next.clusters.indices.filter { next.clusters[$0].removed && $0 < previous.clusters.count && !previous.clusters[$0].removed }.map { next.clusters[$0].name }
         let changed = next.clusters.filter { c in !c.removed && previous.clusters.contains { $0.name == c.name && $0.fingerprint != c.fingerprint } }.map(\.name)
+        let reloaded = next.clusters
+        startHealthChecks(reloaded)
         logger.info("reload", "config \(path) reloaded (\(cause)): routes and proxy settings replaced; clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
     }
 

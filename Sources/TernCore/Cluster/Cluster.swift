@@ -30,6 +30,10 @@ public struct ClusterConfig: Sendable {
     public var balancerSettings = BalancerSettings()
     /// `circuit_breakers`; nil when it sets no limit.
     public var circuitBreaker: CircuitBreaker? = nil
+    /// Hosts out of rotation (`health_check`, `outlier_detection`), shared by every worker; nil: none is ever.
+    public var health: HostHealth? = nil
+    /// The active health check, run by the server's checker thread; nil: none.
+    public var healthCheck: HealthCheckSettings? = nil
     /// The cluster's config text as read (a reload keeps a worker's runtime when it is unchanged).
     public var fingerprint = ""
     /// A cluster a reload removed: it keeps its position so indices stay valid; no route names it.
@@ -53,6 +57,8 @@ public struct ClusterStats: Sendable {
     public var connectFailures = 0, timeouts = 0
     /// Requests and connections a `circuit_breakers` limit refused.
     public var overflows = 0
+    /// Hosts this worker ejected (outlier detection).
+    public var ejections = 0
     public var connectionsOpened = 0, connectionsReused = 0
     public var inFlight = 0
     /// HTTP answers by status code (index `code - 100`; empty until the first).
@@ -104,6 +110,13 @@ public final class ClusterRuntime {
     @usableFromInline let timesExchanges: Bool
     /// `config.circuitBreaker`, kept here for the per-request counts.
     @usableFromInline let breaker: CircuitBreaker?
+    /// `config.health`, kept here: nil, or checked with one load per request.
+    @usableFromInline let health: HostHealth?
+    /// Outlier detection's failures in a row per host on this worker (empty without it).
+    @usableFromInline var consecutiveFailures: [Int]
+    let logger: Logger
+    /// Where the fallback scan of a degraded pick starts (moves per pick).
+    private var scanStart = 0
     /// The cluster's and its hosts' names as access logs print them (made on first use).
     public private(set) lazy var logTexts = ClusterLogTexts(config)
 
@@ -124,11 +137,20 @@ public final class ClusterRuntime {
         breaker = config.circuitBreaker
         transports = config.upstreamTransport?.makeFactory(logger: logger)
         pool = ConnectionPool(config: config, loop: loop, buffers: buffers, transports: transports, load: load)
+        health = config.health
+        consecutiveFailures = config.health?.outlier != nil ? Array(repeating: 0, count: config.hosts.count) : []
+        self.logger = logger
     }
 
     /// A host (cluster index) among the hosts `subset` allows; nil: none.
     @inline(__always)
     public func chooseHost(_ subset: HostSubset, _ context: LoadBalancerContext) -> Int? {
+        if let health, health.anyUnhealthy { return chooseHealthy(subset, context, health) }
+        return pick(subset, context)
+    }
+
+    @inline(__always)
+    private func pick(_ subset: HostSubset, _ context: LoadBalancerContext) -> Int? {
         switch subset {
         case .all:
             return balancer.chooseHost(context)
@@ -137,6 +159,64 @@ public final class ClusterRuntime {
         case .fallback:
             return chooseFallback(context)
         }
+    }
+
+    /// Some host is out of rotation: the balancer picks again (round robin moves on, random
+    /// draws again, a hash is rehashed) a few times, then the members are scanned from a moving
+    /// start (from the hash, for hash balancers, so a key keeps its host) for a healthy one.
+    /// None healthy: nil, answered as no healthy host.
+    private func chooseHealthy(_ subset: HostSubset, _ context: LoadBalancerContext, _ health: HostHealth) -> Int? {
+        let now = pool.loop.nowMS
+        var context = context
+        for attempt in 0..<3 {
+            guard let h = pick(subset, context) else { return nil }
+            if health.isHealthy(h, nowMS: now) { return h }
+            if let key = context.hashKey { context.hashKey = HashKey.mix(key &+ UInt64(attempt + 1) &* 0x9e37_79b9_7f4a_7c15) }
+        }
+        let members = self.members(subset)
+        guard !members.isEmpty else { return nil }
+        scanStart &+= 1
+        let start = Int(truncatingIfNeeded: (context.hashKey ?? UInt64(scanStart)) % UInt64(members.count))
+        for i in 0..<members.count {
+            let h = members[(start + i) % members.count]
+            if health.isHealthy(h, nowMS: now) { return h }
+        }
+        return nil
+    }
+
+    /// The hosts a subset allows (the fallback policy's for `.fallback`).
+    private func members(_ subset: HostSubset) -> [Int] {
+        switch subset {
+        case .all: return Array(config.hosts.indices)
+        case .subset(let i): return subsetHosts[i]
+        case .fallback:
+            guard let table = config.subsets else { return Array(config.hosts.indices) }
+            switch table.fallback {
+            case .noFallback: return []
+            case .anyEndpoint: return Array(config.hosts.indices)
+            case .defaultSubset: return table.defaultHosts
+            }
+        }
+    }
+
+    /// An exchange with `host` ended (outlier detection counts it): `failed` for a 5xx answer or
+    /// a failure of the exchange itself (connect, reset, timeout). Enough failures in a row on
+    /// this worker eject the host for every worker.
+    @inlinable @inline(__always)
+    public func noteOutcome(host: Int, failed: Bool) {
+        guard !consecutiveFailures.isEmpty, host < consecutiveFailures.count else { return }
+        if !failed { consecutiveFailures[host] = 0; return }
+        consecutiveFailures[host] += 1
+        if consecutiveFailures[host] >= health!.outlier!.consecutiveFailures { ejectHost(host) }
+    }
+
+    @usableFromInline
+    func ejectHost(_ host: Int) {
+        let count = consecutiveFailures[host]
+        consecutiveFailures[host] = 0
+        guard let health, let ms = health.eject(host, nowMS: pool.loop.nowMS) else { return }
+        stats.ejections += 1
+        logger.warn("outlier", "cluster \(config.name): host \(config.hosts[host].address) ejected for \(ms) ms after \(count) failures in a row (\(health.ejectedHosts) of \(config.hosts.count) hosts out)")
     }
 
     private func chooseFallback(_ context: LoadBalancerContext) -> Int? {

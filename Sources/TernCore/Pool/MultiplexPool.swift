@@ -20,6 +20,8 @@ public protocol MultiplexProtocol {
     static func deliver(_ p: UnsafePointer<UInt8>, _ frame: Frame, of call: PendingCall<Self>, to caller: Caller)
     /// The protocol status a failed call is answered (and counted) with.
     static func status(for error: StreamError) -> Int
+    /// Whether an answer with this status speaks against its host (outlier detection).
+    static func blamesHost(status: Int) -> Bool
     /// The call failed (connection lost, timeout): the caller answers with the protocol's error.
     static func fail(_ call: PendingCall<Self>, _ error: StreamError, to caller: Caller)
     /// A slow upstream drained: a caller that stopped reading because of it may read again.
@@ -165,6 +167,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                     if let call = pending.removeValue(forKey: id) {
                         call.cluster.requestEnded(host: hostIndex, startedUS: call.startedUS)
                         call.cluster.stats.record(status: status)
+                        call.cluster.noteOutcome(host: hostIndex, failed: P.blamesHost(status: status))
                         call.cluster.stats.recordResponseTime(ms: worker.loop.nowMS - call.startMS, host: hostIndex)
                         if let caller = call.caller { P.deliver(UnsafePointer(input.readPointer), frame, of: call, to: caller) }
                     }
@@ -202,6 +205,15 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         case .handshakeFailed(let why): error = .upstreamTLSFailed(host: hostName, why: why)
         default: error = .upstreamReset(host: hostName)
         }
+        // One lost connection is one failure of its host, however many calls it carried.
+        // A peer closing an idle connection is ordinary (its own idle timeout).
+        let blames: Bool
+        switch reason {
+        case .localClose: blames = false
+        case .peerClosed: blames = !failed.isEmpty
+        default: blames = true
+        }
+        if blames { cluster.noteOutcome(host: hostIndex, failed: true) }
         if !failed.isEmpty {
             worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
         }
@@ -226,6 +238,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
             for id in expired {
                 guard let call = pending.removeValue(forKey: id) else { continue }
                 worker.logger.error("pool", "call \(call.originalID) to \(hostName) timed out")
+                call.cluster.noteOutcome(host: hostIndex, failed: true)
                 fail(call, .timeout(host: hostName))
             }
         }

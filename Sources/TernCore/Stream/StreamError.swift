@@ -28,6 +28,15 @@ public enum StreamError: Sendable {
     }
 
     /// Whether the upstream cannot have seen the request, so sending it elsewhere is safe.
+    /// Whether the failure speaks against the host (outlier detection counts it): the host did
+    /// not connect, answer in time, or answer well; not Tern's own refusals.
+    public var blamesHost: Bool {
+        switch self {
+        case .connectFailed, .connectTimeout, .upstreamReset, .upstreamTLSFailed, .upstreamMalformed, .timeout, .idleTimeout: return true
+        case .noRoute, .noHealthyHost, .overloaded, .overflow: return false
+        }
+    }
+
     public var retrySafe: Bool {
         switch self {
         case .noHealthyHost, .connectFailed, .connectTimeout, .overloaded, .overflow: return true
