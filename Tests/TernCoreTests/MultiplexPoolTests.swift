@@ -37,6 +37,7 @@ enum ToyMux: MultiplexProtocol {
         caller.answers.append((call.originalID, Int(frame.status)))
     }
     static func status(for error: StreamError) -> Int { 99 }
+    static func blamesHost(status: Int) -> Bool { status == 99 }
     static func fail(_ call: PendingCall<ToyMux>, _ error: StreamError, to caller: ToyCaller) {
         caller.failures.append((call.originalID, error.code))
     }

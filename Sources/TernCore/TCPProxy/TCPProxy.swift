@@ -176,7 +176,7 @@ final class TCPProxySession: ConnectionDelegate, DownstreamSession, TimerTarget 
                 }
                 address = original
             } else {
-                guard var host = cluster.balancer.chooseHost(LoadBalancerContext(downstream: downstream)) else {
+                guard var host = cluster.chooseHost(.all, LoadBalancerContext(downstream: downstream)) else {
                     failed(.noHealthyHost(cluster: cluster.config.name))
                     return
                 }
