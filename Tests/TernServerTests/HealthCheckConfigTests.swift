@@ -1,0 +1,68 @@
+import Testing
+@testable import TernServer
+import TernCore
+import TernHTTP1
+import TernBolt
+
+/// Cluster `health_check` (MOSN's keys and defaults) and `outlier_detection` (Envoy's names).
+struct HealthCheckConfigTests {
+    let at = "$.cluster_manager.clusters[0]"
+    func withCluster(_ extra: String) -> ConfigResult {
+        load(config(cluster: "\"name\": \"c\", \"type\": \"SIMPLE\", \"hosts\": [{\"address\": \"127.0.0.1:8080\"}], \(extra)"))
+    }
+    func cluster(_ r: ConfigResult) throws -> ClusterConfig {
+        let plan = try #require(r.plan, "\(r.diagnostics.errors)")
+        return plan.clusters[0]
+    }
+
+    @Test func mosnDefaultsAndTheProbeByProtocol() throws {
+        let tcp = try cluster(withCluster("\"health_check\": {}"))
+        let check = try #require(tcp.healthCheck)
+        #expect(check.probe is TCPConnectProbe)
+        #expect(check.timeoutMS == 1000 && check.intervalMS == 15_000 && check.jitterMS == 5)
+        #expect(check.healthyThreshold == 1 && check.unhealthyThreshold == 1)
+        #expect(tcp.health?.activelyChecked == true && tcp.health?.outlier == nil)
+        #expect(try cluster(withCluster("\"health_check\": {\"protocol\": \"bolt\"}")).healthCheck?.probe is BoltHealthProbe)
+        // Http1 without http_check_config: MOSN falls back to a TCP connect.
+        #expect(try cluster(withCluster("\"health_check\": {\"protocol\": \"Http1\"}")).healthCheck?.probe is TCPConnectProbe)
+        let http = try cluster(withCluster("""
+            "health_check": {"protocol": "Http1", "interval": "2s", "unhealthy_threshold": 3,
+              "check_config": {"http_check_config": {"path": "/ping?x=1", "method": "HEAD", "domain": "svc", "port": 9090, "timeout": "300ms", "codes": [{"start": 200, "end": 204}]}}}
+            """)).healthCheck
+        let probe = try #require(http?.probe as? HTTP1HealthProbe)
+        #expect(probe.method == "HEAD" && probe.path == "/ping?x=1" && probe.domain == "svc" && probe.codes == [200...204])
+        #expect(http?.timeoutMS == 300 && http?.intervalMS == 2000 && http?.unhealthyThreshold == 3)
+        #expect(http?.addresses?.first?.description == "127.0.0.1:9090")
+    }
+
+    @Test func theHTTPProbeReadsOnlyTheStatusLine() {
+        let probe = HTTP1HealthProbe(method: "GET", path: "/", domain: nil, codes: [])
+        func judge(_ text: String) -> ProbeVerdict { Array(text.utf8).withUnsafeBufferPointer { probe.judge($0.baseAddress!, $0.count) } }
+        #expect(judge("HTTP/1.1 200 OK\r\n") == .healthy)
+        #expect(judge("HTTP/1.1 20") == .needMore)
+        #expect(judge("HTTP/1.0 204 No Content\r\n") == .unhealthy("status 204"))   // MOSN's default: 200 only
+        #expect(judge("SSH-2.0-OpenSSH") == .unhealthy("not an HTTP/1 answer"))
+        #expect(judge("HTTP/1.1 2x0 OK") == .unhealthy("malformed status line"))
+    }
+
+    @Test func errorsNameTheirPath() {
+        #expect(hasError(withCluster("\"health_check\": {\"interval\": \"soon\"}"), at: "\(at).health_check.interval"))
+        #expect(hasError(withCluster("\"health_check\": {\"protocol\": \"Http1\", \"check_config\": {\"http_check_config\": {\"scheme\": \"https\"}}}"),
+                         at: "\(at).health_check.check_config.http_check_config.scheme"))
+        #expect(hasError(withCluster("\"health_check\": {\"protocol\": \"Http1\", \"check_config\": {\"http_check_config\": {\"codes\": [{\"start\": 300, \"end\": 200}]}}}"),
+                         at: "\(at).health_check.check_config.http_check_config.codes[0]"))
+        #expect(hasError(withCluster("\"health_check\": {\"protocol\": \"Http1\", \"check_config\": {\"http_check_config\": {\"path\": \"/a b\"}}}"),
+                         at: "\(at).health_check.check_config.http_check_config.path"))
+        #expect(hasError(withCluster("\"outlier_detection\": {\"max_ejection_percent\": 101}"), at: "\(at).outlier_detection.max_ejection_percent"))
+        #expect(hasError(withCluster("\"outlier_detection\": {\"consecutive_5xx\": 0}"), at: "\(at).outlier_detection.consecutive_5xx"))
+        #expect(hasError(withCluster("\"outlier_detection\": {\"base_ejection_time\": \"0s\"}"), at: "\(at).outlier_detection.base_ejection_time"))
+    }
+
+    @Test func outlierDefaultsAreEnvoys() throws {
+        let c = try cluster(withCluster("\"outlier_detection\": {}"))
+        let o = try #require(c.health?.outlier)
+        #expect(o.consecutiveFailures == 5 && o.baseEjectionMS == 30_000 && o.maxEjectionMS == 300_000 && o.maxEjectionPercent == 10)
+        #expect(c.healthCheck == nil && c.health?.activelyChecked == false)
+        #expect(try cluster(withCluster("\"lb_type\": \"LB_RANDOM\"")).health == nil, "no health state without either key")
+    }
+}
