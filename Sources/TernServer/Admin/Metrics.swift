@@ -1,3 +1,4 @@
+import CTernShim
 import Glibc
 import TernCore
 
@@ -44,7 +45,7 @@ enum MetricFields {
     static let boltResponsesHelp = "Bolt responses written to callers: status SUCCESS, or any other status"
 
     /// A cluster's counters with its idle pooled connections.
-    struct ClusterView { let stats: ClusterStats; let idle: Int }
+    struct ClusterView { let stats: ClusterStats; let idle: Int; var outOfRotation = 0 }
 
     static let cluster: [MetricField<ClusterView>] = [
         .init("requests_total", "tern_cluster_requests_total", .counter, "Requests routed to the cluster", { $0.stats.requests }),
@@ -57,6 +58,10 @@ enum MetricFields {
         .init("timeouts_total", "tern_cluster_timeouts_total", .counter, "Requests that hit the route timeout or the idle timeout", { $0.stats.timeouts }),
         .init("upstream_overflow_total", "tern_cluster_upstream_overflow_total", .counter,
               "Requests and connections refused by the cluster's circuit_breakers limits", { $0.stats.overflows }),
+        .init("outlier_ejections_total", "tern_cluster_outlier_ejections_total", .counter,
+              "Hosts ejected by outlier_detection (failures in a row)", { $0.stats.ejections }),
+        .init("hosts_out_of_rotation", "tern_cluster_hosts_out_of_rotation", .gauge,
+              "Hosts now failing their health_check or ejected by outlier_detection", { $0.outOfRotation }),
         .init("connections_opened_total", "tern_cluster_connections_opened_total", .counter, "Upstream connections opened", { $0.stats.connectionsOpened }),
         .init("connections_reused_total", "tern_cluster_connections_reused_total", .counter,
               "HTTP/1 requests sent on a pooled keep-alive connection", { $0.stats.connectionsReused }),
@@ -124,7 +129,14 @@ struct MetricsReport {
     let process: ProcessFigures
     let draining: Bool
 
-    func clusterView(_ i: Int) -> MetricFields.ClusterView { .init(stats: merged.clusters[i], idle: merged.idleConnections[i]) }
+    func clusterView(_ i: Int) -> MetricFields.ClusterView {
+        var out = 0
+        if i < plan.clusters.count, let health = plan.clusters[i].health {
+            let now = tern_monotonic_ms()
+            out = (0..<health.hostCount).filter { health.checkFailed($0) || health.ejected($0, nowMS: now) }.count
+        }
+        return .init(stats: merged.clusters[i], idle: merged.idleConnections[i], outOfRotation: out)
+    }
 
     /// `/api/v1/stats`: `{"listener": {name: {key: n}}, "cluster": {…}, "host": {cluster: {address: {…}}}, …}`.
     func json() -> String {
