@@ -314,7 +314,8 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
             if oneway { logCall(r) } else { record = r }   // a oneway call has no answer to wait for
         }
         let id = upstream.register(caller: oneway ? nil : self, originalID: frame.requestID,
-                                   context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec, record: record),
+                                   context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec, record: record,
+                                                                      clusterIndex: Int32(truncatingIfNeeded: target.clusterIndex), host: Int32(truncatingIfNeeded: target.hostIndex)),
                                    deadline: deadline, startedUS: started)
         BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
         if !oneway { inFlight += 1 }
@@ -346,6 +347,13 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
                 if !upstream.queued { upstream.queued = true; touched.append(upstream) }
             }
         }
+    }
+
+    /// An answer to a call that went upstream, for the listener's send-side filters.
+    func observe(status: Int, _ context: BoltMultiplex.CallContext, cluster: ClusterRuntime) {
+        forwarder.filters?.responded(StreamResponse(status: FaultToleranceFilter.httpStatus(boltStatus: status),
+                                                    clusterIndex: Int(context.clusterIndex), host: Int(context.host)),
+                                     cluster: cluster, logger: logger)
     }
 
     /// MOSN's broadcast: the copies were the call's only destinations; the caller gets SUCCESS
@@ -508,6 +516,9 @@ enum BoltMultiplex: MultiplexProtocol {
         let codec: UInt8
         /// The call's access-log record (nil without access logs).
         var record: AccessLogRecord? = nil
+        /// Where the call went (for send-side stream filters).
+        var clusterIndex: Int32 = 0
+        var host: Int32 = 0
     }
 
     static func decode(_ p: UnsafePointer<UInt8>, _ count: Int, maxFrame: Int) -> MultiplexDecode<BoltFrame> {
@@ -532,6 +543,9 @@ enum BoltMultiplex: MultiplexProtocol {
 
     static func deliver(_ p: UnsafePointer<UInt8>, _ frame: BoltFrame, of call: PendingCall<BoltMultiplex>, to caller: BoltSession) {
         caller.deliver(p, frame, originalID: call.originalID, record: call.context.record)
+        if let filters = caller.forwarder.filters, filters.observesResponses {
+            caller.observe(status: Int(frame.status), call.context, cluster: call.cluster)
+        }
     }
 
     static func status(for error: StreamError) -> Int { Int(error.boltStatus.rawValue) }
@@ -548,6 +562,9 @@ enum BoltMultiplex: MultiplexProtocol {
     static func fail(_ call: PendingCall<BoltMultiplex>, _ error: StreamError, to caller: BoltSession) {
         caller.deliverError(originalID: call.originalID, protocolCode: call.context.protocolCode, codec: call.context.codec,
                             status: error.boltStatus, error: error, record: call.context.record)
+        if let filters = caller.forwarder.filters, filters.observesResponses {
+            caller.observe(status: Int(error.boltStatus.rawValue), call.context, cluster: call.cluster)
+        }
     }
 
     static func resume(_ caller: BoltSession) { caller.resume() }

@@ -131,6 +131,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     var cluster: ClusterRuntime?
     /// The host of the exchange in flight (its cluster host index), for the per-host counts.
     var upstreamHost = 0
+    /// The exchange's cluster index (send-side stream filters key their counts by it).
+    var upstreamClusterIndex = 0
     /// `ClusterRuntime.requestStarted`'s stamp for that exchange.
     var upstreamStartedUS: Int64 = 0
     var responseMutations = HeaderMutations()
@@ -475,6 +477,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         let host = target.host
         let clusterRoute = target.clusterRoute
         cluster = runtime
+        upstreamClusterIndex = target.clusterIndex
         upstreamHostName = host.address.description
         upstreamHost = hostIndex
         upstreamStartedUS = runtime.requestStarted(host: hostIndex)
@@ -760,6 +763,9 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         input.consume(response.headLength)
         cluster?.stats.recordResponse(httpStatus: response.status)
         cluster?.noteOutcome(host: upstreamHost, failed: response.status >= 500)
+        if let filters = forwarder.filters, filters.observesResponses, let c = cluster {
+            filters.responded(StreamResponse(status: response.status, clusterIndex: upstreamClusterIndex, host: upstreamHost), cluster: c, logger: logger)
+        }
         cluster?.stats.recordResponseTime(ms: worker.loop.nowMS - upstreamStartMS, host: upstreamHost)
         downstream.counters?.stats.recordResponse(httpStatus: response.status)
         if let record = accessRecord { noteResponse(record, base) }
@@ -917,7 +923,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         }
         let status = error.httpStatus
         let counted = failedCluster ?? cluster
-        if error.blamesHost, let c = cluster { c.noteOutcome(host: upstreamHost, failed: true) }
+        if error.blamesHost, let c = cluster {
+            c.noteOutcome(host: upstreamHost, failed: true)
+            if let filters = forwarder.filters, filters.observesResponses {
+                filters.responded(StreamResponse(status: status, clusterIndex: upstreamClusterIndex, host: upstreamHost), cluster: c, logger: logger)
+            }
+        }
         forwarder.failed(error, cluster: counted, protocolName: "http1", answer: String(status))
         counted?.stats.recordResponse(httpStatus: status)
         if responseProgress != .awaitingHead {

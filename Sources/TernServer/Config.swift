@@ -184,6 +184,15 @@ struct ConfigCompiler {
                 if let listener = compileListener(l, tables: tables, clusters: plan.clusters, clusterIndex: clusterIndex) { plan.listeners.append(listener) }
             }
         }
+        // fault_tolerance takes hosts out through the clusters' shared health state.
+        let holdsHosts = plan.listeners.contains { l in
+            l.filters.contains { ($0 as? ProxyFilterPlan)?.settings.streamFilters?.response.isEmpty == false }
+        }
+        if holdsHosts {
+            for i in plan.clusters.indices where plan.clusters[i].health == nil && !plan.clusters[i].hosts.isEmpty {
+                plan.clusters[i].health = HostHealth(hostCount: plan.clusters[i].hosts.count, outlier: nil, activelyChecked: false)
+            }
+        }
         if !plan.listeners.isEmpty && !plan.listeners.contains(where: \.bindPort) {
             diagnostics.error("$.servers", "no listener to open: every listener has bind_port: false")
         }

@@ -112,6 +112,12 @@ struct JSONObject {
         return nil
     }
 
+    func double(_ key: String) -> Double? {
+        guard let v = present(key) else { return nil }
+        guard case .number(let d, _) = v else { diagnostics.error(sub(key), "expected a number"); return nil }
+        return d
+    }
+
     func int(_ key: String, min: Int = Int.min, max: Int = Int.max) -> Int? {
         guard let v = present(key) else { return nil }
         guard case .number(let d, _) = v, d == d.rounded(), abs(d) < 9.0e15 else {

@@ -22,6 +22,7 @@ enum StreamFilterRegistry {
         "flowControlFilter": FlowControlKind(),
         "jwt_authn": JWTAuthnKind(),
         "mirror": MirrorKind(),
+        "fault_tolerance": FaultToleranceKind(),
     ]
 }
 
@@ -177,6 +178,48 @@ struct MirrorKind: StreamFilterKind {
     }
 }
 
+/// `fault_tolerance` (MOSN's send filter, its camelCase keys and defaults): `enabled`,
+/// `exceptionTypes` (502, 503, 504), `timeWindow` (ms, 10000; at least 10), `leastWindowCount`
+/// (10; above 0), `exceptionRateMultiple` (5; above 1), `maxIpCount` (1), `maxIpRatio`,
+/// `recoverTime` (ms, 900000), `taskSize` (MOSN's goroutine pool: nothing to do here).
+struct FaultToleranceKind: StreamFilterKind {
+    func compile(_ c: JSONObject, context: StreamFilterContext) -> StreamFilter? {
+        c.checkPolicyKeys(["enabled", "exceptionTypes", "timeWindow", "leastWindowCount", "exceptionRateMultiple",
+                           "maxIpCount", "maxIpRatio", "recoverTime", "taskSize"])
+        let diagnostics = context.diagnostics
+        let errorsBefore = diagnostics.errors.count
+        var statuses: [Int] = []
+        if let items = c.array("exceptionTypes") {
+            for item in items {
+                guard case .number(let d, _) = item.value, d == d.rounded(), d >= 100, d <= 599 else {
+                    diagnostics.error(item.path, "expected a status code (100-599)")
+                    continue
+                }
+                statuses.append(Int(d))
+            }
+        } else {
+            statuses = [502, 503, 504]
+        }
+        let window = c.int("timeWindow", min: 0, max: 86_400_000).map { $0 == 0 ? 10_000 : $0 } ?? 10_000
+        if window < 10 { diagnostics.error(c.sub("timeWindow"), "must be at least 10 (ms), as MOSN requires") }
+        let least = c.int("leastWindowCount", min: 0, max: 1_000_000_000).map { $0 == 0 ? 10 : $0 } ?? 10
+        let multiple = c.double("exceptionRateMultiple").flatMap { $0 == 0 ? nil : $0 } ?? 5
+        if multiple <= 1 { diagnostics.error(c.sub("exceptionRateMultiple"), "must be above 1, as MOSN requires") }
+        let maxCount = c.int("maxIpCount", min: 0, max: 1_000_000).map { $0 == 0 ? 1 : $0 } ?? 1
+        let ratio = c.double("maxIpRatio") ?? 0
+        if ratio < 0 || ratio > 1 { diagnostics.error(c.sub("maxIpRatio"), "must be between 0 and 1") }
+        let recover = c.int("recoverTime", min: 0, max: 86_400_000).map { $0 == 0 ? 900_000 : $0 } ?? 900_000
+        guard diagnostics.errors.count == errorsBefore else { return nil }
+        guard c.bool("enabled") == true else {
+            diagnostics.warn(c.sub("enabled"), "not true: fault_tolerance does nothing, as in MOSN")
+            return nil
+        }
+        return .faultTolerance(FaultToleranceFilter(exceptionStatuses: statuses, timeWindowMS: Int64(window), leastWindowCount: least,
+                                                    exceptionRateMultiple: multiple, maxHostsOut: maxCount, maxHostRatio: ratio,
+                                                    recoverMS: Int64(recover)))
+    }
+}
+
 /// `fault`: `delay` {`fixed_delay`, `percentage`}, `abort` {`status`, `percentage`},
 /// `upstream_cluster`, `headers` (route header matchers). Percentages are whole 0-100 as in MOSN.
 struct FaultKind: StreamFilterKind {
@@ -293,7 +336,8 @@ extension JSONObject {
     /// A stream filter's config: any key Tern does not read is an error, not a warning, since a
     /// misspelt rule (`ipz`) would otherwise be dropped and requests go unchecked.
     func checkPolicyKeys(_ known: Set<String>) {
-        for key in dict.keys.sorted() where !known.contains(key.lowercased()) {
+        let lowered = Set(known.map { $0.lowercased() })
+        for key in dict.keys.sorted() where !lowered.contains(key.lowercased()) {
             let hint = nearestKey(to: key, among: known).map { "; did you mean `\($0)`?" } ?? " (known: \(known.sorted().joined(separator: ", ")))"
             diagnostics.error(sub(key), "unknown key in a stream filter's config\(hint)")
         }

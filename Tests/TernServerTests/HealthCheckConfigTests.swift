@@ -66,3 +66,35 @@ struct HealthCheckConfigTests {
         #expect(try cluster(withCluster("\"lb_type\": \"LB_RANDOM\"")).health == nil, "no health state without either key")
     }
 }
+
+/// `fault_tolerance` (MOSN's send-side stream filter): its camelCase keys, defaults and errors.
+struct FaultToleranceConfigTests {
+    let at = "$.servers[0].listeners[0].stream_filters[0].config"
+    func withFilter(_ config: String) -> ConfigResult {
+        load(TernServerTests.config().replacingOccurrences(of: "\"bind_port\": true,",
+                                                          with: "\"bind_port\": true, \"stream_filters\": [{\"type\": \"fault_tolerance\", \"config\": \(config)}],"))
+    }
+
+    @Test func mosnDefaultsAndTheSendPhase() throws {
+        let r = withFilter("{\"enabled\": true}")
+        let plan = try #require(r.plan, "\(r.diagnostics.errors)")
+        let proxy = try #require(plan.listeners[0].filters.first as? ProxyFilterPlan)
+        let filters = try #require(proxy.settings.streamFilters)
+        #expect(filters.beforeRoute.isEmpty && filters.afterRoute.isEmpty && filters.response.count == 1)
+        guard case .faultTolerance(let f) = filters.response[0] else { Issue.record("not fault_tolerance"); return }
+        #expect(f.exceptionStatuses == [502, 503, 504] && f.timeWindowMS == 10_000 && f.leastWindowCount == 10)
+        #expect(f.exceptionRateMultiple == 5 && f.maxHostsOut == 1 && f.recoverMS == 900_000)
+        // Its clusters get the shared health state it takes hosts out through.
+        #expect(plan.clusters[0].health != nil)
+    }
+
+    @Test func disabledIsAWarningAndBadValuesAreErrors() {
+        let off = withFilter("{\"enabled\": false, \"exceptionTypes\": [500]}")
+        #expect(off.diagnostics.errors.isEmpty && off.diagnostics.warnings.contains { $0.hasPrefix("\(at).enabled:") })
+        #expect(hasError(withFilter("{\"enabled\": true, \"timeWindow\": 5}"), at: "\(at).timeWindow"))
+        #expect(hasError(withFilter("{\"enabled\": true, \"exceptionRateMultiple\": 1}"), at: "\(at).exceptionRateMultiple"))
+        #expect(hasError(withFilter("{\"enabled\": true, \"maxIpRatio\": 2}"), at: "\(at).maxIpRatio"))
+        #expect(hasError(withFilter("{\"enabled\": true, \"exceptionTypes\": [\"502\"]}"), at: "\(at).exceptionTypes[0]"))
+        #expect(hasError(withFilter("{\"enabled\": true, \"recovertime\": 10, \"recoverTme\": 5}"), at: "\(at).recoverTme", saying: "recoverTime"))
+    }
+}

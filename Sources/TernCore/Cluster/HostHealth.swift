@@ -85,6 +85,17 @@ public final class HostHealth: Sendable {
     }
     public var ejectedHosts: Int { ejectedCount.load(ordering: .relaxed) }
 
+    /// Takes `host` out for `ms` (the fault_tolerance filter), unless it is out already or
+    /// `maxOut` hosts of the cluster are; true when it was taken out.
+    public func hold(_ host: Int, forMS ms: Int64, nowMS: Int64, maxOut: Int) -> Bool {
+        let state = hosts[host]
+        guard state.ejectedUntil.load(ordering: .relaxed) == 0, ejectedCount.load(ordering: .relaxed) < maxOut else { return false }
+        guard state.ejectedUntil.compareExchange(expected: 0, desired: nowMS + ms, ordering: .relaxed).exchanged else { return false }
+        ejectedCount.wrappingAdd(1, ordering: .relaxed)
+        unhealthy.wrappingAdd(1, ordering: .relaxed)
+        return true
+    }
+
     /// Ejects `host` (outlier detection); the duration it got, or nil when it is already out or
     /// `max_ejection_percent` of the cluster is. An ejection count resets once the host has been
     /// back for `max_ejection_time`.

@@ -37,7 +37,8 @@ public final class LocalAnswer: Sendable {
 
 /// When a filter runs: on the request head before the route is looked up, or after the router
 /// chose a cluster (filters that need the routing decision, as MOSN's AfterRoute phase).
-public enum FilterPhase: Sendable { case beforeRoute, afterRoute }
+/// `response`: send-side filters, which see the answer to a request that went to an upstream host.
+public enum FilterPhase: Sendable { case beforeRoute, afterRoute, response }
 
 /// A filter's answer for one request.
 public enum FilterVerdict {
@@ -72,6 +73,8 @@ public enum StreamFilter: Sendable {
     case jwtAuthn(JWTAuthnFilter)
     /// Not run in a phase: the sessions ask `Forwarder.mirrorCopies` once the route is chosen.
     case mirror(MirrorFilter)
+    /// Send side: sees answers (`StreamFilterChain.responded`), decides nothing on requests.
+    case faultTolerance(FaultToleranceFilter)
 
     public var phase: FilterPhase {
         switch self {
@@ -81,6 +84,7 @@ public enum StreamFilter: Sendable {
         case .flowControl(let f): return f.phase
         case .jwtAuthn(let f): return f.phase
         case .mirror: return .afterRoute
+        case .faultTolerance(let f): return f.phase
         }
     }
 
@@ -92,7 +96,7 @@ public enum StreamFilter: Sendable {
         case .fault(let f): return f.decide(request, input, &random, delayDone: delayDone)
         case .flowControl(let f): return f.decide(request)
         case .jwtAuthn(let f): return f.decide(request)
-        case .mirror: return .proceed
+        case .mirror, .faultTolerance: return .proceed
         }
     }
 }
@@ -109,12 +113,18 @@ public struct StreamFilterPlan: Sendable {
     /// The listener's `mirror` filter (the first; it decides nothing per request, so it is in
     /// neither phase's list); nil: requests are not copied.
     public let mirror: MirrorFilter?
+    /// Send-side filters, in config order.
+    public let response: [StreamFilter]
 
     public init(_ filters: [StreamFilter]) {
         var mirror: MirrorFilter?
         for case .mirror(let f) in filters where mirror == nil { mirror = f }
         self.mirror = mirror
-        let deciding = filters.filter { if case .mirror = $0 { return false } else { return true } }
+        response = filters.filter { $0.phase == .response }
+        let deciding = filters.filter { f in
+            if case .mirror = f { return false }
+            return f.phase != .response
+        }
         beforeRoute = deciding.filter { $0.phase == .beforeRoute }
         afterRoute = deciding.filter { $0.phase == .afterRoute }
         var smallest: PayloadLimitFilter?
@@ -127,7 +137,7 @@ public struct StreamFilterPlan: Sendable {
         strippedRequestHeaders = stripped
     }
 
-    public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty && mirror == nil }
+    public var isEmpty: Bool { beforeRoute.isEmpty && afterRoute.isEmpty && mirror == nil && response.isEmpty }
 }
 
 /// One listener's filters on one worker (built by its `Forwarder`): runs a phase for a request.
@@ -139,9 +149,24 @@ public final class StreamFilterChain {
     /// Whether any filter runs after routing (else sessions skip that phase entirely).
     public let hasAfterRoute: Bool
 
+    /// Whether a send-side filter looks at answers (else sessions skip `responded`).
+    public let observesResponses: Bool
+    /// Each send-side fault_tolerance filter's counts on this worker (by position in `plan.response`).
+    private let windows: [FaultToleranceWindow]
+
     public init(plan: StreamFilterPlan) {
         self.plan = plan
         hasAfterRoute = !plan.afterRoute.isEmpty
+        observesResponses = !plan.response.isEmpty
+        windows = plan.response.map { _ in FaultToleranceWindow() }
+    }
+
+    /// An answer to a request that went to `cluster`'s host `response.host`, for the send-side
+    /// filters (they observe; the answer goes on as it is).
+    public func responded(_ response: StreamResponse, cluster: ClusterRuntime, logger: Logger) {
+        for (i, f) in plan.response.enumerated() {
+            if case .faultTolerance(let filter) = f { windows[i].observe(response, filter, cluster: cluster, logger: logger) }
+        }
     }
 
     /// Runs the filters of `phase` from `start` (0, or where a delay stopped) until one stops.
