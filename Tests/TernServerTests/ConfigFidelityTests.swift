@@ -109,7 +109,7 @@ struct ConfigFidelityTests {
 
     @Test(arguments: [
         // (where the key goes, the key and value, the path of the error)
-        ("listener", "\"stream_filters\": [{\"type\": \"mirror\", \"config\": {}}]", "$.servers[0].listeners[0].stream_filters[0].type"),
+        ("listener", "\"stream_filters\": [{\"type\": \"gzip\", \"config\": {}}]", "$.servers[0].listeners[0].stream_filters[0].type"),
         ("match", "\"variables\": [{\"name\": \"x\", \"value\": \"y\"}]", "$.servers[0].routers[0].virtual_hosts[0].routers[0].match.variables"),
         ("match", "\"dsl_expressions\": [{\"expression\": \"true\"}]", "$.servers[0].routers[0].virtual_hosts[0].routers[0].match.dsl_expressions"),
         ("route", "\"cluster_header\": \"x-cluster\"", "$.servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_header"),

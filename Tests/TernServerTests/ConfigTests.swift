@@ -97,8 +97,8 @@ struct ConfigTests {
         #expect(r.plan != nil)
         #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.pprof:") })
         #expect(r.diagnostics.warnings.contains { $0.hasPrefix("$.tracing:") })
-        let s = load(config(cluster: "\"name\": \"c\", \"hosts\": [], \"health_check\": {}, \"frobnicate\": 1"))
-        #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].health_check:") })
+        let s = load(config(cluster: "\"name\": \"c\", \"hosts\": [], \"slow_start\": {}, \"frobnicate\": 1"))
+        #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].slow_start:") })
         #expect(s.diagnostics.warnings.contains { $0.hasPrefix("$.cluster_manager.clusters[0].frobnicate:") })
     }
 
