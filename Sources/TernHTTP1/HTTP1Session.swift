@@ -167,7 +167,25 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// A request a stream filter delays (phase `delayed`): where its filters resume.
     var delayedRequest: FilterResumePoint?
     var delayTimer: LoopTimer?
-    static let routeTag = 1, idleTag = 3, delayTag = 4, lingerTag = 5
+    static let routeTag = 1, idleTag = 3, delayTag = 4, lingerTag = 5, retryTag = 6
+
+    // retries (HTTP1Retry.swift)
+    /// The request's routing decision (its host is the current try's).
+    var currentTarget: UpstreamTarget?
+    var triesLeft = 0
+    /// Hosts tried for this request (bit = host index; hosts past 63 are not remembered).
+    var triedHosts: UInt64 = 0
+    /// The head as written upstream, for a retry of an idempotent request without a body.
+    var retryHeadCopy: [UInt8]?
+    /// What the next try sends (set while a retry waits out its back-off).
+    var retryBytes: [UInt8]?
+    var retryTimer: LoopTimer?
+    /// When the whole request times out, across its tries (0: never).
+    var overallDeadline: Int64 = 0
+    /// The failure a waiting retry answers if no host is left for it.
+    var retryReason: StreamError?
+    /// What the try being opened sends (a retry), while its connection is made.
+    var tryBytes: [UInt8]?
 
     init(connection: Connection, forwarder: Forwarder) {
         downstream = connection
@@ -228,6 +246,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         cancel(idleTimer)
         cancel(delayTimer)
         cancel(lingerTimer)
+        cancel(retryTimer)
+        if retryBytes != nil, let t = currentTarget { t.cluster.releaseRetrySlot() }
     }
 
     func arm(_ timer: inout LoopTimer?, _ tag: Int, at deadline: Int64) {
@@ -472,10 +492,50 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func dispatch(_ target: UpstreamTarget, _ input: ByteBuffer) {
+        // A fresh request: its tries start here (retries go through `retryNow`).
+        currentTarget = target
+        triesLeft = target.clusterRoute.retry.numRetries
+        triedHosts = target.hostIndex < 64 ? 1 << UInt64(target.hostIndex) : 0
+        retryHeadCopy = nil
+        overallDeadline = target.timeoutMS > 0 ? worker.loop.nowMS + target.timeoutMS : 0
+        guard let connection = openExchange(target) else { return }
+        let out = connection.outputBuffer
+        let mark = out.readableBytes
+        writeUpstreamHead(out, input, target.route, target.clusterRoute, target.host)
+        // Bytes that can be sent again as they are: an idempotent request without a body.
+        if target.clusterRoute.retry.retryOn && requestBodyDone && requestMethod.isIdempotent {
+            retryHeadCopy = Array(UnsafeBufferPointer(start: out.readPointer + mark, count: out.readableBytes - mark))
+        }
+        input.consume(request.headLength)
+        armTryDeadline(target)
+        if request.expectContinue && !requestBodyDone {
+            downstream.outputBuffer.write("HTTP/1.1 100 Continue\r\n\r\n")
+            downstream.flush()
+        }
+        if !requestBodyDone { forwardRequestBody() } else { connection.flush() }
+    }
+
+    /// The route timeout for this try: the request's overall deadline, or sooner the route's
+    /// `retry_timeout` for each try.
+    func armTryDeadline(_ target: UpstreamTarget) {
+        let perTry = target.clusterRoute.retry.perTryTimeoutMS
+        var deadline = overallDeadline
+        if perTry > 0 { deadline = deadline > 0 ? min(deadline, worker.loop.nowMS + perTry) : worker.loop.nowMS + perTry }
+        guard deadline > 0 else { return }
+        // Lazy: a timer already due earlier stays where it is and moves on when it fires, so
+        // a keep-alive connection touches the timer heap about once per timeout, not per request.
+        routeDeadline = deadline
+        if !(routeTimer?.isArmed ?? false) || routeTimer!.deadline > routeDeadline {
+            arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
+        }
+    }
+
+    /// Takes a connection to the target's host (pooled or new) and makes it the exchange's;
+    /// nil after answering the failure when none can be had.
+    func openExchange(_ target: UpstreamTarget) -> Connection? {
         let runtime = target.cluster
         let hostIndex = target.hostIndex
         let host = target.host
-        let clusterRoute = target.clusterRoute
         cluster = runtime
         upstreamClusterIndex = target.clusterIndex
         upstreamHostName = host.address.description
@@ -497,7 +557,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 case .failed: fail(.connectFailed(host: upstreamHostName, reason: .connectFailed(0)))
                 case .overflow(let limit): fail(.overflow(cluster: runtime.config.name, limit: limit))
                 }
-                return
+                return nil
             }
             connection = fresh
             upstreamServed = 0
@@ -507,27 +567,12 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         connection.delegate = self
         upstream = connection
         accessRecord?.sent(on: connection)
-        responseMutations = clusterRoute.responseHeaders
+        responseMutations = target.clusterRoute.responseHeaders
         responseProgress = .awaitingHead
         responseScanned = 0
         phase = .proxying
         upstreamStartMS = worker.loop.nowMS
-        writeUpstreamHead(connection.outputBuffer, input, target.route, clusterRoute, host)
-        input.consume(request.headLength)
-        let timeout = target.timeoutMS
-        if timeout > 0 {
-            // Lazy: a timer already due earlier stays where it is and moves on when it fires, so
-            // a keep-alive connection touches the timer heap about once per timeout, not per request.
-            routeDeadline = worker.loop.nowMS + timeout
-            if !(routeTimer?.isArmed ?? false) || routeTimer!.deadline > routeDeadline {
-                arm(&routeTimer, HTTP1Session.routeTag, at: routeDeadline)
-            }
-        }
-        if request.expectContinue && !requestBodyDone {
-            downstream.outputBuffer.write("HTTP/1.1 100 Continue\r\n\r\n")
-            downstream.flush()
-        }
-        if !requestBodyDone { forwardRequestBody() } else { connection.flush() }
+        return connection
     }
 
     /// `closing`: the head says `Connection: close` (a mirror's copy, which is not pooled).
@@ -715,6 +760,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func startResponse(_ input: ByteBuffer) {
+        if response.status >= 500 && retryHeadCopy != nil && retryAfterServerError() { return }
         responseProgress = .streaming
         upstreamKeepAlive = response.keepAlive
         let base = UnsafePointer(input.readPointer)
@@ -871,6 +917,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// the next request.
     func finishExchange() {
         routeDeadline = 0
+        retryHeadCopy = nil
         if !mirrors.isEmpty { abortMirrors() }   // answered before its body ended: copies stay short
         if accessRecord != nil { logAccess() }
         if let c = cluster { c.requestEnded(host: upstreamHost, startedUS: upstreamStartedUS) }
@@ -913,6 +960,7 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     /// `countedIn`: the cluster a failure before dispatch counts against (nothing is in flight
     /// there yet); otherwise the exchange's own cluster.
     func fail(_ error: StreamError, countedIn failedCluster: ClusterRuntime? = nil) {
+        if failedCluster == nil && triesLeft > 0 && retryAfter(error) { return }
         if let record = accessRecord { record.flagged = true; record.failureReason = error.transportFailure }
         if downstreamGone {
             phase = .closed
@@ -1056,6 +1104,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         switch timer.tag {
         case HTTP1Session.delayTag:
             resumeDelayed()
+        case HTTP1Session.retryTag:
+            retryNow()
         case HTTP1Session.lingerTag:
             downstream.close()
         case HTTP1Session.routeTag:

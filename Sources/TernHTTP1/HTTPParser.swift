@@ -79,7 +79,16 @@ public final class HTTPHead {
     /// Content-Length of a bodiless response (HEAD, 204, 304), passed on as sent; -1 when absent.
     public var bodilessContentLength: Int64 = -1
 
-    public enum Method: Sendable { case get, head, post, put, delete, connect, options, other }
+    public enum Method: Sendable {
+        case get, head, post, put, delete, connect, options, other
+        /// RFC 9110 §9.2.2: the methods a retry may send again (TRACE is parsed as `other`).
+        public var isIdempotent: Bool {
+            switch self {
+            case .get, .head, .put, .delete, .options: return true
+            case .post, .connect, .other: return false
+            }
+        }
+    }
 
     public init() {}
 

@@ -107,9 +107,9 @@ struct RouteCompiler {
                                                                                        host: r.string("host_redirect"), scheme: r.string("scheme_redirect"))))
         }
         guard let route = router.object("route") else { return nil }
-        route.checkKeys(known: ["cluster_name", "weighted_clusters", "prefix_rewrite", "host_rewrite", "timeout", "hash_policy", "metadata_match",
+        route.checkKeys(known: ["cluster_name", "weighted_clusters", "prefix_rewrite", "host_rewrite", "timeout", "hash_policy", "metadata_match", "retry_policy",
                                 "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"],
-                        ignored: ["cluster_header", "cluster_variable", "upstream_protocol", "retry_policy",
+                        ignored: ["cluster_header", "cluster_variable", "upstream_protocol",
                                   "regex_rewrite", "auto_host_rewrite", "auto_host_rewrite_header", "mirror_policy", "metadata"])
         // These pick the cluster a request goes to; ignored, requests would reach clusters the
         // config keeps them from.
@@ -150,8 +150,18 @@ struct RouteCompiler {
                                   prefixRewrite: route.string("prefix_rewrite").map { Array($0.utf8) },
                                   hostRewrite: route.string("host_rewrite").map { Array($0.utf8) },
                                   requestHeaders: req, responseHeaders: resp, hashPolicy: hashPolicy(route, clusters: clusters),
-                                  mirror: mirrorPolicy(router))
+                                  mirror: mirrorPolicy(router), retry: retryPolicy(route))
         return Route(path: path, headers: headers, action: .cluster(action))
+    }
+
+    /// `retry_policy` (`retry_on`, `num_retries`, `retry_timeout`). MOSN tries at least 3 times
+    /// again whatever `num_retries` says; so does Tern (at most 10).
+    func retryPolicy(_ route: JSONObject) -> RetryPolicy {
+        guard let r = route.object("retry_policy") else { return RetryPolicy() }
+        r.checkKeys(known: ["retry_on", "num_retries", "retry_timeout", "retryable_status_codes"])
+        if r.isNonEmpty("retryable_status_codes") { r.refuse("retryable_status_codes", what: "retrying on chosen status codes") }
+        let n = r.int("num_retries", min: 0, max: 10) ?? 3
+        return RetryPolicy(retryOn: r.bool("retry_on") ?? false, numRetries: max(n, 3), perTryTimeoutMS: r.duration("retry_timeout", max: 3_600_000) ?? 0)
     }
 
     /// The router entry's `request_mirror_policies` (`cluster`, `percent`): used by a listener's

@@ -12,7 +12,7 @@ import Synchronization
 /// - `max_connections`: open upstream connections per host (as MOSN's per-host pools);
 /// - `max_pending_requests`: upstream connections still being opened for a waiting request, the
 ///   cluster as a whole (Tern queues a request nowhere else; MOSN reads the key and ignores it);
-/// - `max_retries`: retries in flight; Tern retries nothing yet, so it never binds.
+/// - `max_retries`: retries waiting for their next try, the cluster as a whole.
 public final class CircuitBreaker: Sendable {
     public let maxRequests: Int
     public let maxConnectionsPerHost: Int
@@ -20,6 +20,7 @@ public final class CircuitBreaker: Sendable {
     public let maxRetries: Int
 
     private let requests = Atomic<Int>(0)
+    private let retries = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
     private let hostConnections: [Counter]
 
@@ -72,6 +73,17 @@ public final class CircuitBreaker: Sendable {
     func releasePending() {
         if maxPendingRequests > 0 { pending.wrappingSubtract(1, ordering: .relaxed) }
     }
+
+    /// Takes a `max_retries` slot (0: no limit); false when all are taken.
+    func retryStarted() -> Bool {
+        guard maxRetries > 0 else { return true }
+        if retries.wrappingAdd(1, ordering: .relaxed).newValue > maxRetries {
+            retries.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+    func retryEnded() { if maxRetries > 0 { retries.wrappingSubtract(1, ordering: .relaxed) } }
 
     /// The counts now (admin API, tests).
     public var activeRequests: Int { requests.load(ordering: .relaxed) }

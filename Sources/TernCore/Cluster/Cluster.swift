@@ -59,6 +59,8 @@ public struct ClusterStats: Sendable {
     public var overflows = 0
     /// Hosts this worker ejected (outlier detection).
     public var ejections = 0
+    /// Requests tried again on another host, and retries the budget refused.
+    public var retries = 0, retryOverflows = 0
     public var connectionsOpened = 0, connectionsReused = 0
     public var inFlight = 0
     /// HTTP answers by status code (index `code - 100`; empty until the first).
@@ -197,6 +199,23 @@ public final class ClusterRuntime {
             case .defaultSubset: return table.defaultHosts
             }
         }
+    }
+
+    /// Retries of this cluster waiting for their next try on this worker (the budget's count).
+    public var retriesPending = 0
+
+    /// Whether one more retry may start: at most `max(3, 20 % of the requests in flight)` waiting
+    /// on this worker, and the `circuit_breakers` `max_retries`, for the process, when set.
+    public func takeRetrySlot() -> Bool {
+        guard retriesPending < max(3, stats.inFlight / 5) else { stats.retryOverflows += 1; return false }
+        if let breaker, !breaker.retryStarted() { stats.retryOverflows += 1; return false }
+        retriesPending += 1
+        return true
+    }
+
+    public func releaseRetrySlot() {
+        retriesPending -= 1
+        breaker?.retryEnded()
     }
 
     /// An exchange with `host` ended (outlier detection counts it): `failed` for a 5xx answer or

@@ -415,10 +415,12 @@ public final class Connection: EventHandler, TimerTarget {
         transport?.shutdown(fd: fd, closing: true)
         Glibc.close(fd)
         if let slot = openCount { openCount = nil; slot.closed() }
-        if let b = input { input = nil; buffers.give(b) }
-        if let b = output { output = nil; buffers.give(b) }
         let d = delegate
         delegate = nil
+        // The delegate still sees what was unread and unsent (a retry resends the bytes a failed
+        // connect never sent); the buffers go back to the pool after it.
         d?.connectionClosed(self, reason: reason)
+        if let b = input { input = nil; buffers.give(b) }
+        if let b = output { output = nil; buffers.give(b) }
     }
 }

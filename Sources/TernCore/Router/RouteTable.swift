@@ -86,6 +86,31 @@ public struct WeightedCluster: Sendable {
     }
 }
 
+/// When a request is tried again (MOSN's route `retry_policy`): always after a connect failure,
+/// on a host not tried yet (nothing reached the upstream); with `retry_on`, also after a reset
+/// before any answer, a 5xx answer or a per-try timeout, for idempotent requests without a body
+/// (their bytes can be sent again as they were). At most `numRetries` (MOSN: at least 3) tries
+/// after the first, each after an exponential back-off with full jitter.
+public struct RetryPolicy: Sendable {
+    public let retryOn: Bool
+    public let numRetries: Int
+    /// Each try's own timeout (MOSN's `retry_timeout`); 0: only the route's timeout.
+    public let perTryTimeoutMS: Int64
+    public static let baseBackoffMS: Int64 = 25
+    public static let maxBackoffMS: Int64 = 250
+    public init(retryOn: Bool = false, numRetries: Int = 3, perTryTimeoutMS: Int64 = 0) {
+        self.retryOn = retryOn
+        self.numRetries = numRetries
+        self.perTryTimeoutMS = perTryTimeoutMS
+    }
+
+    /// The wait before retry `n` (1, 2, ...): a draw below base × 2^(n-1), capped.
+    public static func backoffMS(retry n: Int, _ random: inout FastRandom) -> Int64 {
+        let ceiling = min(baseBackoffMS << min(n - 1, 10), maxBackoffMS)
+        return Int64(random.below(Int(ceiling) + 1))
+    }
+}
+
 /// A route's mirror target (MOSN's `request_mirror_policies`): the shadow cluster and in how many
 /// of 100 requests a copy goes there.
 public struct MirrorPolicy: Sendable {
@@ -160,10 +185,13 @@ public final class ClusterRoute: Sendable {
     /// MOSN's `request_mirror_policies` of the router entry: where a listener's `mirror` stream
     /// filter copies this route's requests; nil: none.
     public let mirror: MirrorPolicy?
+    /// MOSN's `retry_policy`; without one, connect failures are still retried on other hosts.
+    public let retry: RetryPolicy
     public init(clusters: [WeightedCluster], timeoutMS: Int64, prefixRewrite: [UInt8]? = nil, hostRewrite: [UInt8]? = nil,
                 requestHeaders: HeaderMutations = HeaderMutations(), responseHeaders: HeaderMutations = HeaderMutations(),
-                hashPolicy: HashPolicy = .sourceAddress, mirror: MirrorPolicy? = nil) {
+                hashPolicy: HashPolicy = .sourceAddress, mirror: MirrorPolicy? = nil, retry: RetryPolicy = RetryPolicy()) {
         self.hashPolicy = hashPolicy
+        self.retry = retry
         self.mirror = mirror
         self.clusters = clusters
         totalWeight = clusters.reduce(0) { $0 + $1.weight }

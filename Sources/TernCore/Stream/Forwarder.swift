@@ -7,6 +7,15 @@ public struct UpstreamTarget {
     public let hostIndex: Int
     /// The route's timeout, or the listener's default; 0: none.
     public let timeoutMS: Int64
+    /// The hosts the route's entry allows (a retry picks among them again).
+    public var subset: HostSubset = .all
+
+    /// The same target on another host (a retry).
+    public func on(host: Int) -> UpstreamTarget {
+        var t = UpstreamTarget(route: route, clusterRoute: clusterRoute, cluster: cluster, clusterIndex: clusterIndex, hostIndex: host, timeoutMS: timeoutMS)
+        t.subset = subset
+        return t
+    }
 
     public var host: HostConfig { cluster.config.hosts[hostIndex] }
 }
@@ -69,8 +78,10 @@ public final class Forwarder {
         }
         if hostIndex < cluster.stats.hostRequests.count { cluster.stats.hostRequests[hostIndex] &+= 1 }
         let timeout = clusterRoute.timeoutMS > 0 ? clusterRoute.timeoutMS : settings.defaultRouteTimeoutMS
-        return .upstream(UpstreamTarget(route: route, clusterRoute: clusterRoute, cluster: cluster, clusterIndex: clusterIndex,
-                                        hostIndex: hostIndex, timeoutMS: timeout))
+        var target = UpstreamTarget(route: route, clusterRoute: clusterRoute, cluster: cluster, clusterIndex: clusterIndex,
+                                    hostIndex: hostIndex, timeoutMS: timeout)
+        target.subset = entry.subset
+        return .upstream(target)
     }
 
     /// Logs a request a stream filter answered itself; counted against the chosen cluster, if any.

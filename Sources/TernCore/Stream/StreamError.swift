@@ -95,6 +95,9 @@ extension StreamError {
 
 extension ClusterStats {
     /// Counts a failure against the cluster it happened in.
+    /// Tries again after a failure (`retry_policy`), and retries refused by the budget.
+    public mutating func recordRetry() { retries += 1 }
+
     public mutating func record(_ error: StreamError) {
         switch error {
         case .connectFailed, .connectTimeout, .upstreamTLSFailed: connectFailures += 1

@@ -63,7 +63,7 @@ extension ClusterStats {
     mutating func add(_ o: ClusterStats) {
         requests += o.requests
         responses2xx += o.responses2xx; responses4xx += o.responses4xx; responses5xx += o.responses5xx
-        connectFailures += o.connectFailures; timeouts += o.timeouts; overflows += o.overflows; ejections += o.ejections
+        connectFailures += o.connectFailures; timeouts += o.timeouts; overflows += o.overflows; ejections += o.ejections; retries += o.retries; retryOverflows += o.retryOverflows
         connectionsOpened += o.connectionsOpened; connectionsReused += o.connectionsReused
         inFlight += o.inFlight
         for (status, n) in o.byStatus { byStatus[status, default: 0] += n }
