@@ -98,3 +98,43 @@ struct FaultToleranceConfigTests {
         #expect(hasError(withFilter("{\"enabled\": true, \"recovertime\": 10, \"recoverTme\": 5}"), at: "\(at).recoverTme", saying: "recoverTime"))
     }
 }
+
+/// Route `retry_policy` as MOSN reads it.
+struct RetryPolicyConfigTests {
+    let at = "$.servers[0].routers[0].virtual_hosts[0].routers[0].route.retry_policy"
+    func policy(_ json: String?) throws -> RetryPolicy {
+        let route = json.map { "{\"cluster_name\": \"c\", \"retry_policy\": \($0)}" } ?? "{\"cluster_name\": \"c\"}"
+        let r = load(TernServerTests.config(route: route))
+        let plan = try #require(r.plan, "\(r.diagnostics.errors)")
+        let table = try routeTable(plan)
+        guard case .cluster(let c) = table.virtualHosts[0].routes[0].action else { throw TestError() }
+        return c.retry
+    }
+    struct TestError: Error {}
+
+    @Test func mosnsDefaultsAndItsFloorOfThreeRetries() throws {
+        let none = try policy(nil)
+        #expect(!none.retryOn && none.numRetries == 3 && none.perTryTimeoutMS == 0)
+        let on = try policy("{\"retry_on\": true, \"num_retries\": 5, \"retry_timeout\": \"200ms\"}")
+        #expect(on.retryOn && on.numRetries == 5 && on.perTryTimeoutMS == 200)
+        #expect(try policy("{\"retry_on\": true, \"num_retries\": 1}").numRetries == 3)
+    }
+
+    @Test func errorsNameTheirPath() {
+        func errors(_ json: String) -> ConfigResult { load(TernServerTests.config(route: "{\"cluster_name\": \"c\", \"retry_policy\": \(json)}")) }
+        #expect(hasError(errors("{\"num_retries\": 11}"), at: "\(at).num_retries"))
+        #expect(hasError(errors("{\"retry_timeout\": \"soon\"}"), at: "\(at).retry_timeout"))
+        #expect(hasError(errors("{\"retryable_status_codes\": [503]}"), at: "\(at).retryable_status_codes"))
+        #expect(hasError(errors("{\"retry_on\": \"yes\"}"), at: "\(at).retry_on"))
+    }
+
+    @Test func backoffDrawsStayUnderTheDoublingCeiling() {
+        var random = FastRandom(seed: 7)
+        for n in 1...8 {
+            let ceiling = min(RetryPolicy.baseBackoffMS << (n - 1), RetryPolicy.maxBackoffMS)
+            let draws = (0..<500).map { _ in RetryPolicy.backoffMS(retry: n, &random) }
+            #expect(draws.allSatisfy { $0 >= 0 && $0 <= ceiling })
+            #expect(draws.max()! > ceiling * 3 / 4, "full jitter reaches near the ceiling")
+        }
+    }
+}
