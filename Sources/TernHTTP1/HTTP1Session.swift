@@ -818,8 +818,8 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
         if case .none = response.framing { responseProgress = .complete }
         if case .contentLength(0) = response.framing { responseProgress = .complete }
         if responseProgress == .complete {
-            downstream.flush()
-            maybeFinish()
+            maybeFinish()   // before the flush: see forwardResponseBody
+            if downstream.state == .open { downstream.flush() }
         } else {
             forwardResponseBody(eof: false)
         }
@@ -892,13 +892,17 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
                 return
             }
         }
+        if responseProgress == .complete {
+            // The exchange ends (its upstream connection parked, its circuit-breaker slots given
+            // back) before the client can see the answer's last byte: a client that sends its next
+            // request at once, to another worker, finds them free.
+            maybeFinish()
+            if downstream.state == .open { downstream.flush() }
+            return
+        }
         downstream.flush()
         if phase == .closed { return }
-        if responseProgress == .complete {
-            maybeFinish()
-        } else if downstream.exceedsHighWatermark() {
-            up.pauseReading()
-        }
+        if downstream.exceedsHighWatermark() { up.pauseReading() }
     }
 
     func truncatedResponse() {

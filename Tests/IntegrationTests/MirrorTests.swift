@@ -49,7 +49,7 @@ final class MirrorTests {
         boltServer = try startBoltServer(port: boltServerPort)
         boltShadow = try startBoltServer(port: boltShadowPort)
         var ports: [String: UInt16] = [:]
-        for l in Self.listeners { ports[l.name] = freePort() }
+        for l in Self.listeners { ports[l.name] = distinctFreePort(avoiding: Array(ports.values)) }
         self.ports = ports
         let routers = Self.listeners.map { l in
             let match = l.protocolName == "bolt" ? #"{"headers": [{"name": "service", "value": ".*", "regex": true}]}"# : #"{"prefix": "/"}"#

@@ -48,7 +48,7 @@ final class StreamFilterProxyTests {
         upstream = try PythonUpstream()
         boltServer = try startBoltServer(port: boltServerPort)
         var ports: [String: UInt16] = [:]
-        for l in Self.listeners { ports[l.name] = freePort() }
+        for l in Self.listeners { ports[l.name] = distinctFreePort(avoiding: Array(ports.values)) }
         self.ports = ports
         let listeners = Self.listeners.map { l in
             """

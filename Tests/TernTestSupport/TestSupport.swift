@@ -554,3 +554,10 @@ public enum BoltTestFrame {
         }
     }
 }
+
+/// A free port not among `taken` (the OS may hand the same free port out twice in a row).
+public func distinctFreePort(avoiding taken: [UInt16]) -> UInt16 {
+    var port = freePort()
+    while taken.contains(port) { port = freePort() }
+    return port
+}
