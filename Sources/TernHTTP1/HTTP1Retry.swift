@@ -102,7 +102,7 @@ extension HTTP1Session {
         currentTarget = next
         tryBytes = bytes
         defer { tryBytes = nil }
-        guard let connection = openExchange(next) else { return }
+        guard let connection = openExchange(next, next.host) else { return }
         connection.outputBuffer.write(bytes)
         armTryDeadline(next)
         if !requestBodyDone {

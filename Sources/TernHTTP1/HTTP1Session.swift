@@ -492,16 +492,22 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
     }
 
     func dispatch(_ target: UpstreamTarget, _ input: ByteBuffer) {
-        // A fresh request: its tries start here (retries go through `retryNow`).
-        currentTarget = target
-        triesLeft = target.clusterRoute.retry.numRetries
-        triedHosts = target.hostIndex < 64 ? 1 << UInt64(target.hostIndex) : 0
-        retryHeadCopy = nil
+        // A fresh request: its tries start here (retries go through `retryNow`). A request that
+        // can never be retried (one host, no retry_on) keeps no retry state.
+        retryHeadCopy = nil   // never another request's head
+        if target.clusterRoute.retry.retryOn || target.cluster.config.hosts.count > 1 {
+            currentTarget = target
+            triesLeft = target.clusterRoute.retry.numRetries
+            triedHosts = target.hostIndex < 64 ? 1 << UInt64(target.hostIndex) : 0
+        } else {
+            triesLeft = 0
+        }
         overallDeadline = target.timeoutMS > 0 ? worker.loop.nowMS + target.timeoutMS : 0
-        guard let connection = openExchange(target) else { return }
+        let host = target.host
+        guard let connection = openExchange(target, host) else { return }
         let out = connection.outputBuffer
         let mark = out.readableBytes
-        writeUpstreamHead(out, input, target.route, target.clusterRoute, target.host)
+        writeUpstreamHead(out, input, target.route, target.clusterRoute, host)
         // Bytes that can be sent again as they are: an idempotent request without a body.
         if target.clusterRoute.retry.retryOn && requestBodyDone && requestMethod.isIdempotent {
             retryHeadCopy = Array(UnsafeBufferPointer(start: out.readPointer + mark, count: out.readableBytes - mark))
@@ -532,10 +538,10 @@ final class HTTP1Session: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// Takes a connection to the target's host (pooled or new) and makes it the exchange's;
     /// nil after answering the failure when none can be had.
-    func openExchange(_ target: UpstreamTarget) -> Connection? {
+    @inline(__always)
+    func openExchange(_ target: UpstreamTarget, _ host: HostConfig) -> Connection? {
         let runtime = target.cluster
         let hostIndex = target.hostIndex
-        let host = target.host
         cluster = runtime
         upstreamClusterIndex = target.clusterIndex
         upstreamHostName = host.address.description
