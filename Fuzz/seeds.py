@@ -221,3 +221,26 @@ write("jwt-token", "nested", jwt(b'{"alg":"RS256","x":{"y":[1,2,{"z":null}]}}', 
 write("jwt-token", "padded", jwt(b'{"alg":"RS256"}', b'{}') + b"=")
 write("jwt-token", "two-parts", b"eyJhbGciOiJSUzI1NiJ9.e30")
 write("jwt-token", "long", jwt(b'{"alg":"RS256"}', b'{"p":"' + b"a" * 6200 + b'"}'))
+
+
+# DNS answers as the STRICT_DNS resolver reads them (`dns-answer`): the whole UDP message.
+def dns_answer(qid, name, rtype, rdatas, flags=0x8180, ttl=30, cname=None):
+    q = b"".join(bytes([len(l)]) + l.encode() for l in name.strip(".").split(".")) + b"\0"
+    out = struct.pack("!HHHHHH", qid, flags, 1, len(rdatas) + (1 if cname else 0), 0, 0) + q + struct.pack("!HH", rtype, 1)
+    owner = b"\xc0\x0c"
+    if cname:
+        target = b"".join(bytes([len(l)]) + l.encode() for l in cname.strip(".").split(".")) + b"\0"
+        at = len(out) + 12
+        out += owner + struct.pack("!HHIH", 5, 1, ttl, len(target)) + target
+        owner = bytes([0xC0, at])
+    for d in rdatas:
+        out += owner + struct.pack("!HHIH", rtype, 1, ttl, len(d)) + d
+    return out
+
+
+write("dns-answer", "a-two", dns_answer(0x1234, "svc.test.", 1, [bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])]))
+write("dns-answer", "aaaa", dns_answer(0x0101, "svc.test.", 28, [bytes(15) + b"\x01"]))
+write("dns-answer", "cname-a", dns_answer(0x0202, "www.example.com.", 1, [bytes([192, 0, 2, 7])], cname="real.example.com."))
+write("dns-answer", "nxdomain", dns_answer(0x0303, "gone.test.", 1, [], flags=0x8183))
+write("dns-answer", "truncated", dns_answer(0x0404, "big.test.", 1, [bytes([1, 2, 3, 4])], flags=0x8380))
+write("dns-answer", "pointer-loop", struct.pack("!HHHHHH", 0x0505, 0x8180, 1, 1, 0, 0) + b"\x01a\x00\x00\x01\x00\x01" + b"\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04\x01\x02\x03\x04")

@@ -11,6 +11,7 @@ public let fuzzTargets: [(name: String, check: FuzzCheck)] = [
     ("client-hello", ClientHelloChecks.check),
     ("client-address", ClientAddressChecks.check),
     ("jwt-token", JWTTokenChecks.check),
+    ("dns-answer", DNSAnswerChecks.check),
 ]
 
 /// A check takes one input, runs the decoder on it every way that must agree (whole, split,

@@ -62,6 +62,10 @@ public struct ServerPlan: Sendable {
     public var pidFile: String?
     /// Every listener's access-log files (`AccessLogSpec.file` indexes this).
     public var accessLogPaths: [String] = []
+    /// The STRICT_DNS clusters' names to resolve (their hosts in `clusters` are the last answers).
+    public var strictDNS: [StrictDNSSpec] = []
+    /// The config text this plan was compiled from: new DNS answers compile it again.
+    public var sourceText = ""
 }
 
 public struct ConfigResult {
@@ -83,7 +87,7 @@ public enum ConfigLoader {
     /// `previous`: the plan running now (a reload): clusters keep their positions, new ones come
     /// after, and removed ones stay as unroutable placeholders, so every worker's cluster indices
     /// (routes, pools) stay valid while it swaps.
-    public static func load(text: String, previous: ServerPlan? = nil) -> ConfigResult {
+    public static func load(text: String, previous: ServerPlan? = nil, resolvedHosts: [String: [JSONValue]] = [:]) -> ConfigResult {
         let diagnostics = Diagnostics()
         let json: JSONValue
         do {
@@ -95,7 +99,8 @@ public enum ConfigLoader {
         guard let root = JSONObject(json, path: "$", diagnostics: diagnostics) else {
             return ConfigResult(plan: nil, diagnostics: diagnostics)
         }
-        let plan = ConfigCompiler(diagnostics: diagnostics, previousClusters: previous?.clusters ?? []).compile(root)
+        var plan = ConfigCompiler(diagnostics: diagnostics, previousClusters: previous?.clusters ?? [], resolvedHosts: resolvedHosts).compile(root)
+        plan.sourceText = text
         return ConfigResult(plan: diagnostics.errors.isEmpty ? plan : nil, diagnostics: diagnostics)
     }
 }
@@ -104,6 +109,10 @@ public enum ConfigLoader {
 struct ConfigCompiler {
     let diagnostics: Diagnostics
     var previousClusters: [ClusterConfig] = []
+    /// STRICT_DNS clusters' resolved host entries by cluster name (the resolver's latest answers).
+    var resolvedHosts: [String: [JSONValue]] = [:]
+    /// The STRICT_DNS clusters met while compiling, for the plan.
+    let strictDNS = StrictDNSCollector()
     /// Every listener's access-log files, numbered as they are first named.
     let accessLogFiles = AccessLogFiles()
     static let defaultRouteTimeoutMS: Int64 = 60_000
@@ -205,6 +214,7 @@ struct ConfigCompiler {
         }
         checkHandOffTargets(plan.listeners)
         plan.accessLogPaths = accessLogFiles.paths
+        plan.strictDNS = strictDNS.specs
         plan.admin = compileAdmin(root, json: .object(root.dict))
         for (key, address) in [("admin", plan.admin.address), ("metrics", plan.admin.prometheus?.address)] {
             guard let address, address.port != 0 else { continue }
@@ -408,15 +418,21 @@ struct ConfigCompiler {
     func compileCluster(_ c: JSONObject, managerTLS: ClientTLS? = nil, managerTLSEnabled: Bool = false) -> ClusterConfig? {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
-                            "lb_subset_config", "lbconfig", "circuit_breakers", "health_check", "outlier_detection"],
+                            "lb_subset_config", "lbconfig", "circuit_breakers", "health_check", "outlier_detection",
+                            "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "dns_resolver_file", "dns_resolver_port"],
                     ignored: ["spec", "original_dst_lb_config",
-                              "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "cluster_pool_enable",
-                              "mark", "keepalive", "dns_resolver_file", "dns_resolver_port", "slow_start"])
+                              "mark", "keepalive", "slow_start"])
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
-        if !["SIMPLE", "STATIC", "ORIGINAL_DST"].contains(type) {
-            diagnostics.error(c.sub("type"), "cluster type \"\(type)\" is not supported yet (SIMPLE, STATIC, ORIGINAL_DST)")
+        if !["SIMPLE", "STATIC", "ORIGINAL_DST", "STRICT_DNS"].contains(type) {
+            diagnostics.error(c.sub("type"), "cluster type \"\(type)\" is not supported yet (SIMPLE, STATIC, STRICT_DNS, ORIGINAL_DST)")
+        }
+        let strictDNS = type == "STRICT_DNS"
+        if !strictDNS {
+            for key in ["dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "dns_resolver_file", "dns_resolver_port"] where c.has(key) {
+                diagnostics.warn(c.sub(key), "read only for \"type\": \"STRICT_DNS\" clusters; ignored for \(type)")
+            }
         }
         let originalDestination = type == "ORIGINAL_DST"
         // MOSN falls back to round robin when lb_type is absent.
@@ -436,7 +452,23 @@ struct ConfigCompiler {
         }
         var hosts: [HostConfig] = []
         var hostObjects: [JSONObject] = []
-        for h in c.objects("hosts") {
+        var hostEntries = c.objects("hosts")
+        var dnsFingerprint = ""
+        if strictDNS {
+            // Entries with an IP address are hosts as they are; names become the addresses they
+            // resolve to (none until the first answer).
+            var targets: [StrictDNSSpec.Target] = []
+            hostEntries = hostEntries.filter { h in
+                if case .string(let text)? = h.present("address"), SocketAddress.parse(text) != nil { return true }
+                if let target = dnsTarget(h, cluster: name) { targets.append(target) }
+                return false
+            }
+            self.strictDNS.add(strictDNSSpec(c, name: name, targets: targets))
+            let resolved = resolvedHosts[name] ?? []
+            hostEntries += resolved.enumerated().compactMap { JSONObject($1, path: "\(c.sub("hosts"))[resolved \($0)]", diagnostics: diagnostics) }
+            dnsFingerprint = JSONText.render(.array(resolved))
+        }
+        for h in hostEntries {
             h.checkKeys(known: ["address", "hostname", "weight", "metadata", "tls_disable"])
             guard let address = h.address("address", allowPortZero: false) else { continue }
             var metadata: [String: String] = [:]
@@ -465,7 +497,8 @@ struct ConfigCompiler {
         if (config.healthCheck != nil || outlier != nil) && !hosts.isEmpty {
             config.health = HostHealth(hostCount: hosts.count, outlier: outlier, activelyChecked: config.healthCheck != nil)
         }
-        config.fingerprint = JSONText.render(.object(c.dict))
+        config.resolvesNames = strictDNS
+        config.fingerprint = JSONText.render(.object(c.dict)) + dnsFingerprint
         return config
     }
 }
@@ -516,7 +549,7 @@ extension ConfigCompiler {
             diagnostics.warn(s.sub("default_subset"), "used only with fall_back_policy 2 (DEFAULT_SUBSET); ignored with \(fallback.name)")
         }
         let table = SubsetTable(hosts: hosts, selectors: selectors, fallback: fallback, defaultSubset: defaultSubset)
-        if fallback == .defaultSubset && table.defaultHosts.isEmpty {
+        if fallback == .defaultSubset && table.defaultHosts.isEmpty && !hosts.isEmpty {
             diagnostics.warn(s.sub("default_subset"), "no host matches \(MetadataCriteria(defaultSubset)): requests that fall back get no host (503)")
         }
         return table

@@ -228,7 +228,8 @@ extension RouteCompiler {
             return .all
         }
         let found = table.resolve(wanted)
-        if found == .fallback {
+        // A STRICT_DNS cluster's subsets come with its first answer: no warning before it.
+        if found == .fallback && !(cluster.resolvesNames && cluster.hosts.isEmpty) {
             let outcome: String
             switch table.fallback {
             case .noFallback: outcome = "every request of this route gets no host (503)"

@@ -42,9 +42,18 @@ public final class Server: Sendable {
     let accessLogWriter = Mutex<AccessLogWriter?>(nil)
     /// The health checker's loop queue (its thread starts with the first checked cluster).
     let healthCheckQueue = Mutex<TaskQueue?>(nil)
+    /// STRICT_DNS: the resolver thread (nil without such clusters) and its latest answers.
+    let resolver: StrictDNSResolver?
+    let resolvedHosts: Mutex<[String: [JSONValue]]>
+    /// Held while the running plan changes (a reload on the main thread, a DNS answer on the
+    /// resolver's), so every worker gets the changes in the order they were made.
+    let planChange = Mutex<Int>(0)
 
-    public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil, configPath: String? = nil) {
+    public init(plan: ServerPlan, logger: Logger, workers: Int?, inherited: InheritedListeners? = nil, configPath: String? = nil,
+                resolver: StrictDNSResolver? = nil, resolvedHosts: [String: [JSONValue]] = [:]) {
         self.plan = plan
+        self.resolver = resolver
+        self.resolvedHosts = Mutex(resolvedHosts)
         current = Mutex(plan)
         self.configPath = configPath
         _ = ProcessFigures.startTime   // Swift statics start on first use: this is the process's start
@@ -84,6 +93,7 @@ public final class Server: Sendable {
         let failures = startWorkers()
         if !failures.isEmpty { releaseUnixSockets(); return failures }
         startHealthChecks(plan.clusters)
+        resolver?.start { [weak self] cluster, hosts in self?.namesResolved(cluster, hosts) }
         return failures
     }
 
@@ -411,20 +421,46 @@ extension Server {
     /// stays. Listener changes take a hot upgrade (`tern start` with the same uds_dir).
     func reloadConfig(cause: String) {
         guard let path = configPath else { return }
-        let previous = current.withLock { $0 }
-        let result = ConfigLoader.load(path: path, previous: previous)
+        planChange.withLock { _ in
+            let previous = current.withLock { $0 }
+            guard let text = readFile(path) else {
+                logger.error("reload", "config \(path) refused (\(cause)): cannot read it (\(String(cString: strerror(errno)))); the running config stays")
+                return
+            }
+            let result = ConfigLoader.load(text: text, previous: previous, resolvedHosts: resolvedHosts.withLock { $0 })
+            if install(result, previous: previous, cause: cause, what: "config \(path)") {
+                resolver?.replace(current.withLock { $0 }.strictDNS)
+            }
+        }
+    }
+
+    /// New answers for a STRICT_DNS cluster: the running config compiled again with them, then
+    /// swapped in as a reload would (routes too only when the cluster has subsets to re-resolve).
+    func namesResolved(_ cluster: String, _ hosts: [JSONValue]) {
+        planChange.withLock { _ in
+            let all = resolvedHosts.withLock { $0[cluster] = hosts; return $0 }
+            let previous = current.withLock { $0 }
+            let result = ConfigLoader.load(text: previous.sourceText, previous: previous, resolvedHosts: all)
+            let keepsRoutes = previous.clusters.first(where: { $0.name == cluster })?.subsets == nil
+            _ = install(result, previous: previous, cause: "DNS answer for cluster \(cluster)", what: "the running config", keepRoutes: keepsRoutes)
+        }
+    }
+
+    /// Swaps a compiled config in on every worker; false (and logged) when it is refused.
+    private func install(_ result: ConfigResult, previous: ServerPlan, cause: String, what: String, keepRoutes: Bool = false) -> Bool {
+        let path = what
         guard var next = result.plan else {
             for e in result.diagnostics.errors { logger.error("reload", e) }
-            logger.error("reload", "config \(path) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
-            return
+            logger.error("reload", "\(path) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
+            return false
         }
         let before = previous.listeners.map { "\($0.name)=\($0.shape)" }, after = next.listeners.map { "\($0.name)=\($0.shape)" }
         guard before == after else {
             let changed = Set(before).symmetricDifference(after).compactMap { $0.split(separator: "=").first.map(String.init) }
-            logger.error("reload", "config \(path) refused (\(cause)): listener(s) \(Set(changed).sorted().joined(separator: ", ")) changed beyond routes, proxy settings and stream filters; start the new config with `tern start` (hot upgrade) to change listeners; the running config stays")
-            return
+            logger.error("reload", "\(path) refused (\(cause)): listener(s) \(Set(changed).sorted().joined(separator: ", ")) changed beyond routes, proxy settings and stream filters; start the new config with `tern start` (hot upgrade) to change listeners; the running config stays")
+            return false
         }
-        for w in result.diagnostics.warnings { logger.warn("reload", w) }
+        if !keepRoutes { for w in result.diagnostics.warnings { logger.warn("reload", w) } }
         // Unchanged clusters keep their runtimes on the workers, and so the host health those read.
         for i in next.clusters.indices {
             if let old = previous.clusters.first(where: { $0.name == next.clusters[i].name && $0.fingerprint == next.clusters[i].fingerprint }) {
@@ -432,7 +468,11 @@ extension Server {
                 next.clusters[i].healthCheck = old.healthCheck
             }
         }
-        let settings = Self.proxySettingsInBuildOrder(next)
+        let settings = keepRoutes ? nil : Self.proxySettingsInBuildOrder(next)
+        if keepRoutes {
+            // The workers keep the routes and filters they have: so does the running plan.
+            next.listeners = previous.listeners
+        }
         current.withLock { $0 = next }
         let nextClusters = next.clusters
         for q in remoteQueues {
@@ -443,7 +483,8 @@ extension Server {
         let changed = next.clusters.filter { c in !c.removed && previous.clusters.contains { $0.name == c.name && $0.fingerprint != c.fingerprint } }.map(\.name)
         let reloaded = next.clusters
         startHealthChecks(reloaded)
-        logger.info("reload", "config \(path) reloaded (\(cause)): routes and proxy settings replaced; clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
+        logger.info("reload", "\(path) reloaded (\(cause)): \(keepRoutes ? "routes and proxy settings kept" : "routes and proxy settings replaced"); clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
+        return true
     }
 
     /// Every proxy filter's settings in the order runWorker makes their forwarders: each listener's

@@ -103,6 +103,9 @@ case "validate", "start":
     if !logger.writesToStandardError {
         for w in result.diagnostics.warnings { logger.warn("config", w) }
     }
+    // STRICT_DNS clusters start with their names' first answers.
+    let names = StrictDNSResolver.resolvingNames(plan, logger: logger)
+    if let names { plan = names.plan }
     // Hot upgrade: a Tern already running with this uds_dir hands its listening sockets over.
     let upgradeDirectory = plan.upgradeDisabled ? nil : plan.upgradeDirectory ?? HotUpgrade.defaultDirectory(configPath: path)
     var inherited: InheritedListeners?
@@ -113,7 +116,8 @@ case "validate", "start":
             exit(1)
         }
     }
-    let server = Server(plan: plan, logger: logger, workers: workers, inherited: inherited, configPath: path)
+    let server = Server(plan: plan, logger: logger, workers: workers, inherited: inherited, configPath: path,
+                        resolver: names?.resolver, resolvedHosts: names?.hosts ?? [:])
     let failures = server.start()
     if !failures.isEmpty {
         for f in failures {

@@ -95,8 +95,8 @@ public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-public func canConnect(_ port: UInt16) -> Bool {
-    guard let c = try? RawClient(port: port, timeout: 1) else { return false }
+public func canConnect(_ port: UInt16, host: String = "127.0.0.1") -> Bool {
+    guard let c = try? RawClient(port: port, timeout: 1, host: host) else { return false }
     c.close()
     return true
 }
@@ -198,10 +198,11 @@ public final class PythonUpstream: @unchecked Sendable {
     public let port: UInt16
     public let logPath: String
 
-    public init(port requested: UInt16 = 0) throws {
+    /// `bind`: another loopback address (127.0.0.2, ...) for tests that tell hosts apart by IP.
+    public init(port requested: UInt16 = 0, bind: String = "127.0.0.1") throws {
         logPath = NSTemporaryDirectory() + "tern-upstream-\(UUID().uuidString).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let child = try ChildProcess("/usr/bin/env", ["python3", "-u", TestPaths.peers + "/upstream.py", "--port", String(requested), "--log", logPath], name: "upstream")
+        let child = try ChildProcess("/usr/bin/env", ["python3", "-u", TestPaths.peers + "/upstream.py", "--port", String(requested), "--bind", bind, "--log", logPath], name: "upstream")
         self.child = child
         var found: UInt16 = 0
         _ = waitUntil(timeout: 10) {
@@ -210,7 +211,7 @@ public final class PythonUpstream: @unchecked Sendable {
         }
         guard found != 0 else { throw TestError("upstream did not start: \(child.output)") }
         port = found
-        guard waitUntil(timeout: 5, { canConnect(found) }) else { throw TestError("upstream not accepting") }
+        guard waitUntil(timeout: 5, { canConnect(found, host: bind) }) else { throw TestError("upstream not accepting") }
     }
 
     /// Request lines the upstream received ("METHOD target").
@@ -254,13 +255,13 @@ public final class RawClient {
 
     /// `receiveBuffer` (SO_RCVBUF, set before connecting) makes a client that reads slowly hold
     /// little in its kernel buffer, so the proxy has to hold or pause the rest.
-    public init(port: UInt16, timeout: Double = 5, receiveBuffer: Int32? = nil) throws {
+    public init(port: UInt16, timeout: Double = 5, receiveBuffer: Int32? = nil, host: String = "127.0.0.1") throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let rc = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
+        let rc = withIPv4Address(host, port: port) { connect(fd, $0, $1) }
         if rc != 0 {
             // close() marks it closed: a throwing class init still runs deinit, and a second
             // close(2) could hit a descriptor another test thread has just opened (it once broke

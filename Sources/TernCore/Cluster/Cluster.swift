@@ -38,6 +38,8 @@ public struct ClusterConfig: Sendable {
     public var fingerprint = ""
     /// A cluster a reload removed: it keeps its position so indices stay valid; no route names it.
     public var removed = false
+    /// A STRICT_DNS cluster: its hosts are what its names resolved to (none before the first answer).
+    public var resolvesNames = false
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
                 maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {

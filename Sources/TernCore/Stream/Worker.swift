@@ -86,7 +86,8 @@ public final class Worker {
     /// (pools, counters, balancer state); changed and new ones get a fresh one at their index;
     /// every forwarder takes its listener's new settings (routes, limits, stream filters). Requests
     /// in flight finish with what they started with (they hold their cluster runtime).
-    public func reload(clusters configs: [ClusterConfig], settings: [ProxySettings]) {
+    /// `settings` nil: the routes and filters stay (a DNS answer that changed no subset).
+    public func reload(clusters configs: [ClusterConfig], settings: [ProxySettings]?) {
         var next: [ClusterRuntime] = []
         var replaced: [Int] = []
         for (i, config) in configs.enumerated() {
@@ -99,7 +100,7 @@ public final class Worker {
             if i < clusters.count { replaced.append(i); clusters[i].pool.closeAll() }
         }
         clusters = next
-        for (f, s) in zip(forwarders, settings) { f.replace(settings: s) }
+        if let settings { for (f, s) in zip(forwarders, settings) { f.replace(settings: s) } }
         if !replaced.isEmpty { for hook in onClustersReplaced { hook(replaced) } }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real HTTP/1.1 upstream for Tern's integration tests (Python's http.server).
 
-Binds 127.0.0.1 on the given port (0: the OS picks), prints the port on its first line, and logs
+Binds 127.0.0.1 (or --bind) on the given port (0: the OS picks), prints the port on its first line, and logs
 every request it receives (one line: method target) to --log, so tests can prove a request was
 never forwarded. Endpoints:
   /sha            -> sha256 and length of the request body (Content-Length or chunked); also
@@ -143,10 +143,11 @@ def main():
     global log_file
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--log")
     a = ap.parse_args()
     log_file = a.log
-    srv = Server(("127.0.0.1", a.port), Handler)
+    srv = Server((a.bind, a.port), Handler)
     print(srv.server_address[1], flush=True)
     srv.serve_forever()
 
