@@ -294,17 +294,30 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         if phase == .finishing { finishIfDrained() } else { resume() }
     }
 
-    func send(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>, to target: UpstreamTarget) {
+    /// `retry`: the call is being sent again after a failed connect (its id and deadline kept).
+    func send(_ frame: BoltFrame, _ p: UnsafePointer<UInt8>, to target: UpstreamTarget, retry: BoltRetry? = nil) {
         let cluster = target.cluster
         let upstream: MultiplexConnection<BoltMultiplex>
         switch pool.connection(clusterIndex: target.clusterIndex, host: target.hostIndex) {
         case .connection(let c): upstream = c
-        case .failed(let error): answerError(frame, error, cluster: cluster); return
+        case .failed(let error):
+            // A connect that failed at once: nothing was sent; another host when there is one.
+            if error.isConnectFailure, let next = retryTarget(retry ?? BoltRetry(target, frame), after: error, frame.requestID) {
+                send(frame, p, to: next.target, retry: next)
+                return
+            }
+            if let retry { answerRetried(retry, frame, error, cluster: cluster) } else { answerError(frame, error, cluster: cluster) }
+            return
         }
-        var timeout = target.timeoutMS
-        // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
-        if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
-        let deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
+        let deadline: Int64
+        if let retry {
+            deadline = retry.deadline
+        } else {
+            var timeout = target.timeoutMS
+            // The shorter of the route timeout and the caller's own bolt timeout; 0 on both: none.
+            if frame.timeoutMS > 0 { timeout = timeout > 0 ? min(timeout, Int64(frame.timeoutMS)) : Int64(frame.timeoutMS) }
+            deadline = timeout > 0 ? worker.loop.nowMS + timeout : Int64.max
+        }
         let oneway = frame.kind == .oneway
         let started = oneway ? 0 : cluster.requestStarted(host: target.hostIndex)
         var record: AccessLogRecord?
@@ -313,18 +326,78 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
             r.sent(cluster: cluster, host: target.hostIndex, upstream: upstream.connection, nowUS: worker.loop.nowUS)
             if oneway { logCall(r) } else { record = r }   // a oneway call has no answer to wait for
         }
-        let id = upstream.register(caller: oneway ? nil : self, originalID: frame.requestID,
+        let id = upstream.register(caller: oneway ? nil : self, originalID: retry?.originalID ?? frame.requestID,
                                    context: BoltMultiplex.CallContext(protocolCode: frame.protocolCode, codec: frame.codec, record: record,
                                                                       clusterIndex: Int32(truncatingIfNeeded: target.clusterIndex), host: Int32(truncatingIfNeeded: target.hostIndex)),
                                    deadline: deadline, startedUS: started)
         BoltCodec.copyFrame(p, frame, newID: id, into: upstream.connection.outputBuffer)
-        if !oneway { inFlight += 1 }
+        // Once per call, however many tries it takes.
+        if !oneway && !(retry?.counted ?? false) { inFlight += 1 }
+        // Still connecting: if the connect fails the frame has not left Tern and may go elsewhere.
+        if upstream.connection.state == .connecting && !oneway && cluster.config.hosts.count > 1 {
+            let r = retry ?? BoltRetry(target, frame)
+            r.deadline = deadline
+            r.target = target
+            r.counted = true
+            upstream.retryStates[id] = r
+        } else {
+            retry?.counted = true
+        }
         if !upstream.queued { upstream.queued = true; touched.append(upstream) }
         if upstream.connection.exceedsHighWatermark() {
             // A slow upstream: stop taking requests from this client until it drains.
             downstream.pauseReading()
             upstream.waiting.append(self)
         }
+    }
+
+    /// The next host for a call whose connect failed (`retry.tried` are the hosts tried), within
+    /// the route's `num_retries` and the cluster's retry budget; nil: none, the call fails.
+    func retryTarget(_ retry: BoltRetry, after error: StreamError, _ id: UInt32) -> BoltRetry? {
+        let target = retry.target
+        let cluster = target.cluster
+        guard phase != .closed, retry.tries < target.clusterRoute.retry.numRetries,
+              target.clusterIndex < worker.clusters.count, worker.clusters[target.clusterIndex] === cluster else { return nil }
+        let context = LoadBalancerContext(downstream: downstream)
+        var host: Int?
+        for _ in 0..<8 {
+            guard let h = cluster.chooseHost(target.subset, context) else { break }
+            if h >= 64 || retry.tried & (1 << UInt64(h)) == 0 { host = h; break }
+        }
+        guard let h = host else { return nil }
+        // Sent at once (no back-off: a failed connect says nothing about another host), so the
+        // budget is checked, not held.
+        guard cluster.takeRetrySlot() else {
+            logger.info("bolt", "cluster \(cluster.config.name): retry budget spent; \(error.code) answered without a retry")
+            return nil
+        }
+        cluster.releaseRetrySlot()
+        cluster.stats.recordRetry()
+        retry.tries += 1
+        if h < 64 { retry.tried |= 1 << UInt64(h) }
+        logger.info("bolt", "listener \(proxy.listenerName): bolt request \(retry.originalID): \(error.code) at \(target.host.address); retry \(retry.tries) of \(target.clusterRoute.retry.numRetries) on \(cluster.config.hosts[h].address)")
+        retry.target = target.on(host: h)
+        return retry
+    }
+
+    /// The pool gives back a call whose connection never connected (MultiplexProtocol.retry).
+    func retryUnsent(_ call: PendingCall<BoltMultiplex>, _ p: UnsafePointer<UInt8>, _ frame: BoltFrame, _ retry: BoltRetry, after error: StreamError) -> Bool {
+        guard let next = retryTarget(retry, after: error, retry.originalID) else { return false }
+        pendingRecord = call.context.record
+        send(frame, p, to: next.target, retry: next)
+        flushTouched()
+        return true
+    }
+
+    /// A call sent again ran out of hosts: answered with the error under its own id.
+    func answerRetried(_ retry: BoltRetry, _ frame: BoltFrame, _ error: StreamError, cluster: ClusterRuntime) {
+        // Never registered (every connect failed at once): `frame` is still the client's.
+        guard retry.counted else { answerError(frame, error, cluster: cluster); return }
+        forwarder.failed(error, cluster: cluster, protocolName: "bolt request \(retry.originalID):", answer: "\(error.boltStatus)")
+        cluster.stats.record(status: Int(error.boltStatus.rawValue))
+        deliverError(originalID: retry.originalID, protocolCode: frame.protocolCode, codec: frame.codec, status: error.boltStatus,
+                     error: error, record: pendingRecord)
+        pendingRecord = nil
     }
 
     /// Copies of the call for the `mirror` filter, fire and forget: each is registered without a
@@ -569,6 +642,13 @@ enum BoltMultiplex: MultiplexProtocol {
 
     static func resume(_ caller: BoltSession) { caller.resume() }
 
+    static func requestID(of frame: BoltFrame) -> UInt32? { frame.kind == .response ? nil : frame.requestID }
+
+    static func retry(_ call: PendingCall<BoltMultiplex>, _ p: UnsafePointer<UInt8>, _ frame: BoltFrame, state: AnyObject, after error: StreamError, to caller: BoltSession) -> Bool {
+        guard let retry = state as? BoltRetry else { return false }
+        return caller.retryUnsent(call, p, frame, retry, after: error)
+    }
+
     /// The worker's bolt pool (the settings of the first bolt listener that needs it apply).
     static func pool(of worker: Worker, settings: BoltSettings) -> MultiplexPool<BoltMultiplex> {
         if let p = worker.protocolScratch["bolt"] as? MultiplexPool<BoltMultiplex> { return p }
@@ -582,5 +662,24 @@ enum BoltMultiplex: MultiplexProtocol {
         worker.protocolScratch["bolt"] = p
         worker.onClustersReplaced.append { [unowned p] in p.retire(clusters: $0) }
         return p
+    }
+}
+
+/// A bolt call that may be sent again after a failed connect (docs/traffic-management.md#retries):
+/// where it is going now, the hosts tried (a bit per host index below 64), and what the client
+/// must get back (its own id, its deadline from the first try).
+final class BoltRetry {
+    var target: UpstreamTarget
+    var tried: UInt64
+    var tries = 0
+    let originalID: UInt32
+    var deadline: Int64 = .max
+    /// The session counts the call in flight (from its first registration on a connection).
+    var counted = false
+
+    init(_ target: UpstreamTarget, _ frame: BoltFrame) {
+        self.target = target
+        tried = target.hostIndex < 64 ? 1 << UInt64(target.hostIndex) : 0
+        originalID = frame.requestID
     }
 }

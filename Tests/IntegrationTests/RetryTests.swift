@@ -124,4 +124,64 @@ final class RetryTests {
         #expect(errors2.value < 32, "the budget refused some of the 24 retries: \(errors2.value) tries")
         #expect(try stats(admin2).range(of: #""retry_overflows_total": [1-9]"#, options: .regularExpression) != nil)
     }
+    /// Bolt: a call whose connection never connected goes to another host (its bytes never left
+    /// Tern), whether the connect failed at once or after it was queued; other failures are the
+    /// caller's answer (calls are not known to be idempotent).
+    @Test func boltCallsWhoseConnectFailsGoToAnotherHost() throws {
+        let serverPort = freePort()
+        let server = try startBoltServer(port: serverPort)
+        defer { server.stop() }
+        let dead = distinctFreePort(avoiding: [serverPort]), dead2 = distinctFreePort(avoiding: [serverPort, dead])
+        let listen = freePort()
+        func config(_ hosts: [UInt16]) -> String {
+            boltConfig(listen: listen, upstream: 0).replacingOccurrences(of: "\"hosts\": [{ \"address\": \"127.0.0.1:0\" }]", with: "\"hosts\": [\(health.hosts(hosts))]")
+                .replacingOccurrences(of: "LB_RANDOM", with: "LB_ROUNDROBIN")
+        }
+        let tern = try TernProcess(config: config([dead, serverPort, dead2]), waitFor: [listen], extraArguments: ["--workers", "1"])
+        defer { tern.stop() }
+        // Pipelined raw calls: the first go out while the dead hosts' connects are under way.
+        let c = try RawClient(port: listen, timeout: 10)
+        defer { c.close() }
+        for id in 1...12 { c.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "echo", body: [UInt8(id)])) }
+        let r = BoltTestFrame.readResponses(c, 12)
+        #expect(r.map(\.id).sorted() == Array(1...12) && r.allSatisfy { $0.status == 0 }, "\(r.map { ($0.id, $0.status) })\n\(tern.child.output.suffix(1500))")
+        #expect(tern.child.output.contains("retry 1 of 3 on 127.0.0.1:\(serverPort)"))
+        // anthunder callers: every call answered SUCCESS although two hosts of three refuse.
+        let client = try ChildProcess(venvPython, [boltPeers, "client", String(listen), "30", "4"], name: "bolt-client")
+        #expect(client.waitForExit(timeout: 120) == 0, "\(client.output.suffix(800))")
+        #expect(client.output.contains("ok 120"))
+
+        // A host whose connects hang (a full backlog) until connect_timeout: the calls queued on
+        // that connection go to the live host when the connect times out.
+        let (tarpit, tarpitPort) = try listeningSocket(backlog: 0)
+        defer { close(tarpit) }
+        var fillers: [RawClient] = []
+        for _ in 0..<3 { if let f = try? RawClient(port: tarpitPort, timeout: 1) { fillers.append(f) } }
+        defer { for f in fillers { f.close() } }
+        let slowListen = freePort()
+        let slow = try TernProcess(config: config([tarpitPort, serverPort]).replacingOccurrences(of: "127.0.0.1:\(listen)", with: "127.0.0.1:\(slowListen)"),
+                                   waitFor: [slowListen], extraArguments: ["--workers", "1"])
+        defer { slow.stop() }
+        let q = try RawClient(port: slowListen, timeout: 10)
+        defer { q.close() }
+        for id in 1...6 { q.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "echo", body: [UInt8(id)])) }
+        let qr = BoltTestFrame.readResponses(q, 6)
+        #expect(qr.map(\.id).sorted() == Array(1...6) && qr.allSatisfy { $0.status == 0 }, "\(qr.map { ($0.id, $0.status) })\n\(slow.child.output.suffix(1500))")
+        #expect(slow.child.output.contains("connect_timeout at 127.0.0.1:\(tarpitPort); retry 1 of 3 on 127.0.0.1:\(serverPort)"), "\(slow.child.output.suffix(1500))")
+
+        // Every host dead: each call is answered CONNECTION_CLOSED after its tries, none hangs.
+        let allDead = freePort()
+        let downListen = freePort()
+        let down = try TernProcess(config: config([dead, dead2, allDead]).replacingOccurrences(of: "127.0.0.1:\(listen)", with: "127.0.0.1:\(downListen)"),
+                                   waitFor: [downListen], extraArguments: ["--workers", "1"])
+        defer { down.stop() }
+        let d = try RawClient(port: downListen, timeout: 10)
+        defer { d.close() }
+        for id in 1...4 { d.send(BoltTestFrame.request(id: UInt32(id), service: echoService, method: "echo", body: [1])) }
+        let dr = BoltTestFrame.readResponses(d, 4)
+        #expect(dr.map(\.id).sorted() == [1, 2, 3, 4] && dr.allSatisfy { $0.status == 0x10 }, "\(dr.map { ($0.id, $0.status) })")
+        // Each call tried every host once at most: two retries per call, never more.
+        let retries = down.child.output.components(separatedBy: "retry ").count - 1
+        #expect(retries > 0 && retries <= 8, "\(retries) retries\n\(down.child.output.suffix(1500))")
+    }
 }

@@ -26,6 +26,18 @@ public protocol MultiplexProtocol {
     static func fail(_ call: PendingCall<Self>, _ error: StreamError, to caller: Caller)
     /// A slow upstream drained: a caller that stopped reading because of it may read again.
     static func resume(_ caller: Caller)
+    /// The id of a request frame (one found in the unsent bytes of a connection whose connect failed).
+    static func requestID(of frame: Frame) -> UInt32?
+    /// The connect of the call's connection failed, so its frame (`p`, under the id this
+    /// connection gave it) never left Tern: the caller may send it to another host. True when it did.
+    /// `state`: what the caller left in `retryStates` for the call.
+    static func retry(_ call: PendingCall<Self>, _ p: UnsafePointer<UInt8>, _ frame: Frame, state: AnyObject, after error: StreamError, to caller: Caller) -> Bool
+}
+
+/// A protocol that does not send calls again after a failed connect (each fails with its error).
+extension MultiplexProtocol {
+    public static func requestID(of frame: Frame) -> UInt32? { nil }
+    public static func retry(_ call: PendingCall<Self>, _ p: UnsafePointer<UInt8>, _ frame: Frame, state: AnyObject, after error: StreamError, to caller: Caller) -> Bool { false }
 }
 
 public enum MultiplexDecode<Frame> {
@@ -92,6 +104,9 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     @usableFromInline var missedHeartbeats = 0
     @usableFromInline var heartbeatOutstanding = false
     @usableFromInline var lastContext: P.CallContext?
+    /// Per call id, what its caller needs to send it elsewhere should this connection's connect
+    /// fail (set by callers while it connects; emptied once it is open).
+    public var retryStates: [UInt32: AnyObject] = [:]
     static var sweepMS: Int64 { 50 }
 
     init(connection: Connection, pool: MultiplexPool<P>, clusterIndex: Int, hostIndex: Int) {
@@ -143,6 +158,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     }
 
     public func connectionConnected(_ connection: Connection) {
+        if !retryStates.isEmpty { retryStates.removeAll() }
         lastHeard = worker.loop.nowMS
         connection.flush()
     }
@@ -196,7 +212,7 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     public func connectionClosed(_ connection: Connection, reason: CloseReason) {
         pool.remove(self)
         if let t = sweepTimer { worker.loop.timers.cancel(t) }
-        let failed = pending
+        var failed = pending
         pending.removeAll()
         let error: StreamError
         switch reason {
@@ -214,12 +230,37 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         default: blames = true
         }
         if blames { cluster.noteOutcome(host: hostIndex, failed: true) }
+        switch reason {
+        case .connectFailed, .connectTimeout, .handshakeFailed:
+            if !failed.isEmpty && !retryStates.isEmpty { retryUnsent(&failed, error) }
+            retryStates.removeAll()
+        default: break
+        }
         if !failed.isEmpty {
             worker.logger.error("pool", "upstream connection to \(hostName) closed (\(reason)) with \(failed.count) call(s) in flight: \(error.code)")
         }
         for (_, call) in failed { fail(call, error) }
         for c in waiting { P.resume(c) }
         waiting.removeAll()
+    }
+
+    /// After a failed connect every byte written is still in the output buffer: each call found
+    /// there goes back to its caller, which may send it to another host (it is then not failed).
+    private func retryUnsent(_ failed: inout [UInt32: PendingCall<P>], _ error: StreamError) {
+        let out = connection.outputBuffer
+        var offset = 0
+        while offset < out.readableBytes {
+            let p = UnsafePointer(out.readPointer + offset)
+            guard case .frame(let frame) = P.decode(p, out.readableBytes - offset, maxFrame: settings.maxFrameBytes) else { return }
+            offset += P.length(of: frame)
+            guard let id = P.requestID(of: frame), let call = failed[id], let caller = call.caller, let state = retryStates[id] else { continue }
+            call.cluster.requestEnded(host: hostIndex, startedUS: call.startedUS)
+            if P.retry(call, p, frame, state: state, after: error, to: caller) {
+                failed[id] = nil
+            } else {
+                _ = call.cluster.requestStarted(host: hostIndex)   // `fail` ends it again
+            }
+        }
     }
 
     /// A call taken out of `pending` ends without an answer: counted, and its caller told.

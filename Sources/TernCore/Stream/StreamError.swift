@@ -48,6 +48,14 @@ public enum StreamError: Sendable {
     }
 
     /// A stable machine-readable name (HTTP answers carry it as `x-tern-error`).
+    /// The upstream connection never opened (refused, timed out, TLS handshake): nothing was sent.
+    public var isConnectFailure: Bool {
+        switch self {
+        case .connectFailed, .connectTimeout, .upstreamTLSFailed: return true
+        default: return false
+        }
+    }
+
     public var code: String {
         switch self {
         case .noRoute: return "no_route"
