@@ -419,10 +419,11 @@ struct ConfigCompiler {
         c.checkKeys(known: ["name", "type", "lb_type", "hosts", "connect_timeout", "idle_timeout", "max_request_per_conn",
                             "conn_buffer_limit_bytes", "max_idle_conns_per_host", "tls_context", "cluster_manager_tls",
                             "lb_subset_config", "lbconfig", "circuit_breakers", "health_check", "outlier_detection",
-                            "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "dns_resolver_file", "dns_resolver_port"],
+                            "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "dns_resolver_file", "dns_resolver_port",
+                            "keepalive", "tcp_keepalive"],
                     ignored: ["spec", "original_dst_lb_config",
                               "lb_config", "connection_pool_mode", "sub_type", "cluster_type", "alt_stat_name", "cluster_pool_enable",
-                              "mark", "keepalive", "slow_start"])
+                              "mark", "slow_start"])
         guard let name = c.requiredString("name") else { return nil }
         let type = c.string("type") ?? "SIMPLE"
         if !["SIMPLE", "STATIC", "ORIGINAL_DST", "STRICT_DNS"].contains(type) {
@@ -498,12 +499,37 @@ struct ConfigCompiler {
             config.health = HostHealth(hostCount: hosts.count, outlier: outlier, activelyChecked: config.healthCheck != nil)
         }
         config.resolvesNames = strictDNS
+        config.heartbeat = upstreamHeartbeat(c)
+        config.tcpKeepAlive = tcpKeepAlive(c)
         config.fingerprint = JSONText.render(.object(c.dict)) + dnsFingerprint
         return config
     }
 }
 
 extension ConfigCompiler {
+    /// MOSN's `keepalive` {`interval`, `timeout`}: heartbeats on idle bolt upstream connections
+    /// (an interval of 0 or none: the listener's heartbeat settings; MOSN's timeout default 1s).
+    func upstreamHeartbeat(_ c: JSONObject) -> UpstreamHeartbeat? {
+        guard let k = c.object("keepalive") else { return nil }
+        k.checkKeys(known: ["interval", "timeout"])
+        guard let interval = k.duration("interval", max: 3_600_000), interval > 0 else { return nil }
+        if interval < 100 { diagnostics.error(k.sub("interval"), "at least 100ms") ; return nil }
+        let timeout = k.duration("timeout", max: 3_600_000).flatMap { $0 > 0 ? $0 : nil } ?? 1_000
+        return UpstreamHeartbeat(intervalMS: interval, timeoutMS: timeout)
+    }
+
+    /// `tcp_keepalive` (a Tern extension in Envoy's names, seconds): `keepalive_time` (idle before
+    /// the first probe; 0 turns keep-alive off), `keepalive_interval`, `keepalive_probes`. Without
+    /// it: on, as Go's dialer sets it for MOSN (15 s, 15 s, the kernel's probe count).
+    func tcpKeepAlive(_ c: JSONObject) -> TCPKeepAlive? {
+        guard let k = c.object("tcp_keepalive") else { return .mosnDefault }
+        k.checkKeys(known: ["keepalive_time", "keepalive_interval", "keepalive_probes"])
+        let idle = k.int("keepalive_time", min: 0, max: 32_767) ?? 15
+        if idle == 0 { return nil }
+        return TCPKeepAlive(idleSeconds: Int32(idle), intervalSeconds: Int32(k.int("keepalive_interval", min: 1, max: 32_767) ?? 15),
+                            probes: Int32(k.int("keepalive_probes", min: 1, max: 127) ?? 0))
+    }
+
     /// `circuit_breakers`: MOSN's list of thresholds, of which it reads only the first (priorities
     /// are not grouped); Tern refuses further entries rather than ignore them. nil: no limit set.
     func circuitBreaker(_ c: JSONObject, hostCount: Int) -> CircuitBreaker? {

@@ -36,6 +36,8 @@ int tern_socket_stream(int family);
 int tern_dup_cloexec(int fd);
 int tern_set_reuse(int fd, int reuse_port);
 int tern_set_nodelay(int fd);
+/// SO_KEEPALIVE with TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT (each left to the kernel when 0).
+int tern_set_keepalive(int fd, int idle, int interval, int probes);
 int tern_socket_error(int fd);
 /// Where a connection redirected by iptables REDIRECT was going (SO_ORIGINAL_DST, or
 /// IP6T_SO_ORIGINAL_DST for IPv6 sockets); -1 with errno when it was not redirected.

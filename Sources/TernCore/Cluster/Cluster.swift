@@ -1,3 +1,4 @@
+import CTernShim
 /// One upstream endpoint as configured.
 public struct HostConfig: Sendable {
     public let address: SocketAddress
@@ -40,6 +41,11 @@ public struct ClusterConfig: Sendable {
     public var removed = false
     /// A STRICT_DNS cluster: its hosts are what its names resolved to (none before the first answer).
     public var resolvesNames = false
+    /// MOSN's `keepalive`: heartbeats on idle multiplexed (bolt) upstream connections; nil: the
+    /// listener's `heartbeat_interval`.
+    public var heartbeat: UpstreamHeartbeat? = nil
+    /// TCP keep-alive on upstream connections (`tcp_keepalive`); nil: off.
+    public var tcpKeepAlive: TCPKeepAlive? = .mosnDefault
 
     public init(name: String, lbType: String, hosts: [HostConfig], connectTimeoutMS: Int64, idleTimeoutMS: Int64,
                 maxRequestsPerConnection: Int, connectionBufferLimit: Int, maxIdlePerHost: Int, originalDestination: Bool = false) {
@@ -49,6 +55,29 @@ public struct ClusterConfig: Sendable {
         self.maxIdlePerHost = maxIdlePerHost
         self.originalDestination = originalDestination
     }
+}
+
+/// MOSN's cluster `keepalive`: an idle multiplexed connection sends a heartbeat every
+/// `intervalMS`; one not answered within `timeoutMS` is missed, and the pool's `heartbeatMaxMisses`
+/// in a row close the connection.
+public struct UpstreamHeartbeat: Sendable, Equatable {
+    public let intervalMS: Int64
+    public let timeoutMS: Int64
+    public init(intervalMS: Int64, timeoutMS: Int64) { self.intervalMS = intervalMS; self.timeoutMS = timeoutMS }
+}
+
+/// TCP keep-alive probes on a socket: the kernel finds a peer that vanished (no FIN, no RST)
+/// after `idleSeconds` of silence plus `probes` unanswered probes `intervalSeconds` apart.
+/// 0: the kernel's own value.
+public struct TCPKeepAlive: Sendable, Equatable {
+    public let idleSeconds: Int32
+    public let intervalSeconds: Int32
+    public let probes: Int32
+    public init(idleSeconds: Int32, intervalSeconds: Int32, probes: Int32) {
+        self.idleSeconds = idleSeconds; self.intervalSeconds = intervalSeconds; self.probes = probes
+    }
+    /// Go's dialer (so MOSN's upstream connections): on, 15 s idle, 15 s between probes.
+    public static let mosnDefault = TCPKeepAlive(idleSeconds: 15, intervalSeconds: 15, probes: 0)
 }
 
 /// Per-worker counters for one cluster, kept as plain integers so the admin API can read them later
@@ -311,6 +340,9 @@ extension Connection {
         guard let c = connect(to: config.hosts[host].address, loop: loop, buffers: buffers, timeoutMS: config.connectTimeoutMS) else {
             if let breaker { breaker.releaseConnection(host: host); if forWaitingRequest { breaker.releasePending() } }
             throw .failed
+        }
+        if let k = config.tcpKeepAlive, !config.hosts[host].address.isUnix {
+            _ = tern_set_keepalive(c.fd, k.idleSeconds, k.intervalSeconds, k.probes)
         }
         load.openConnections[host] += 1
         c.openCount = OpenConnectionSlot(load: load, host: host, breaker: breaker, holdsPending: forWaitingRequest && breaker != nil)

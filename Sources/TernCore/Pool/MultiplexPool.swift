@@ -103,6 +103,10 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     @usableFromInline var lastHeard: Int64
     @usableFromInline var missedHeartbeats = 0
     @usableFromInline var heartbeatOutstanding = false
+    @usableFromInline var heartbeatSentAt: Int64 = 0
+    /// The cluster's `keepalive` when it has one, else the listener's heartbeat settings.
+    @usableFromInline let heartbeatIntervalMS: Int64
+    @usableFromInline let heartbeatTimeoutMS: Int64
     @usableFromInline var lastContext: P.CallContext?
     /// Per call id, what its caller needs to send it elsewhere should this connection's connect
     /// fail (set by callers while it connects; emptied once it is open).
@@ -116,6 +120,10 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
         settings = pool.settings
         self.clusterIndex = clusterIndex
         self.hostIndex = hostIndex
+        let beat = pool.worker.clusters[clusterIndex].config.heartbeat
+        heartbeatIntervalMS = beat?.intervalMS ?? pool.settings.heartbeatIntervalMS
+        // Without a timeout of its own, a heartbeat is missed when the next one is due.
+        heartbeatTimeoutMS = beat?.timeoutMS ?? heartbeatIntervalMS
         lastHeard = worker.loop.nowMS
         sweepTimer = LoopTimer(target: self)
         armSweep()
@@ -130,8 +138,10 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
     @usableFromInline
     func armSweep() {
         guard let t = sweepTimer else { return }
-        let next = pending.isEmpty ? max(settings.heartbeatIntervalMS, 100) : MultiplexConnection.sweepMS
-        worker.loop.timers.arm(t, at: worker.loop.nowMS + next)
+        let now = worker.loop.nowMS
+        var at = now + (pending.isEmpty ? max(heartbeatIntervalMS, 100) : MultiplexConnection.sweepMS)
+        if heartbeatOutstanding { at = min(at, max(heartbeatSentAt + heartbeatTimeoutMS, now + 10)) }
+        worker.loop.timers.arm(t, at: at)
     }
 
     @usableFromInline
@@ -283,14 +293,18 @@ public final class MultiplexConnection<P: MultiplexProtocol>: ConnectionDelegate
                 fail(call, .timeout(host: hostName))
             }
         }
-        if connection.state == .open && now - lastHeard >= settings.heartbeatIntervalMS {
-            if heartbeatOutstanding { missedHeartbeats += 1 }
+        if heartbeatOutstanding && now - heartbeatSentAt >= heartbeatTimeoutMS {
+            heartbeatOutstanding = false
+            missedHeartbeats += 1
             if missedHeartbeats >= settings.heartbeatMaxMisses {
                 worker.logger.error("pool", "upstream \(hostName) missed \(missedHeartbeats) heartbeats; closing it")
                 connection.close(reason: .readError(0))
                 return
             }
+        }
+        if connection.state == .open && !heartbeatOutstanding && now - lastHeard >= heartbeatIntervalMS {
             heartbeatOutstanding = true
+            heartbeatSentAt = now
             P.writeHeartbeat(connection.outputBuffer, id: takeID(), like: lastContext)
             connection.flush()
             lastHeard = now
