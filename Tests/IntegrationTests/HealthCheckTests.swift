@@ -183,6 +183,35 @@ final class HealthCheckTests {
         #expect(codes.contains(503), "the host is back in rotation: \(codes)")
     }
 
+    /// The issue's bar: a host killed under steady load costs at most the requests in flight on
+    /// it at that moment (one per client at most), and it takes traffic again after its restart.
+    @Test func aHostKilledUnderLoadFailsNoRequestBeyondThoseInFlightAndReturns() throws {
+        let a = try PythonUpstream(), b = try PythonUpstream()
+        defer { a.stop() }
+        let bPort = b.port
+        let listen = freePort()
+        let check = #""health_check": { "protocol": "Http1", "timeout": "300ms", "interval": "200ms", "unhealthy_threshold": 2, "healthy_threshold": 2, "check_config": {"http_check_config": {"path": "/health"}} }"#
+        let tern = try TernProcess(config: config(listeners: listener(listen, "Http1", router: "http"),
+                                                  clusters: "{ \"name\": \"web\", \"type\": \"SIMPLE\", \"connect_timeout\": \"1s\", \(check), \"hosts\": [\(hosts([a.port, bPort]))] }"),
+                                   waitFor: [listen], extraArguments: ["--workers", "2"])
+        defer { tern.stop() }
+        let clients = 8
+        let load = KeepAliveLoad(port: listen, clients: clients) { id, n in "/load-\(id)-\(n)" }
+        #expect(waitUntil(timeout: 10) { load.served > 300 && self.served(b, "/load-") > 50 })
+        b.stop()
+        #expect(waitUntil(timeout: 5) { self.logLines(tern, "host 127.0.0.1:\(bPort) unhealthy after 2 failed http check(s)") == 1 }, "\(tern.child.output.suffix(600))")
+        let afterDeath = load.served
+        #expect(waitUntil(timeout: 10) { load.served > afterDeath + 300 })
+        let b2 = try PythonUpstream(port: bPort)
+        defer { b2.stop() }
+        #expect(waitUntil(timeout: 5) { self.logLines(tern, "host 127.0.0.1:\(bPort) healthy again after 2 passed check(s)") == 1 })
+        #expect(waitUntil(timeout: 10) { self.served(b2, "/load-") > 50 }, "the restarted host takes requests again")
+        let result = load.stop()
+        // Requests after the death find the host refusing (a connect failure, tried on the other
+        // host) or out of rotation: only those already sent to it can fail.
+        #expect(result.failed <= clients, "\(result.failed) failed: \(result.failures)")
+    }
+
     @Test func boltHeartbeatChecksTakeADeadBoltServerOutWithNoFailedCall() throws {
         let p1 = freePort(), p2 = freePort()
         let s1 = try startBoltServer(port: p1)

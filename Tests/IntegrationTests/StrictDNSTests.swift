@@ -150,4 +150,39 @@ final class StrictDNSTests {
         #expect(waitUntil(timeout: 5) { self.get(listen, "/late") == 200 }, "\(tern.child.output.suffix(800))")
         #expect(served(a, "/late") >= 1 && served(a, "/early") == 0)
     }
+    /// Subsets are rebuilt from the new hosts (and the routes re-resolved) when the answer
+    /// changes: the route's subset follows the name, no request is lost, the other subset's host
+    /// never sees one.
+    @Test func subsetsAreRebuiltWhenTheAnswerChanges() throws {
+        let a = try PythonUpstream()
+        defer { a.stop() }
+        let b = try PythonUpstream(port: a.port, bind: "127.0.0.2")
+        defer { b.stop() }
+        let other = try PythonUpstream()
+        defer { other.stop() }
+        let dns = try FakeDNSServer(names: ["v1.test.": ["127.0.0.1"]])
+        defer { dns.stop() }
+        let listen = freePort()
+        let cluster = """
+            { "name": "svc", "type": "STRICT_DNS", "lb_type": "LB_ROUNDROBIN", "dns_refresh_rate": "200ms",
+              "dns_resolvers": { "servers": ["127.0.0.1"], "port": "\(dns.port)", "timeout": 1, "attempts": 1 },
+              "lb_subset_config": { "fall_back_policy": 0, "subset_selectors": [["version"]] },
+              "hosts": [{ "address": "v1.test:\(a.port)", "metadata": {"filter_metadata": {"mosn.lb": {"version": "v1"}}} },
+                        { "address": "127.0.0.1:\(other.port)", "metadata": {"filter_metadata": {"mosn.lb": {"version": "v2"}}} }] }
+            """
+        let text = config(listen: listen, clusters: cluster)
+            .replacingOccurrences(of: #""route": {"cluster_name": "svc", "timeout": "5s"}"#,
+                                  with: #""route": {"cluster_name": "svc", "timeout": "5s", "metadata_match": {"filter_metadata": {"mosn.lb": {"version": "v1"}}}}"#)
+        #expect(text.contains("metadata_match"))
+        let tern = try TernProcess(config: text, waitFor: [listen], extraArguments: ["--workers", "2"])
+        defer { tern.stop() }
+        let load = KeepAliveLoad(port: listen, clients: 6) { id, n in "/sub-\(id)-\(n)" }
+        #expect(waitUntil(timeout: 10) { self.served(a, "/sub-") > 100 })
+        try dns.answer(["v1.test.": ["127.0.0.2"]])
+        #expect(waitUntil(timeout: 5) { self.served(b, "/sub-") > 100 }, "\(tern.child.output.suffix(1500))")
+        #expect(tern.child.output.contains("(DNS answer for cluster svc): routes and proxy settings replaced"))
+        let result = load.stop()
+        #expect(result.failed == 0, "\(result.failures)")
+        #expect(served(other, "/sub-") == 0, "the v2 host got requests of the v1 route")
+    }
 }
