@@ -119,4 +119,29 @@ final class ReloadTests {
         let (none, text) = try run(TestPaths.ternBinary, ["reload", "-c", lonely], includeStderr: true)
         #expect(none == 1 && text.contains("no running Tern"), "\(text)")
     }
+
+    /// ip_access decides once per connection (the peer does not change), keyed by the filter: a
+    /// reload that changes the lists applies to the next request of a connection opened before.
+    @Test func aReloadedIPAccessListAppliesToOpenKeepAliveConnections() throws {
+        func filter(_ action: String) -> String {
+            #""stream_filters": [{"type": "ip_access", "config": {"default_action": "allow", "ips": [{"action": "\#(action)", "addrs": ["10.0.0.0/8", "127.0.0.0/8"]}]}}],"#
+        }
+        let tern = try TernProcess(config: config(routes: [("/a/", "one")], clusters: [("one", first.port)], extraFilter: filter("allow")), waitFor: [port])
+        defer { tern.stop() }
+        let c = try RawClient(port: port)
+        defer { c.close() }
+        for n in 1...3 {
+            c.send("GET /a/open-\(n) HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(c.readResponses(1).first?.status == 200)
+        }
+        let (status, output) = try reload(tern, config(routes: [("/a/", "one")], clusters: [("one", first.port)], extraFilter: filter("deny")))
+        #expect(status == 0, "\(output)")
+        #expect(waitUntil(timeout: 10) { tern.child.output.contains("reloaded (SIGHUP)") })
+        for n in 1...3 {
+            c.send("GET /a/denied-\(n) HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(c.readResponses(1).first?.status == 403)
+        }
+        #expect(!servedBy(first, "/denied-"))
+    }
+
 }

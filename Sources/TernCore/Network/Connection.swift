@@ -86,6 +86,18 @@ public final class Connection: EventHandler, TimerTarget {
     public var peerAddress: IPAddressBits? { peer.address }
     /// The client address's hash for the hash balancers' source-address policy (0 for unix).
     public var sourceAddressHash: UInt64 { peer.hash }
+    /// The verdict of the `ip_access` filter with this serial on the peer address, if it decided
+    /// for this connection before.
+    @inline(__always)
+    func rememberedAccess(filter serial: UInt64) -> Bool? {
+        let p = peer
+        return p.accessFilterSerial == serial ? p.accessAllowed : nil
+    }
+    func rememberAccess(filter serial: UInt64, allowed: Bool) {
+        let p = peer
+        p.accessFilterSerial = serial
+        p.accessAllowed = allowed
+    }
     private var peer: PeerAddress {
         if let peerCache { return peerCache }
         let made = PeerAddress(IPAddressBits.peer(of: fd))

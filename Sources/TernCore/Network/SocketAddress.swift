@@ -419,6 +419,11 @@ extension IPAddressBits {
 final class PeerAddress {
     let address: IPAddressBits?
     let hash: UInt64
+    /// `ip_access` on the peer address: the serial of the filter that last decided for this
+    /// connection and its verdict, so a keep-alive connection's next requests skip the lists
+    /// (serials are never reused, so a filter a reload replaced never matches).
+    var accessFilterSerial: UInt64 = 0
+    var accessAllowed = false
     init(_ address: IPAddressBits?) {
         self.address = address
         hash = address?.addressHash ?? 0

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// MOSN's `ip_access`: the client address (the connection's peer, or an address a trusted header
 /// carries) checked against allow and deny lists in order; the first list that contains it
 /// decides, else `default_action`. Denied requests are answered 403 and never reach an upstream.
@@ -14,8 +16,12 @@ public final class IPAccessFilter: Sendable {
     public let defaultAllow: Bool
     public let denied = LocalAnswer(status: 403, body: "tern: access denied (ip_access)\n", code: "ip_access_denied")
     public var phase: FilterPhase { .beforeRoute }
+    /// Unique per filter ever made (the per-connection verdict memo's key).
+    let serial: UInt64
+    private static let serials = Atomic<UInt64>(0)
 
     public init(rules: [Rule], header: String?, defaultAllow: Bool) {
+        serial = Self.serials.wrappingAdd(1, ordering: .relaxed).newValue
         self.rules = rules
         self.header = header.flatMap { $0.isEmpty ? nil : Bytes.lowercased($0) }
         self.defaultAllow = defaultAllow
@@ -34,11 +40,21 @@ public final class IPAccessFilter: Sendable {
     }
 
     public func decide<R: StreamRequest>(_ request: R, _ input: FilterInput) -> FilterVerdict {
-        if let address = clientAddress(request, input) {
-            for i in rules.indices where rules[i].ranges.contains(address) {
-                return rules[i].deny ? .answer(denied) : .proceed
-            }
+        if header == nil {
+            // The peer address is the connection's: decided once per connection.
+            let connection = input.downstream
+            if let allowed = connection.rememberedAccess(filter: serial) { return allowed ? .proceed : .answer(denied) }
+            let allowed = allows(connection.peerAddress)
+            connection.rememberAccess(filter: serial, allowed: allowed)
+            return allowed ? .proceed : .answer(denied)
         }
-        return defaultAllow ? .proceed : .answer(denied)
+        return allows(clientAddress(request, input)) ? .proceed : .answer(denied)
+    }
+
+    func allows(_ address: IPAddressBits?) -> Bool {
+        if let address {
+            for i in rules.indices where rules[i].ranges.contains(address) { return !rules[i].deny }
+        }
+        return defaultAllow
     }
 }
