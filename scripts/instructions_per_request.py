@@ -8,6 +8,7 @@ prints (total(MANY) - total(FEW)) / (MANY - FEW): start-up, warm-up and shutdown
   scripts/instructions_per_request.py [--bin .build/release/tern] [--protocol http|bolt]
                                       [--conns 1] [--few 200] [--many 2200] [--keep]
                                       [--stream-filters JSON | --stream-filters policy] [--access-log]
+                                      [--config TEMPLATE (as http.sh's TERN_CONFIG)]
 
 --conns C: C keep-alive connections in lock step (one request on each, then every answer), so
 epoll hands Tern several ready connections per wake-up; 1 is a strictly sequential client.
@@ -176,9 +177,15 @@ def count(args, upstream_port, requests, warmup):
     port = free_port()
     cfg = os.path.join(work, "tern.json")
     with open(cfg, "w") as f:
-        filters = POLICY_FILTERS if args.stream_filters == "policy" else args.stream_filters
-        f.write(config(args.protocol, "127.0.0.1:%d" % port, "127.0.0.1:%d" % upstream_port, os.path.join(work, "tern.log"), filters,
-                       os.path.join(work, "access.log") if args.access_log else None))
+        if args.config:
+            # http.sh's TERN_CONFIG templates: {{LISTEN}}, {{UPSTREAM}}, {{LOG}}.
+            with open(args.config) as t:
+                f.write(t.read().replace("{{LISTEN}}", "127.0.0.1:%d" % port).replace("{{UPSTREAM}}", "127.0.0.1:%d" % upstream_port)
+                        .replace("{{LOG}}", os.path.join(work, "tern.log")))
+        else:
+            filters = POLICY_FILTERS if args.stream_filters == "policy" else args.stream_filters
+            f.write(config(args.protocol, "127.0.0.1:%d" % port, "127.0.0.1:%d" % upstream_port, os.path.join(work, "tern.log"), filters,
+                           os.path.join(work, "access.log") if args.access_log else None))
     out = os.path.join(work, "callgrind.out")
     tern = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                              args.bin, "start", "-c", cfg, "--workers", "1"],
@@ -214,6 +221,7 @@ def main():
     p.add_argument("--many", type=int, default=2200)
     p.add_argument("--stream-filters", default=None, help='the listener\'s stream_filters as JSON, or "policy"')
     p.add_argument("--access-log", action="store_true", help="the listener writes an access log in MOSN's default format")
+    p.add_argument("--config", default=None, help="a config template as http.sh's TERN_CONFIG takes ({{LISTEN}}, {{UPSTREAM}}, {{LOG}})")
     p.add_argument("--keep", action="store_true", help="keep the callgrind profiles (for callgrind_annotate)")
     args = p.parse_args()
     listener = socket.socket()

@@ -172,17 +172,19 @@ public final class StreamFilterChain {
     /// Runs the filters of `phase` from `start` (0, or where a delay stopped) until one stops.
     public func run<R: StreamRequest>(_ phase: FilterPhase, _ request: R, _ input: FilterInput,
                                       from start: Int = 0, delayDone: Bool = false) -> FilterVerdict {
-        let filters = phase == .beforeRoute ? plan.beforeRoute : plan.afterRoute
-        var index = start
-        while index < filters.count {
-            let verdict = filters[index].decide(request, input, &random, delayDone: delayDone && index == start)
-            switch verdict {
-            case .proceed: index += 1
-            case .answer: return verdict
-            case .delay(let ms, _): return .delay(ms: ms, resumeAt: index)
+        // Through the buffer: no retain and release of each filter as it is taken out.
+        (phase == .beforeRoute ? plan.beforeRoute : plan.afterRoute).withUnsafeBufferPointer { filters in
+            var index = start
+            while index < filters.count {
+                let verdict = filters[index].decide(request, input, &random, delayDone: delayDone && index == start)
+                switch verdict {
+                case .proceed: index += 1
+                case .answer: return verdict
+                case .delay(let ms, _): return .delay(ms: ms, resumeAt: index)
+                }
             }
+            return .proceed
         }
-        return .proceed
     }
 
     /// The body limit for bodies that stream without a length (chunked), nil when none applies.
