@@ -14,13 +14,7 @@ final class FakeDNSServer: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let child = try ChildProcess("/usr/bin/env", ["python3", "-u", TestPaths.peers + "/dns_peer.py", "--answers", answersPath, "--log", logPath], name: "dns")
         self.child = child
-        var found: UInt16 = 0
-        _ = waitUntil(timeout: 10) {
-            if let first = child.output.split(separator: "\n").first, let p = UInt16(first) { found = p; return true }
-            return false
-        }
-        guard found != 0 else { throw TestError("dns peer did not start: \(child.output)") }
-        port = found
+        port = try child.portOnFirstLine("dns peer")
         try answer(names, ttl: ttl)
     }
 

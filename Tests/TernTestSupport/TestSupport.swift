@@ -103,6 +103,19 @@ public func canConnect(_ port: UInt16, host: String = "127.0.0.1") -> Bool {
 
 /// A child process with its output captured to a file. Spawned with posix_spawn and reaped with
 /// waitpid directly: Foundation's Process could leave a child unreaped and hang waitUntilExit.
+extension ChildProcess {
+    /// The port a test peer prints on its first line once it listens (waited for up to 10 s).
+    public func portOnFirstLine(_ what: String) throws -> UInt16 {
+        var found: UInt16 = 0
+        _ = waitUntil(timeout: 10) {
+            if let first = self.output.split(separator: "\n").first, let p = UInt16(first) { found = p; return true }
+            return false
+        }
+        guard found != 0 else { throw TestError("\(what) did not start: \(output)") }
+        return found
+    }
+}
+
 public final class ChildProcess: @unchecked Sendable {
     public let pid: Int32
     public let outputPath: String
@@ -204,12 +217,7 @@ public final class PythonUpstream: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let child = try ChildProcess("/usr/bin/env", ["python3", "-u", TestPaths.peers + "/upstream.py", "--port", String(requested), "--bind", bind, "--log", logPath], name: "upstream")
         self.child = child
-        var found: UInt16 = 0
-        _ = waitUntil(timeout: 10) {
-            if let first = child.output.split(separator: "\n").first, let p = UInt16(first) { found = p; return true }
-            return false
-        }
-        guard found != 0 else { throw TestError("upstream did not start: \(child.output)") }
+        let found = try child.portOnFirstLine("upstream")
         port = found
         guard waitUntil(timeout: 5, { canConnect(found, host: bind) }) else { throw TestError("upstream not accepting") }
     }
