@@ -302,7 +302,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
         case .connection(let c): upstream = c
         case .failed(let error):
             // A connect that failed at once: nothing was sent; another host when there is one.
-            if error.isConnectFailure, let next = retryTarget(retry ?? BoltRetry(target, frame), after: error, frame.requestID) {
+            if error.isConnectFailure, let next = retryTarget(retry ?? BoltRetry(target, frame), after: error) {
                 send(frame, p, to: next.target, retry: next)
                 return
             }
@@ -353,7 +353,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// The next host for a call whose connect failed (`retry.tried` are the hosts tried), within
     /// the route's `num_retries` and the cluster's retry budget; nil: none, the call fails.
-    func retryTarget(_ retry: BoltRetry, after error: StreamError, _ id: UInt32) -> BoltRetry? {
+    func retryTarget(_ retry: BoltRetry, after error: StreamError) -> BoltRetry? {
         let target = retry.target
         let cluster = target.cluster
         guard phase != .closed, retry.tries < target.clusterRoute.retry.numRetries,
@@ -382,7 +382,7 @@ final class BoltSession: ConnectionDelegate, DownstreamSession, TimerTarget {
 
     /// The pool gives back a call whose connection never connected (MultiplexProtocol.retry).
     func retryUnsent(_ call: PendingCall<BoltMultiplex>, _ p: UnsafePointer<UInt8>, _ frame: BoltFrame, _ retry: BoltRetry, after error: StreamError) -> Bool {
-        guard let next = retryTarget(retry, after: error, retry.originalID) else { return false }
+        guard let next = retryTarget(retry, after: error) else { return false }
         pendingRecord = call.context.record
         send(frame, p, to: next.target, retry: next)
         flushTouched()

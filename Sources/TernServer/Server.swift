@@ -442,25 +442,27 @@ extension Server {
             let previous = current.withLock { $0 }
             let result = ConfigLoader.load(text: previous.sourceText, previous: previous, resolvedHosts: all)
             let keepsRoutes = previous.clusters.first(where: { $0.name == cluster })?.subsets == nil
-            _ = install(result, previous: previous, cause: "DNS answer for cluster \(cluster)", what: "the running config", keepRoutes: keepsRoutes)
+            // The config's warnings were logged when it was loaded: not again for each answer.
+            _ = install(result, previous: previous, cause: "DNS answer for cluster \(cluster)", what: "the running config",
+                        keepRoutes: keepsRoutes, logWarnings: false)
         }
     }
 
     /// Swaps a compiled config in on every worker; false (and logged) when it is refused.
-    private func install(_ result: ConfigResult, previous: ServerPlan, cause: String, what: String, keepRoutes: Bool = false) -> Bool {
-        let path = what
+    private func install(_ result: ConfigResult, previous: ServerPlan, cause: String, what: String,
+                         keepRoutes: Bool = false, logWarnings: Bool = true) -> Bool {
         guard var next = result.plan else {
             for e in result.diagnostics.errors { logger.error("reload", e) }
-            logger.error("reload", "\(path) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
+            logger.error("reload", "\(what) refused (\(cause)): \(result.diagnostics.errors.count) error(s); the running config stays")
             return false
         }
         let before = previous.listeners.map { "\($0.name)=\($0.shape)" }, after = next.listeners.map { "\($0.name)=\($0.shape)" }
         guard before == after else {
             let changed = Set(before).symmetricDifference(after).compactMap { $0.split(separator: "=").first.map(String.init) }
-            logger.error("reload", "\(path) refused (\(cause)): listener(s) \(Set(changed).sorted().joined(separator: ", ")) changed beyond routes, proxy settings and stream filters; start the new config with `tern start` (hot upgrade) to change listeners; the running config stays")
+            logger.error("reload", "\(what) refused (\(cause)): listener(s) \(Set(changed).sorted().joined(separator: ", ")) changed beyond routes, proxy settings and stream filters; start the new config with `tern start` (hot upgrade) to change listeners; the running config stays")
             return false
         }
-        if !keepRoutes { for w in result.diagnostics.warnings { logger.warn("reload", w) } }
+        if logWarnings { for w in result.diagnostics.warnings { logger.warn("reload", w) } }
         // Unchanged clusters keep their runtimes on the workers, and so the host health those read.
         for i in next.clusters.indices {
             if let old = previous.clusters.first(where: { $0.name == next.clusters[i].name && $0.fingerprint == next.clusters[i].fingerprint }) {
@@ -483,7 +485,7 @@ extension Server {
         let changed = next.clusters.filter { c in !c.removed && previous.clusters.contains { $0.name == c.name && $0.fingerprint != c.fingerprint } }.map(\.name)
         let reloaded = next.clusters
         startHealthChecks(reloaded)
-        logger.info("reload", "\(path) reloaded (\(cause)): \(keepRoutes ? "routes and proxy settings kept" : "routes and proxy settings replaced"); clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
+        logger.info("reload", "\(what) reloaded (\(cause)): \(keepRoutes ? "routes and proxy settings kept" : "routes and proxy settings replaced"); clusters added [\(added.joined(separator: ", "))], changed [\(changed.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))]")
         return true
     }
 
