@@ -3,9 +3,9 @@
 SWIFT ?= swift
 # The L4 integration tests start real redis, PostgreSQL and mosquitto servers with their own clients;
 # the interception tests build network namespaces and iptables rules (iproute2, iptables); the TLS
-# tests make their certificates with the openssl command; a hot-upgrade test loads Tern with wrk, nginx behind it.
+# tests make their certificates with the openssl command.
 APT_PACKAGES = curl python3 libssl-dev pkg-config openssl \
-	redis-server redis-tools postgresql postgresql-client mosquitto mosquitto-clients iptables iproute2 wrk nginx-light
+	redis-server redis-tools postgresql postgresql-client mosquitto mosquitto-clients iptables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build release run test unit integration integration-release bench clean venv fuzz

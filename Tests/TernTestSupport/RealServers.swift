@@ -57,7 +57,6 @@ public final class ServerProcess: @unchecked Sendable {
     let shutdownSignal: Int32?
 
     /// `prepare` runs once in the directory; `command` is the argv for a port and the directory.
-    /// `readyLine` empty: ready once the port accepts (nginx prints nothing).
     init(_ name: String, readyLine: String, timeout: Double = 10, shutdownSignal: Int32? = nil,
          prepare: (String) throws -> Void = { _ in }, command: (UInt16, String) throws -> [String]) throws {
         self.shutdownSignal = shutdownSignal
@@ -70,7 +69,7 @@ public final class ServerProcess: @unchecked Sendable {
                 let port = freePort()
                 let argv = try command(port, directory)
                 let child = try ChildProcess(argv[0], Array(argv.dropFirst()), name: name)
-                if waitUntil(timeout: timeout, { !child.isRunning || ((readyLine.isEmpty || child.output.contains(readyLine)) && canConnect(port)) }), child.isRunning {
+                if waitUntil(timeout: timeout, { !child.isRunning || (child.output.contains(readyLine) && canConnect(port)) }), child.isRunning {
                     (self.child, self.port) = (child, port)
                     return
                 }
@@ -95,32 +94,6 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     deinit { stop() }
-}
-
-// MARK: nginx
-
-/// nginx as a fast static upstream (one worker, no logs): `GET /` answers a 12-byte body. For load
-/// tests where Python's http.server would be the bottleneck (its own answers take seconds at 50
-/// connections).
-public final class NginxUpstream: @unchecked Sendable {
-    public let server: ServerProcess
-    public var port: UInt16 { server.port }
-
-    public init() throws {
-        let program = try PeerPrograms.require("nginx")
-        server = try ServerProcess("nginx", readyLine: "") { port, directory in
-            try "hello nginx\n".write(toFile: directory + "/body", atomically: true, encoding: .utf8)
-            try """
-                worker_processes 1; daemon off; master_process off; pid \(directory)/nginx.pid; error_log stderr error;
-                events { worker_connections 4096; }
-                http { access_log off; keepalive_requests 1000000; client_body_temp_path \(directory);
-                  server { listen 127.0.0.1:\(port); root \(directory); location / { try_files /body =404; } } }
-                """.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
-            return [program, "-c", directory + "/nginx.conf", "-p", directory]
-        }
-    }
-
-    public func stop() { server.stop() }
 }
 
 // MARK: redis
