@@ -461,7 +461,7 @@ struct ConfigCompiler {
             var targets: [StrictDNSSpec.Target] = []
             hostEntries = hostEntries.filter { h in
                 if case .string(let text)? = h.present("address"), SocketAddress.parse(text) != nil { return true }
-                if let target = dnsTarget(h, cluster: name) { targets.append(target) }
+                if let target = dnsTarget(h) { targets.append(target) }
                 return false
             }
             self.strictDNS.add(strictDNSSpec(c, name: name, targets: targets))

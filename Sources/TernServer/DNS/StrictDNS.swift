@@ -25,8 +25,8 @@ public struct StrictDNSSpec: Sendable, Equatable {
     /// The cluster's config text: a reload keeps the resolved hosts of a cluster whose text is the same.
     public let source: String
 
-    /// The host entries of one resolution: every target's addresses (targets that failed keep
-    /// what they had before, in `previous`), sorted so the same answer in another order is no change.
+    /// The host entries of one resolution: every target's addresses (a target whose lookup failed
+    /// brings its last ones), sorted so the same answer in another order is no change.
     static func hostEntries(_ addresses: [[DNSAddressRecord]], targets: [Target]) -> [JSONValue] {
         var entries: [(String, JSONValue)] = []
         for (target, records) in zip(targets, addresses) {
@@ -56,7 +56,7 @@ public struct StrictDNSSpec: Sendable, Equatable {
 extension ConfigCompiler {
     /// A STRICT_DNS host address: `name:port`, or a bare name (port 80, as MOSN). nil after an
     /// error naming the path when it is not a DNS name.
-    func dnsTarget(_ h: JSONObject, cluster: String) -> StrictDNSSpec.Target? {
+    func dnsTarget(_ h: JSONObject) -> StrictDNSSpec.Target? {
         guard let text = h.requiredString("address") else { return nil }
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count <= 2 else {
@@ -151,7 +151,6 @@ public final class StrictDNSResolver: @unchecked Sendable {
     }
 
     private let state = Mutex<[Entry]>([])
-    private let stopped = Atomic<Bool>(false)
     private let logger: Logger
     public init(logger: Logger) {
         self.logger = logger
@@ -199,10 +198,9 @@ public final class StrictDNSResolver: @unchecked Sendable {
         startThread(name: "tern-dns") { [self] in self.run(changed) }
     }
 
-    public func stop() { stopped.store(true, ordering: .relaxed) }
 
     private func run(_ changed: @Sendable (String, [JSONValue]) -> Void) {
-        while !stopped.load(ordering: .relaxed) {
+        while true {   // for the process's life, as the health checker's thread
             let now = tern_monotonic_ms()
             // Take the due entries out of the lock: lookups block for up to their timeouts.
             let due = state.withLock { entries in entries.indices.filter { entries[$0].dueMS <= now }.map { ($0, entries[$0]) } }
